@@ -1,0 +1,200 @@
+"""Load and validate board profiles (JSON).
+
+A profile holds the board's name, core, clock (Hz), SRAM and flash sizes (bytes), the runtime's own
+overheads (fixed flash and SRAM, flash per op, scratch-buffer rules per op type), and per op type the
+coefficients of a linear latency model in cycles, with where they came from ("estimate" or
+"calibrated", never passed off as measured).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from importlib import resources as _res
+from pathlib import Path
+from typing import Any, Mapping
+
+from lightning_mcuprune.units import parse_size
+
+#: Op types of the resource graph; latency coefficients and scratch rules are given per op type.
+OP_TYPES = (
+    "conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense",
+    "max_pool", "avg_pool", "global_avg_pool", "add", "mul", "concat", "activation",
+)
+#: Features of the per-op latency model: cycles = sum(coef[f] * feature[f]).
+LATENCY_FEATURES = (
+    "macs", "input_elements", "output_elements", "weight_elements",
+    "output_channels", "output_pixels", "output_rows", "const",
+)
+#: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
+SCRATCH_FEATURES = ("patch_elements", "input_channels", "output_channels", "const")
+
+_REQUIRED = ("name", "core", "clock_hz", "sram_bytes", "flash_bytes", "runtime", "latency")
+_KNOWN_TOP = set(_REQUIRED) | {"schema_version", "description", "emulated", "scratch", "firmware_target", "datasheet"}
+
+
+class BoardProfileError(ValueError):
+    """A board profile that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class BoardProfile:
+    """A validated board profile. Sizes in bytes, clock in Hz, latency coefficients in cycles per feature unit."""
+
+    name: str
+    core: str
+    clock_hz: int
+    sram_bytes: int
+    flash_bytes: int
+    runtime_flash_bytes: int
+    runtime_sram_bytes: int
+    per_op_flash_bytes: int
+    latency_source: str
+    latency_coefficients: Mapping[str, Mapping[str, float]]
+    scratch_rules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    emulated: bool = False
+    description: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def sram_available(self) -> int:
+        """Bytes of SRAM left for the activation arena after the runtime's own use."""
+        return self.sram_bytes - self.runtime_sram_bytes
+
+    @property
+    def flash_available(self) -> int:
+        """Bytes of flash the model may use in all (the flash resource model includes the runtime)."""
+        return self.flash_bytes
+
+    def cycles_to_ms(self, cycles: float) -> float:
+        return cycles / self.clock_hz * 1e3
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(dict(self.raw))
+
+
+def builtin_boards() -> list[str]:
+    """Names of the board profiles shipped with the package."""
+    folder = _res.files("lightning_mcuprune.boards") / "profiles"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_board(board: "str | Path | Mapping | BoardProfile") -> BoardProfile:
+    """Load a board profile by built-in name, JSON path, dict, or pass a loaded profile through."""
+    if isinstance(board, BoardProfile):
+        return board
+    if isinstance(board, Mapping):
+        return _validate(dict(board), "<dict>")
+    if not isinstance(board, (str, Path)):
+        raise BoardProfileError(f"board must be a built-in name, a JSON path, a dict or a BoardProfile, not {type(board).__name__}")
+    text_path = str(board)
+    path = Path(text_path)
+    if text_path.endswith(".json") or path.exists():
+        if not path.is_file():
+            raise BoardProfileError(f"board profile file {path} does not exist")
+        source = str(path)
+        text = path.read_text()
+    else:
+        names = builtin_boards()
+        key = text_path.lower()
+        if key not in names:
+            raise BoardProfileError(f"unknown board {text_path!r}; built-in boards: {', '.join(names)} (or give a path to a profile JSON)")
+        source = f"built-in profile {key}"
+        text = (_res.files("lightning_mcuprune.boards") / "profiles" / f"{key}.json").read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BoardProfileError(f"{source}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BoardProfileError(f"{source}: the top level must be a JSON object")
+    return _validate(data, source)
+
+
+def _num(data: Mapping, key: str, source: str, where: str, *, positive: bool = False, integer: bool = False) -> float:
+    if key not in data:
+        raise BoardProfileError(f"{source}: field {where}{key!r} is missing")
+    v = data[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise BoardProfileError(f"{source}: field {where}{key!r} must be a number, got {v!r}")
+    if v < 0 or (positive and v == 0):
+        raise BoardProfileError(f"{source}: field {where}{key!r} must be {'positive' if positive else 'non-negative'}, got {v!r}")
+    if integer and int(v) != v:
+        raise BoardProfileError(f"{source}: field {where}{key!r} must be a whole number, got {v!r}")
+    return v
+
+
+def _size(data: Mapping, key: str, source: str, where: str = "", allow_zero: bool = False) -> int:
+    if key not in data:
+        raise BoardProfileError(f"{source}: field {where}{key!r} is missing")
+    if allow_zero and data[key] == 0:
+        return 0
+    try:
+        return parse_size(data[key], what=f"{where}{key}")
+    except ValueError as e:
+        raise BoardProfileError(f"{source}: field {where}{key!r}: {e}") from None
+
+
+def _coef_table(table: Any, source: str, where: str, features: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    if not isinstance(table, dict):
+        raise BoardProfileError(f"{source}: field {where!r} must be an object mapping op types to coefficients")
+    out = {}
+    for op, coefs in table.items():
+        if op not in OP_TYPES:
+            raise BoardProfileError(f"{source}: field {where}.{op}: unknown op type; known: {', '.join(OP_TYPES)}")
+        if not isinstance(coefs, dict):
+            raise BoardProfileError(f"{source}: field {where}.{op} must be an object of feature: coefficient")
+        row = {}
+        for f, v in coefs.items():
+            if f not in features:
+                raise BoardProfileError(f"{source}: field {where}.{op}.{f}: unknown feature; known: {', '.join(features)}")
+            row[f] = float(_num(coefs, f, source, f"{where}.{op}."))
+        out[op] = row
+    return out
+
+
+def _validate(data: dict, source: str) -> BoardProfile:
+    for key in _REQUIRED:
+        if key not in data:
+            raise BoardProfileError(f"{source}: field {key!r} is missing (required: {', '.join(_REQUIRED)})")
+    unknown = set(data) - _KNOWN_TOP
+    if unknown:
+        raise BoardProfileError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KNOWN_TOP))}")
+    if not isinstance(data["name"], str) or not data["name"]:
+        raise BoardProfileError(f"{source}: field 'name' must be a non-empty string")
+    runtime = data["runtime"]
+    if not isinstance(runtime, dict):
+        raise BoardProfileError(f"{source}: field 'runtime' must be an object")
+    latency = data["latency"]
+    if not isinstance(latency, dict):
+        raise BoardProfileError(f"{source}: field 'latency' must be an object with 'source' and 'ops'")
+    src = latency.get("source")
+    if src not in ("estimate", "calibrated"):
+        raise BoardProfileError(f"{source}: field latency.source must be \"estimate\" or \"calibrated\", got {src!r}")
+    if "ops" not in latency:
+        raise BoardProfileError(f"{source}: field latency.ops is missing")
+    coefs = _coef_table(latency["ops"], source, "latency.ops", LATENCY_FEATURES)
+    missing = [op for op in OP_TYPES if op not in coefs]
+    if missing:
+        raise BoardProfileError(f"{source}: field latency.ops lacks coefficients for op type(s) {', '.join(missing)}")
+    scratch = _coef_table(data.get("scratch", {}), source, "scratch", SCRATCH_FEATURES)
+    prof = BoardProfile(
+        name=data["name"],
+        core=str(data["core"]),
+        clock_hz=int(_num(data, "clock_hz", source, "", positive=True, integer=True)),
+        sram_bytes=_size(data, "sram_bytes", source),
+        flash_bytes=_size(data, "flash_bytes", source),
+        runtime_flash_bytes=_size(runtime, "flash_bytes", source, "runtime.", allow_zero=True),
+        runtime_sram_bytes=_size(runtime, "sram_bytes", source, "runtime.", allow_zero=True),
+        per_op_flash_bytes=int(_num(runtime, "per_op_flash_bytes", source, "runtime.", integer=True)),
+        latency_source=src,
+        latency_coefficients=coefs,
+        scratch_rules=scratch,
+        emulated=bool(data.get("emulated", False)),
+        description=str(data.get("description", "")),
+        raw=copy.deepcopy(data),
+    )
+    if prof.runtime_sram_bytes >= prof.sram_bytes:
+        raise BoardProfileError(f"{source}: field runtime.sram_bytes ({prof.runtime_sram_bytes}) leaves no SRAM of sram_bytes ({prof.sram_bytes})")
+    if prof.runtime_flash_bytes >= prof.flash_bytes:
+        raise BoardProfileError(f"{source}: field runtime.flash_bytes ({prof.runtime_flash_bytes}) leaves no flash of flash_bytes ({prof.flash_bytes})")
+    return prof

@@ -1,0 +1,43 @@
+"""Command line: `mcuprune analyze|boards|calibrate|benchmark|demo ...` and the `calibrate` entry point.
+
+Each subcommand lives in the module that owns the concept; this file only wires them to argparse.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcuprune", description="Prune CNNs to fit microcontrollers, and measure boards.")
+    sub = p.add_subparsers(dest="command", required=True)
+    from lightning_mcuprune import commands
+    for register in commands.REGISTRY:
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as e:
+        print(f"mcuprune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def calibrate_main(argv: list[str] | None = None) -> int:
+    """`calibrate ...` is `mcuprune calibrate ...`."""
+    return main(["calibrate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
