@@ -15,9 +15,8 @@ class CLIError(Exception):
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcuprune", description="Prune CNNs to fit microcontrollers, and measure boards.")
     sub = p.add_subparsers(dest="command", required=True)
-    from lightning_mcuprune import commands
-    for register in commands.REGISTRY:
-        register(sub)
+    from lightning_mcuprune.commands import register_all
+    register_all(sub)
     return p
 
 

@@ -1,10 +1,18 @@
-"""Subcommand registry for the CLI. Each entry adds one subparser and sets `func`."""
+"""Subcommand registry for the CLI.
+
+Each module listed in MODULES defines `register(subparsers)`, which adds its subcommand(s) and sets
+`func` on them. Adding a subcommand = one line here plus the module that owns the concept.
+"""
 from __future__ import annotations
 
-REGISTRY: list = []
+import importlib
+
+MODULES = [
+    "lightning_mcuprune.analysis",    # mcuprune analyze
+    "lightning_mcuprune.hil.cli",     # mcuprune boards (and later calibrate, benchmark)
+]
 
 
-def command(fn):
-    """Decorator: register a function `fn(subparsers)` that adds a subcommand."""
-    REGISTRY.append(fn)
-    return fn
+def register_all(subparsers) -> None:
+    for name in MODULES:
+        importlib.import_module(name).register(subparsers)

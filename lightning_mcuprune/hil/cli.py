@@ -1,0 +1,5 @@
+"""HIL subcommands (placeholder until the HIL issue lands)."""
+
+
+def register(subparsers) -> None:
+    pass
