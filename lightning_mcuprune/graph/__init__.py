@@ -1,0 +1,12 @@
+"""Trace a network into a resource graph: ops, int8 activation buffers, channel groups."""
+from lightning_mcuprune.graph.trace import (
+    Buffer,
+    Group,
+    GraphError,
+    Op,
+    ResourceGraph,
+    UnsupportedOpError,
+    trace_graph,
+)
+
+__all__ = ["trace_graph", "ResourceGraph", "Op", "Buffer", "Group", "GraphError", "UnsupportedOpError"]

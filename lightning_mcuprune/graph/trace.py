@@ -1,0 +1,632 @@
+"""Trace an nn.Module into a resource graph: fused ops in execution order, int8 activation buffers,
+and for every channel dimension the channel group it belongs to.
+
+How it works: torch.fx traces the module (modules and functional calls alike); fx's ShapeProp gives
+every tensor's shape at batch 1 (and at batch 2, to catch models whose shapes depend on the batch).
+Nodes are then folded into the ops an MCU runtime executes: BatchNorm folds into the conv/linear
+before it, activations fuse into their producer, flatten/view/reshape/dropout alias their input.
+
+Channel groups: every channel dimension is a list of segments (group, coef): its size is
+sum(coef * n_group). A conv/linear output starts a new group; BN, activations, pools and depthwise
+convs pass their input's segments through; `add` and channel-wise `mul` unite the groups of their
+operands; `cat` concatenates segment lists; flatten scales segments by the spatial size.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+Segments = tuple  # tuple[tuple[int, float], ...]: (group id, channels per group channel)
+
+
+class GraphError(ValueError):
+    """The model cannot be turned into a resource graph; the message names the place and the fix."""
+
+
+class UnsupportedOpError(GraphError):
+    """An op with no resource model: named with its module path or function and where it sits."""
+
+
+@dataclass
+class Group:
+    """A set of channels that must be pruned together. `size` = channels in the dense network."""
+
+    id: int
+    size: int
+    prunable: bool = True
+    reason: str = ""            # why not prunable
+    producers: list = field(default_factory=list)  # names of the ops whose output starts this group
+    modules: list = field(default_factory=list)    # module paths whose channels belong to the group
+
+
+@dataclass
+class Buffer:
+    """An int8 activation in the arena (1 byte per element). `spatial` = elements per channel."""
+
+    name: str
+    shape: tuple                # at batch 1
+    spatial: int
+    channels: Segments
+    producer: str | None        # op name; None for a graph input
+    consumers: list = field(default_factory=list)  # op names, in execution order
+    is_output: bool = False
+
+
+@dataclass
+class Op:
+    """One op of the MCU runtime (after BN folding and activation fusion). Shapes at batch 1."""
+
+    name: str
+    type: str                   # one of boards.OP_TYPES
+    target: str                 # module path or function name, for messages and tables
+    nodes: list                 # fx node names folded into this op, in order
+    inputs: list                # buffer names
+    output: str                 # buffer name
+    in_channels: Segments = ()  # per-filter input channels (Cin/groups); () = constant `in_const`
+    in_const: float = 0.0
+    out_channels: Segments = ()
+    out_spatial: int = 1        # output elements per channel
+    out_rows: int = 1           # output rows (H) for the per-row latency feature
+    kernel_elems: int = 0       # kh*kw for convs, 1 for dense, 0 for weightless ops
+    groups: int = 1
+    has_bias: bool = False
+    bn_params: int = 0          # BN parameters per output channel folded in (2 if affine)
+    activation: str | None = None
+    module: str | None = None   # main module path, if any
+    mask_node: str = ""         # fx node after which the op's output channels leave the op
+    mask_module: str | None = None  # module whose output is that node (None: functional)
+
+
+@dataclass
+class ResourceGraph:
+    """Ops in execution order, activation buffers, channel groups. See module docstring."""
+
+    ops: list
+    buffers: dict
+    groups: list
+    inputs: list                # buffer names of graph inputs
+    outputs: list               # buffer names of graph outputs
+    gm: torch.fx.GraphModule = field(repr=False, default=None)
+
+    @property
+    def op_index(self) -> dict:
+        return {op.name: i for i, op in enumerate(self.ops)}
+
+    @property
+    def dense_counts(self) -> torch.Tensor:
+        """Channels per group in the traced network (float64)."""
+        return torch.tensor([g.size for g in self.groups], dtype=torch.float64)
+
+    @property
+    def prunable(self) -> list:
+        return [g.id for g in self.groups if g.prunable]
+
+    def buffer_elems(self, name: str, counts=None) -> float:
+        b = self.buffers[name]
+        n = self.dense_counts if counts is None else counts
+        return b.spatial * sum(c * float(n[g]) for g, c in b.channels)
+
+
+_ACTIVATION_MODULES = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Sigmoid: "sigmoid",
+    nn.Hardsigmoid: "hardsigmoid", nn.Tanh: "tanh", nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax",
+    nn.SiLU: "silu", nn.LeakyReLU: "leaky_relu",
+}
+_ACTIVATION_FUNCS = {
+    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
+    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "hardsigmoid", torch.tanh: "tanh",
+    F.tanh: "tanh", F.softmax: "softmax", F.log_softmax: "log_softmax", torch.softmax: "softmax",
+    F.silu: "silu", F.leaky_relu: "leaky_relu",
+}
+_ACTIVATION_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
+                       "log_softmax": "log_softmax", "relu_": "relu"}
+_ALIAS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten)
+_ALIAS_FUNCS = {torch.flatten, F.dropout, F.dropout2d, torch.reshape}
+_ALIAS_METHODS = {"view", "reshape", "flatten", "contiguous"}
+_POOL_FUNCS = {F.max_pool1d: "max_pool", F.max_pool2d: "max_pool", F.avg_pool1d: "avg_pool", F.avg_pool2d: "avg_pool",
+               F.adaptive_avg_pool1d: "avg_pool", F.adaptive_avg_pool2d: "avg_pool",
+               F.adaptive_max_pool1d: "max_pool", F.adaptive_max_pool2d: "max_pool"}
+_POOL_MODULES = {nn.MaxPool1d: "max_pool", nn.MaxPool2d: "max_pool", nn.AvgPool1d: "avg_pool", nn.AvgPool2d: "avg_pool",
+                 nn.AdaptiveAvgPool1d: "avg_pool", nn.AdaptiveAvgPool2d: "avg_pool",
+                 nn.AdaptiveMaxPool1d: "max_pool", nn.AdaptiveMaxPool2d: "max_pool"}
+_ADD = {operator.add, operator.iadd, torch.add}
+_MUL = {operator.mul, operator.imul, torch.mul}
+_SCALAR_ARITH = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul,
+                 operator.sub, operator.truediv, torch.sub, torch.div, operator.neg}
+_CAT = {torch.cat, torch.concat}
+_SUPPORTED_HINT = ("supported: Conv1d/Conv2d (dense, depthwise, grouped), Linear, BatchNorm1d/2d, ReLU/ReLU6/Hardswish/"
+                   "Sigmoid/Hardsigmoid, MaxPool/AvgPool/AdaptiveAvgPool, Dropout, flatten/view/reshape, add, cat, "
+                   "channel-wise mul, mean over spatial dims")
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: list[int] = []
+
+    def new(self) -> int:
+        self.parent.append(len(self.parent))
+        return len(self.parent) - 1
+
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class _View:
+    """What an fx node's tensor is: a view onto a buffer, with its own channel segments."""
+
+    buffer: str
+    channels: Segments
+    spatial: int
+    shape: tuple
+
+
+def _fn_name(target) -> str:
+    mod = getattr(target, "__module__", "") or ""
+    name = getattr(target, "__name__", repr(target))
+    return f"{mod}.{name}" if mod and not mod.startswith("_operator") else name
+
+
+def _node_where(node: torch.fx.Node) -> str:
+    stack = node.meta.get("stack_trace")
+    if stack:
+        last = [ln.strip() for ln in stack.strip().splitlines() if ln.strip().startswith("File")]
+        if last:
+            return f" ({last[-1]})"
+    return ""
+
+
+def _channels_and_spatial(shape: tuple) -> tuple[int, int]:
+    if len(shape) < 2:
+        raise GraphError(f"tensor of shape {tuple(shape)} has no channel dimension (expected [N, C, ...])")
+    spatial = 1
+    for d in shape[2:]:
+        spatial *= int(d)
+    return int(shape[1]), spatial
+
+
+def _seg_count(segs: Segments, sizes: list[int]) -> float:
+    return sum(c * sizes[g] for g, c in segs)
+
+
+class _Tracer:
+    def __init__(self, model: nn.Module, example_inputs: tuple, exclude: set[str]):
+        self.model = model
+        self.exclude = exclude
+        self.uf = _UnionFind()
+        self.group_size: list[int] = []
+        self.fixed: dict[int, str] = {}
+        self.group_producers: dict[int, list] = {}
+        self.group_modules: dict[int, list] = {}
+        self.views: dict[str, _View] = {}
+        self.buffers: dict[str, Buffer] = {}
+        self.ops: list[Op] = []
+        self.op_of_buffer: dict[str, Op] = {}
+        self.gm = self._trace(model)
+        self.modules = dict(self.gm.named_modules())
+        self._propagate_shapes(example_inputs)
+
+    # ---- tracing ----------------------------------------------------------------------------
+    def _trace(self, model):
+        try:
+            return torch.fx.symbolic_trace(model)
+        except Exception as e:  # fx raises many types for untraceable code
+            raise GraphError(
+                f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}. "
+                "Data-dependent Python control flow (if/for on tensor values) cannot be traced; "
+                "move it out of forward() or make the shapes static.") from None
+
+    def _propagate_shapes(self, example_inputs):
+        def shapes(batch):
+            xs = tuple(x[:1].expand(batch, *x.shape[1:]).contiguous() for x in example_inputs)
+            ShapeProp(self.gm).propagate(*xs)
+            return {n.name: tuple(n.meta["tensor_meta"].shape) for n in self.gm.graph.nodes
+                    if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
+        was_training = self.gm.training
+        self.gm.eval()
+        try:
+            with torch.no_grad():
+                try:
+                    s2 = shapes(2)
+                except Exception as e:
+                    raise GraphError(
+                        f"the model fails on a batch of 2 ({type(e).__name__}: {e}); its shapes seem to depend on the "
+                        "batch size (e.g. view(1, -1) or a hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
+                s1 = shapes(1)
+        finally:
+            self.gm.train(was_training)
+        for name, sh in s1.items():
+            other = s2.get(name)
+            if other is None or len(other) != len(sh) or other[1:] != sh[1:] or (len(sh) and sh[0] != 1) or other[0] != 2:
+                node = next(n for n in self.gm.graph.nodes if n.name == name)
+                raise GraphError(
+                    f"the shape of {name!r} ({node.op} {_fn_name(node.target) if callable(node.target) else node.target}) "
+                    f"depends on the batch: {sh} at batch 1, {other} at batch 2; the batch must stay dimension 0 "
+                    "everywhere (use x.flatten(1) or x.view(x.size(0), -1), not view(-1) or view(1, -1))")
+
+    # ---- groups -----------------------------------------------------------------------------
+    def new_group(self, size: int, producer: str | None = None, module: str | None = None) -> int:
+        g = self.uf.new()
+        self.group_size.append(size)
+        self.group_producers[g] = [producer] if producer else []
+        self.group_modules[g] = [module] if module else []
+        return g
+
+    def fix(self, segs: Segments, reason: str) -> None:
+        for g, _ in segs:
+            self.fixed.setdefault(self.uf.find(g), reason)
+
+    def unite(self, a: Segments, b: Segments, where: str) -> Segments:
+        a, b = self.canon(a), self.canon(b)
+        if len(a) != len(b) or any(ca != cb for (_, ca), (_, cb) in zip(a, b)):
+            if len(a) == len(b) and all(self.group_size[ga] * ca == self.group_size[gb] * cb for (ga, ca), (gb, cb) in zip(a, b)):
+                pass
+            else:
+                raise UnsupportedOpError(
+                    f"{where}: joins tensors whose channels are laid out differently ({len(a)} vs {len(b)} "
+                    "concatenated parts); an add/mul across differently concatenated tensors is not supported")
+        for (ga, _), (gb, _) in zip(a, b):
+            self.uf.union(ga, gb)
+        return self.canon(a)
+
+    def canon(self, segs: Segments) -> Segments:
+        return tuple((self.uf.find(g), c) for g, c in segs)
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def shape(self, node) -> tuple:
+        tm = node.meta.get("tensor_meta")
+        return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
+
+    def view_of(self, arg, node) -> _View:
+        if not isinstance(arg, torch.fx.Node) or arg.name not in self.views:
+            raise UnsupportedOpError(f"{self.describe(node)}: its input {arg!r} is not a traced tensor")
+        return self.views[arg.name]
+
+    def describe(self, node) -> str:
+        if node.op == "call_module":
+            return f"{type(self.modules[node.target]).__name__} at {node.target!r}"
+        if node.op == "call_method":
+            return f"Tensor.{node.target}() at node {node.name!r}{_node_where(node)}"
+        if node.op == "call_function":
+            return f"{_fn_name(node.target)} at node {node.name!r}{_node_where(node)}"
+        return f"{node.op} {node.target!r}"
+
+    def users(self, node) -> list:
+        return list(node.users)
+
+    def new_buffer(self, node, segs: Segments, producer: Op | None) -> _View:
+        shape = self.shape(node)
+        _, spatial = _channels_and_spatial(shape)
+        buf = Buffer(name=node.name, shape=shape, spatial=spatial, channels=segs,
+                     producer=producer.name if producer else None)
+        self.buffers[buf.name] = buf
+        view = _View(buffer=buf.name, channels=segs, spatial=spatial, shape=shape)
+        self.views[node.name] = view
+        if producer is not None:
+            self.op_of_buffer[buf.name] = producer
+        return view
+
+    def add_op(self, node, type_: str, inputs: list[_View], out_segs: Segments, **kw) -> Op:
+        shape = self.shape(node)
+        _, spatial = _channels_and_spatial(shape)
+        op = Op(name=node.name, type=type_, target=kw.pop("target", self.describe(node).split(" at ")[0]),
+                nodes=[node.name], inputs=[v.buffer for v in inputs], output=node.name,
+                out_channels=out_segs, out_spatial=spatial, out_rows=int(shape[2]) if len(shape) > 2 else 1,
+                mask_node=node.name, mask_module=node.target if node.op == "call_module" else None, **kw)
+        self.ops.append(op)
+        for v in inputs:
+            self.buffers[v.buffer].consumers.append(op.name)
+        self.new_buffer(node, out_segs, op)
+        return op
+
+    def fusable_producer(self, arg) -> Op | None:
+        """The op whose output `arg` is, if `arg` is that op's own buffer with this node as its only user."""
+        if not isinstance(arg, torch.fx.Node) or arg.name not in self.views:
+            return None
+        view = self.views[arg.name]
+        op = self.op_of_buffer.get(view.buffer)
+        if op is None or op.output != arg.name or len(arg.users) != 1:
+            return None
+        return op
+
+    def extend_op(self, op: Op, node) -> None:
+        """Fold `node` into `op`: the op's output buffer now stands for node's tensor."""
+        old = self.buffers.pop(op.output)
+        old.name = node.name
+        old.shape = self.shape(node)
+        self.buffers[node.name] = old
+        del self.op_of_buffer[op.output]
+        self.op_of_buffer[node.name] = op
+        self.views.pop(op.output, None)
+        self.views[node.name] = _View(node.name, old.channels, old.spatial, old.shape)
+        op.nodes.append(node.name)
+        op.output = node.name
+        op.mask_node = node.name
+        op.mask_module = node.target if node.op == "call_module" else None
+
+    # ---- node handlers ----------------------------------------------------------------------
+    def run(self) -> ResourceGraph:
+        inputs, outputs = [], []
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                shape = self.shape(node)
+                if shape is None:
+                    raise GraphError(f"input {node.name!r} is not a tensor")
+                c, _ = _channels_and_spatial(shape)
+                g = self.new_group(c)
+                self.fixed[g] = "network input"
+                self.new_buffer(node, ((g, 1.0),), None)
+                inputs.append(node.name)
+            elif node.op == "output":
+                outs = node.args[0]
+                outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+                for o in outs:
+                    v = self.view_of(o, node)
+                    self.fix(v.channels, "network output")
+                    self.buffers[v.buffer].is_output = True
+                    outputs.append(v.buffer)
+            elif node.op == "get_attr":
+                continue  # constants; their users are checked where they are used
+            elif self.shape(node) is None:
+                # size(), dim(), getitem on sizes: Python values, no tensor, no cost
+                if node.op == "call_method" and node.target in ("size", "dim") or node.op == "call_function" and node.target in (getattr, operator.getitem, operator.floordiv, operator.mul, operator.add):
+                    continue
+                raise UnsupportedOpError(f"{self.describe(node)} does not produce a single tensor; {_SUPPORTED_HINT}")
+            elif node.op == "call_module":
+                self.on_module(node)
+            elif node.op == "call_function":
+                self.on_function(node)
+            elif node.op == "call_method":
+                self.on_method(node)
+        return self.finish(inputs, outputs)
+
+    def on_module(self, node):
+        m = self.modules[node.target]
+        x = node.args[0]
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            return self.conv(node, m, x)
+        if isinstance(m, nn.Linear):
+            return self.linear(node, m, x)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return self.batchnorm(node, x, 2 if m.affine else 0)
+        for cls, name in _ACTIVATION_MODULES.items():
+            if type(m) is cls:
+                return self.activation(node, x, name)
+        for cls, kind in _POOL_MODULES.items():
+            if type(m) is cls:
+                return self.pool(node, x, kind)
+        if isinstance(m, _ALIAS_MODULES):
+            return self.alias(node, x)
+        raise UnsupportedOpError(f"{type(m).__name__} at {node.target!r} is not supported; {_SUPPORTED_HINT}")
+
+    def on_function(self, node):
+        t = node.target
+        args = node.args
+        tensor_args = [a for a in args if isinstance(a, torch.fx.Node) and a.name in self.views]
+        if t in _ACTIVATION_FUNCS:
+            return self.activation(node, args[0], _ACTIVATION_FUNCS[t])
+        if t in _POOL_FUNCS:
+            return self.pool(node, args[0], _POOL_FUNCS[t])
+        if t in _ALIAS_FUNCS:
+            return self.alias(node, args[0])
+        if t in _CAT:
+            return self.cat(node)
+        if t is torch.mean:
+            return self.mean(node)
+        if len(tensor_args) == 2 and t in _ADD:
+            return self.binary(node, "add", tensor_args)
+        if len(tensor_args) == 2 and t in _MUL:
+            return self.binary(node, "mul", tensor_args)
+        if len(tensor_args) == 1 and t in _SCALAR_ARITH and all(
+                not isinstance(a, torch.fx.Node) or a in tensor_args or self.shape(a) is None for a in args):
+            return self.activation(node, tensor_args[0], _fn_name(t).split(".")[-1])
+        raise UnsupportedOpError(f"{self.describe(node)} is not supported; {_SUPPORTED_HINT}")
+
+    def on_method(self, node):
+        t = node.target
+        if t in _ACTIVATION_METHODS:
+            return self.activation(node, node.args[0], _ACTIVATION_METHODS[t])
+        if t in _ALIAS_METHODS:
+            return self.alias(node, node.args[0])
+        if t == "mean":
+            return self.mean(node)
+        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node) and a.name in self.views]
+        if t in ("add", "add_") and len(tensor_args) == 2:
+            return self.binary(node, "add", tensor_args)
+        if t in ("mul", "mul_") and len(tensor_args) == 2:
+            return self.binary(node, "mul", tensor_args)
+        raise UnsupportedOpError(f"{self.describe(node)} is not supported; {_SUPPORTED_HINT}")
+
+    def conv(self, node, m, x):
+        v = self.view_of(x, node)
+        cin, cout, G = m.in_channels, m.out_channels, m.groups
+        k = 1
+        for d in m.kernel_size:
+            k *= d
+        excluded = self.is_excluded(node.target)
+        if G == 1:
+            g = self.new_group(cout, node.name, node.target)
+            out = ((g, 1.0),)
+            pointwise = k == 1 and all(s == 1 for s in m.stride) and (
+                isinstance(m.padding, str) or all(p == 0 for p in m.padding))
+            op = self.add_op(node, "pointwise_conv2d" if pointwise else "conv2d", [v], out,
+                             in_channels=v.channels, kernel_elems=k, has_bias=m.bias is not None, module=node.target)
+            if excluded:
+                self.fix(out, f"excluded module {node.target}")
+            return op
+        if G == cin and cout == cin:
+            self.group_modules[self.uf.find(v.channels[0][0])].append(node.target)
+            op = self.add_op(node, "depthwise_conv2d", [v], v.channels, in_const=1.0, kernel_elems=k, groups=G,
+                             has_bias=m.bias is not None, module=node.target)
+            if excluded:
+                self.fix(v.channels, f"excluded module {node.target}")
+            return op
+        # grouped conv or depthwise with a channel multiplier: counted exactly, channels kept
+        self.fix(v.channels, f"grouped conv {node.target} (groups={G})")
+        g = self.new_group(cout, node.name, node.target)
+        self.fixed[g] = f"grouped conv {node.target} (groups={G})"
+        type_ = "depthwise_conv2d" if G == cin else "conv2d"
+        return self.add_op(node, type_, [v], ((g, 1.0),), in_const=cin / G, kernel_elems=k, groups=G,
+                           has_bias=m.bias is not None, module=node.target)
+
+    def linear(self, node, m, x):
+        v = self.view_of(x, node)
+        if len(v.shape) != 2:
+            raise UnsupportedOpError(f"Linear at {node.target!r} gets a {len(v.shape)}-d input {v.shape}; "
+                                     "flatten it to [N, features] first")
+        g = self.new_group(m.out_features, node.name, node.target)
+        op = self.add_op(node, "dense", [v], ((g, 1.0),), in_channels=v.channels, kernel_elems=1,
+                         has_bias=m.bias is not None, module=node.target)
+        if self.is_excluded(node.target):
+            self.fix(op.out_channels, f"excluded module {node.target}")
+        return op
+
+    def batchnorm(self, node, x, params):
+        op = self.fusable_producer(x)
+        if op is not None and op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "dense") \
+                and op.activation is None and op.bn_params == 0:
+            self.extend_op(op, node)
+            op.bn_params = params
+            self.group_modules[self.uf.find(op.out_channels[0][0])].append(node.target)
+            return op
+        v = self.view_of(x, node)  # BN that cannot be folded: a per-channel affine op
+        return self.add_op(node, "mul", [v], v.channels, bn_params=params, target="BatchNorm (unfolded)",
+                           module=node.target)
+
+    def activation(self, node, x, name):
+        op = self.fusable_producer(x)
+        if op is not None and op.activation is None and op.type not in ("concat",):
+            self.extend_op(op, node)
+            op.activation = name
+            return op
+        v = self.view_of(x, node)
+        return self.add_op(node, "activation", [v], v.channels, activation=name)
+
+    def pool(self, node, x, kind):
+        v = self.view_of(x, node)
+        shape = self.shape(node)
+        if len(shape) > 2 and all(d == 1 for d in shape[2:]) and kind == "avg_pool":
+            kind = "global_avg_pool"
+        return self.add_op(node, kind, [v], v.channels)
+
+    def mean(self, node):
+        x = node.args[0]
+        v = self.view_of(x, node)
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        rank = len(v.shape)
+        dims = tuple(d % rank for d in dims)
+        if not dims or 0 in dims or 1 in dims:
+            raise UnsupportedOpError(f"{self.describe(node)}: mean over dims {dims} is not supported; "
+                                     "only a mean over the spatial dims (global average pooling) is")
+        return self.add_op(node, "global_avg_pool" if set(dims) == set(range(2, rank)) else "avg_pool", [v], v.channels)
+
+    def alias(self, node, x):
+        v = self.view_of(x, node)
+        shape = self.shape(node)
+        if len(shape) == len(v.shape) and shape == v.shape:
+            self.views[node.name] = _View(v.buffer, v.channels, v.spatial, shape)
+            return
+        c, spatial = _channels_and_spatial(shape)
+        cin_total = int(v.shape[1])
+        if len(shape) == 2 and c == cin_total * v.spatial:
+            segs = tuple((g, coef * v.spatial) for g, coef in v.channels)
+            self.views[node.name] = _View(v.buffer, segs, 1, shape)
+            return
+        if c == cin_total and spatial == v.spatial:
+            self.views[node.name] = _View(v.buffer, v.channels, spatial, shape)
+            return
+        raise UnsupportedOpError(f"{self.describe(node)}: reshape {v.shape} -> {shape} mixes channels with other "
+                                 "dimensions; only flattening [N, C, ...] to [N, C*...] is supported")
+
+    def binary(self, node, kind, args):
+        va, vb = (self.view_of(a, node) for a in args)
+        where = self.describe(node)
+        if kind == "mul" and va.spatial != vb.spatial:
+            big, small = (va, vb) if va.spatial > vb.spatial else (vb, va)
+            if small.spatial != 1:
+                raise UnsupportedOpError(f"{where}: mul of {va.shape} and {vb.shape}; only same-shape or channel-wise "
+                                         "([N, C, 1, 1]) multiplication is supported")
+            segs = self.unite(big.channels, small.channels, where)
+            return self.add_op(node, "mul", [big, small], segs)
+        if va.shape != vb.shape:
+            raise UnsupportedOpError(f"{where}: {kind} of tensors of shapes {va.shape} and {vb.shape}; "
+                                     "only same-shape operands are supported")
+        segs = self.unite(va.channels, vb.channels, where)
+        return self.add_op(node, kind, [va, vb], segs)
+
+    def cat(self, node):
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        views = [self.view_of(t, node) for t in tensors]
+        rank = len(views[0].shape)
+        if dim % rank != 1:
+            raise UnsupportedOpError(f"{self.describe(node)}: cat along dim {dim}; only along channels (dim 1)")
+        segs = tuple(s for v in views for s in v.channels)
+        return self.add_op(node, "concat", views, segs)
+
+    def is_excluded(self, path: str) -> bool:
+        return any(path == e or path.startswith(e + ".") for e in self.exclude)
+
+    # ---- finish -----------------------------------------------------------------------------
+    def finish(self, inputs, outputs) -> ResourceGraph:
+        roots = sorted({self.uf.find(g) for g in range(len(self.group_size))})
+        # only groups that still name a channel dimension survive (united ones merge)
+        new_id = {r: i for i, r in enumerate(roots)}
+
+        def remap(segs):
+            return tuple((new_id[self.uf.find(g)], c) for g, c in segs)
+
+        groups = []
+        for r in roots:
+            members = [g for g in range(len(self.group_size)) if self.uf.find(g) == r]
+            sizes = {self.group_size[g] for g in members}
+            if len(sizes) != 1:
+                raise GraphError(f"channel group joins dimensions of different sizes {sorted(sizes)}")
+            reason = next((self.fixed[g] for g in members if g in self.fixed), "")
+            if r in self.fixed:
+                reason = self.fixed[r]
+            prods = [p for g in members for p in self.group_producers.get(g, [])]
+            mods = [p for g in members for p in self.group_modules.get(g, [])]
+            groups.append(Group(id=new_id[r], size=sizes.pop(), prunable=not reason, reason=reason,
+                                producers=prods, modules=mods))
+        for op in self.ops:
+            op.in_channels = remap(op.in_channels)
+            op.out_channels = remap(op.out_channels)
+        for b in self.buffers.values():
+            b.channels = remap(b.channels)
+        return ResourceGraph(ops=self.ops, buffers=self.buffers, groups=groups, inputs=inputs, outputs=outputs,
+                             gm=self.gm)
+
+
+def _as_inputs(example_input) -> tuple:
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    if isinstance(example_input, (tuple, list)) and all(isinstance(x, torch.Tensor) for x in example_input):
+        return tuple(example_input)
+    raise GraphError(f"example_input must be a tensor or a tuple of tensors, got {type(example_input).__name__}")
+
+
+def trace_graph(model: nn.Module, example_input, exclude=()) -> ResourceGraph:
+    """Trace `model` at `example_input` (a tensor or tuple; batch dim first) into a ResourceGraph.
+
+    `exclude`: module paths whose output channels are never pruned (their groups are fixed).
+    """
+    if not isinstance(model, nn.Module):
+        raise GraphError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = tuple(x.detach() for x in _as_inputs(example_input))
+    return _Tracer(model, inputs, set(exclude)).run()

@@ -1,0 +1,274 @@
+"""Differentiable MCU resource models over per-group channel counts n (a float tensor, one entry per
+channel group of a ResourceGraph).
+
+Every quantity is a polynomial of degree <= 2 in n, evaluated with a few small matrix products:
+per op, the per-filter input channels Lin = A_in @ n + b_in and the output channels Lout = A_out @ n + b_out;
+then MACs = k*HW_out*Lin*Lout, weights = k*Lin*Lout, etc. For integer n the results are exact integers.
+
+- MACs, parameters (PyTorch parameters: weights, biases, BN affine).
+- Flash (bytes): int8 weights + int32 bias + per-output-channel requantisation (int32 multiplier and
+  shift) per weighted op, a per-op overhead, and the runtime's fixed flash (board profile).
+- Peak SRAM (bytes): int8 activations; at each op the working set is every buffer already produced and
+  still needed, plus the op's output and its scratch buffer; peak = max over ops in the execution order.
+  The max is differentiated by subgradient: the gradient flows through the bottleneck op only.
+- Latency (cycles; ms via the board clock): per op a linear model in LATENCY_FEATURES with per-op-type
+  coefficients from the board profile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lightning_mcuprune.boards import LATENCY_FEATURES, BoardProfile, load_board
+from lightning_mcuprune.boards.profile import SCRATCH_FEATURES
+from lightning_mcuprune.graph import ResourceGraph
+
+WEIGHTED = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
+#: flash bytes per output channel of a weighted op: int32 bias + int32 multiplier + int32 shift
+REQUANT_BYTES_PER_CHANNEL = 12
+
+
+@dataclass
+class Resources:
+    """All resources at one point n. Tensors (differentiable); per-op vectors in execution-agnostic op order."""
+
+    macs: torch.Tensor
+    params: torch.Tensor
+    flash_bytes: torch.Tensor
+    peak_sram_bytes: torch.Tensor
+    latency_cycles: torch.Tensor
+    latency_ms: torch.Tensor
+    op_macs: torch.Tensor
+    op_params: torch.Tensor
+    op_flash: torch.Tensor
+    op_cycles: torch.Tensor
+    working_set: torch.Tensor   # bytes, per op, in graph op order
+    bottleneck: int             # op index at peak SRAM
+
+
+class ResourceModel:
+    """Resource models of one traced graph on one board. `order`: "traced", "optimal", or op indices."""
+
+    def __init__(self, graph: ResourceGraph, board="mps2-an386", order="traced"):
+        self.graph = graph
+        self.board: BoardProfile = load_board(board)
+        ops, groups = graph.ops, graph.groups
+        O, G = len(ops), len(groups)
+        self.buffer_names = list(graph.buffers)
+        bidx = {b: i for i, b in enumerate(self.buffer_names)}
+        B = len(self.buffer_names)
+        f64 = torch.float64
+
+        def form(segs, const=0.0):
+            row = torch.zeros(G, dtype=f64)
+            for g, c in segs:
+                row[g] += c
+            return row, const
+
+        A_in, b_in, A_out, b_out, A_inel, b_inel, A_cin, b_cin = ([] for _ in range(8))
+        mcoef, wcoef, pcoef, qcoef = (torch.zeros(O, dtype=f64) for _ in range(4))
+        self._const_feats = torch.zeros(O, 3, dtype=f64)  # output_pixels, output_rows, const
+        for i, op in enumerate(ops):
+            r, c = form(op.in_channels, op.in_const)
+            A_in.append(r); b_in.append(c)
+            r, c = form(op.out_channels)
+            A_out.append(r); b_out.append(c)
+            # total input channels of the (first) input, for scratch rules
+            first = graph.buffers[op.inputs[0]]
+            r, _ = form(first.channels)
+            A_cin.append(r); b_cin.append(0.0)
+            r = torch.zeros(G, dtype=f64)
+            for name in op.inputs:
+                buf = graph.buffers[name]
+                for g, cf in buf.channels:
+                    r[g] += cf * buf.spatial
+            A_inel.append(r); b_inel.append(0.0)
+            if op.type in WEIGHTED:
+                mcoef[i] = op.kernel_elems * op.out_spatial
+                wcoef[i] = op.kernel_elems
+                qcoef[i] = REQUANT_BYTES_PER_CHANNEL
+            if op.type == "mul" and op.bn_params:  # an unfolded BN: per-channel scale and offset
+                qcoef[i] = REQUANT_BYTES_PER_CHANNEL
+            pcoef[i] = (1 if op.has_bias else 0) + op.bn_params
+            self._const_feats[i] = torch.tensor([op.out_spatial, op.out_rows, 1.0], dtype=f64)
+        A_buf = torch.zeros(B, G, dtype=f64)
+        for name, buf in graph.buffers.items():
+            for g, cf in buf.channels:
+                A_buf[bidx[name], g] += cf * buf.spatial
+        # latency coefficients per op, features in LATENCY_FEATURES order
+        coefs = self.board.latency_coefficients
+        C = torch.tensor([[coefs[op.type].get(f, 0.0) for f in LATENCY_FEATURES] for op in ops], dtype=f64).reshape(O, len(LATENCY_FEATURES))
+        rules = self.board.scratch_rules
+        S = torch.tensor([[rules.get(op.type, {}).get(f, 0.0) for f in SCRATCH_FEATURES] for op in ops], dtype=f64).reshape(O, len(SCRATCH_FEATURES))
+        kern = torch.tensor([float(op.kernel_elems) for op in ops], dtype=f64)
+        stack = lambda rows: torch.stack(rows) if rows else torch.zeros(0, G, dtype=f64)  # noqa: E731
+        self._mats64 = dict(
+            A_in=stack(A_in), b_in=torch.tensor(b_in, dtype=f64), A_out=stack(A_out), b_out=torch.tensor(b_out, dtype=f64),
+            A_inel=stack(A_inel), b_inel=torch.tensor(b_inel, dtype=f64), A_cin=stack(A_cin),
+            mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
+            const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
+        )
+        self._cache: dict = {}
+        self._producer = [bidx[op.output] for op in ops]
+        self.dense_counts = graph.dense_counts
+        self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes)
+        self.set_order(order)
+
+    # ---- execution order -------------------------------------------------------------------
+    def set_order(self, order="traced", counts=None) -> list[int]:
+        """Use an execution order: "traced", "optimal" (minimises peak SRAM at `counts`), or op indices."""
+        if isinstance(order, str):
+            if order == "traced":
+                order = list(range(len(self.graph.ops)))
+            elif order == "optimal":
+                from lightning_mcuprune.resources.order import optimal_order
+                order = optimal_order(self, self.dense_counts if counts is None else counts)
+            else:
+                raise ValueError(f"order must be 'traced', 'optimal' or a list of op indices, not {order!r}")
+        self.order = list(order)
+        self._check_order(self.order)
+        self._liveness = self.liveness(self.order)
+        self._cache.clear()
+        return self.order
+
+    def _check_order(self, order):
+        ops = self.graph.ops
+        if sorted(order) != list(range(len(ops))):
+            raise ValueError("an execution order must name every op exactly once")
+        pos = {o: i for i, o in enumerate(order)}
+        prod = {op.output: i for i, op in enumerate(ops)}
+        for i, op in enumerate(ops):
+            for b in op.inputs:
+                if b in prod and pos[prod[b]] > pos[i]:
+                    raise ValueError(f"order runs {op.name!r} before the op that produces its input {b!r}")
+
+    def liveness(self, order) -> torch.Tensor:
+        """0/1 matrix [ops x buffers]: buffer b is in op i's working set (produced and still needed)."""
+        ops, bufs = self.graph.ops, self.graph.buffers
+        O, B = len(ops), len(self.buffer_names)
+        pos = {o: t for t, o in enumerate(order)}
+        name_to_op = {op.name: i for i, op in enumerate(ops)}
+        L = torch.zeros(O, B, dtype=torch.float64)
+        for j, name in enumerate(self.buffer_names):
+            buf = bufs[name]
+            start = pos[name_to_op[buf.producer]] if buf.producer else 0
+            ends = [pos[name_to_op[c]] for c in buf.consumers]
+            end = O - 1 if buf.is_output else max(ends, default=start)
+            for t in range(start, end + 1):
+                L[order[t], j] = 1.0
+        return L
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def _mats(self, dtype):
+        if dtype not in self._cache:
+            m = {k: v.to(dtype) for k, v in self._mats64.items()}
+            m["L"] = self._liveness.to(dtype)
+            self._cache[dtype] = m
+        return self._cache[dtype]
+
+    def _check(self, n) -> torch.Tensor:
+        if not isinstance(n, torch.Tensor):
+            n = torch.as_tensor(n, dtype=torch.float64)
+        if not n.is_floating_point():
+            n = n.to(torch.float64)
+        if n.shape != (len(self.graph.groups),):
+            raise ValueError(f"channel counts must have shape ({len(self.graph.groups)},) (one per group), got {tuple(n.shape)}")
+        return n
+
+    def _linear(self, n):
+        m = self._mats(n.dtype)
+        lin = m["A_in"] @ n + m["b_in"]
+        lout = m["A_out"] @ n + m["b_out"]
+        return m, lin, lout
+
+    def op_macs(self, n) -> torch.Tensor:
+        m, lin, lout = self._linear(self._check(n))
+        return m["mcoef"] * lin * lout
+
+    def macs(self, n) -> torch.Tensor:
+        """Multiply-accumulates of one inference (conv and dense layers)."""
+        return self.op_macs(n).sum()
+
+    def params(self, n) -> torch.Tensor:
+        """PyTorch parameters: weights, biases and BN affine parameters."""
+        m, lin, lout = self._linear(self._check(n))
+        return (m["wcoef"] * lin * lout + m["pcoef"] * lout).sum()
+
+    def flash_bytes(self, n) -> torch.Tensor:
+        """Bytes of flash: int8 weights, int32 bias and requantisation per channel, per-op and runtime overhead."""
+        m, lin, lout = self._linear(self._check(n))
+        return (m["wcoef"] * lin * lout + m["qcoef"] * lout).sum() + self.flash_fixed
+
+    def buffer_bytes(self, n) -> torch.Tensor:
+        """Bytes of every int8 activation buffer (graph buffer order)."""
+        n = self._check(n)
+        return self._mats(n.dtype)["A_buf"] @ n
+
+    def scratch_bytes(self, n) -> torch.Tensor:
+        n = self._check(n)
+        m, lin, lout = self._linear(n)
+        cin = m["A_cin"] @ n
+        feats = torch.stack([m["kern"] * cin, cin, lout, torch.ones_like(lout)], dim=1)
+        return (m["S"] * feats).sum(1)
+
+    def working_set(self, n) -> torch.Tensor:
+        """Bytes of SRAM in use while each op runs (graph op order), for the current execution order."""
+        n = self._check(n)
+        m = self._mats(n.dtype)
+        return m["L"] @ (m["A_buf"] @ n) + self.scratch_bytes(n)
+
+    def peak_sram_bytes(self, n) -> torch.Tensor:
+        """Peak SRAM (bytes) of the activation arena; subgradient through the bottleneck op."""
+        return self.working_set(n).max()
+
+    def smooth_peak_sram_bytes(self, n, temperature: float = 256.0) -> torch.Tensor:
+        """A smooth upper bound of the peak (log-sum-exp, `temperature` in bytes); gradient on all near-peak ops."""
+        ws = self.working_set(n)
+        return temperature * torch.logsumexp(ws / temperature, 0)
+
+    def op_cycles(self, n) -> torch.Tensor:
+        n = self._check(n)
+        m, lin, lout = self._linear(n)
+        macs = m["mcoef"] * lin * lout
+        feats = torch.cat([
+            torch.stack([macs, m["A_inel"] @ n, m["out_spatial"] * lout, m["wcoef"] * lin * lout, lout], dim=1),
+            m["const_feats"]], dim=1)
+        return (m["C"] * feats).sum(1)
+
+    def latency_cycles(self, n) -> torch.Tensor:
+        """Cycles of one inference (board clock cycles; on emulated boards instruction-count based)."""
+        return self.op_cycles(n).sum()
+
+    def latency_ms(self, n) -> torch.Tensor:
+        return self.latency_cycles(n) * (1e3 / self.board.clock_hz)
+
+    def evaluate(self, n) -> Resources:
+        """All resources at n, sharing the intermediate products."""
+        n = self._check(n)
+        m, lin, lout = self._linear(n)
+        weights = m["wcoef"] * lin * lout
+        op_macs = m["mcoef"] * lin * lout
+        op_params = weights + m["pcoef"] * lout
+        op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes)
+        ws = self.working_set(n)
+        feats = torch.cat([torch.stack([op_macs, m["A_inel"] @ n, m["out_spatial"] * lout, weights, lout], dim=1),
+                           m["const_feats"]], dim=1)
+        cycles = (m["C"] * feats).sum(1)
+        peak = ws.max()
+        total_cycles = cycles.sum()
+        return Resources(
+            macs=op_macs.sum(), params=op_params.sum(),
+            flash_bytes=op_flash.sum() + float(self.board.runtime_flash_bytes), peak_sram_bytes=peak,
+            latency_cycles=total_cycles, latency_ms=total_cycles * (1e3 / self.board.clock_hz),
+            op_macs=op_macs, op_params=op_params, op_flash=op_flash, op_cycles=cycles, working_set=ws,
+            bottleneck=int(ws.detach().argmax()),
+        )
+
+    def resource(self, key: str, n) -> torch.Tensor:
+        """One resource by budget key: "sram" (bytes), "flash" (bytes), "latency_ms", "macs", "params"."""
+        fns = {"sram": self.peak_sram_bytes, "flash": self.flash_bytes, "latency_ms": self.latency_ms,
+               "macs": self.macs, "params": self.params}
+        if key not in fns:
+            raise ValueError(f"unknown resource {key!r}; known: {', '.join(fns)}")
+        return fns[key](n)
