@@ -30,6 +30,8 @@ def parse_size(value, what: str = "size") -> int:
         if not m or unit not in _UNITS:
             raise ValueError(f"bad {what} {value!r}: {_HELP}")
         n = float(m.group(1)) * _UNITS[unit]
+        if not math.isfinite(n):
+            raise ValueError(f"bad {what} {value!r}: too large; {_HELP}")
         if n != int(n):
             raise ValueError(f"bad {what} {value!r}: {n} is not a whole number of bytes")
         n = int(n)

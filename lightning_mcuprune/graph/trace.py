@@ -82,6 +82,11 @@ class Op:
     mask_node: str = ""         # fx node after which the op's output channels leave the op
     mask_module: str | None = None  # module whose output is that node (None: functional)
 
+    @property
+    def label(self) -> str:
+        """A readable name: the main module's path, else the fx node name."""
+        return self.module or self.name
+
 
 @dataclass
 class ResourceGraph:

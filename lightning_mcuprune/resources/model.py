@@ -219,7 +219,8 @@ class ResourceModel:
         return m["L"] @ (m["A_buf"] @ n) + self.scratch_bytes(n)
 
     def peak_sram_bytes(self, n) -> torch.Tensor:
-        """Peak SRAM (bytes) of the activation arena; subgradient through the bottleneck op."""
+        """Peak SRAM (bytes) of the activation arena; subgradient through the bottleneck op (split evenly
+        among ops that tie at the peak)."""
         return self.working_set(n).max()
 
     def smooth_peak_sram_bytes(self, n, temperature: float = 256.0) -> torch.Tensor:

@@ -1,0 +1,212 @@
+"""`analyze`: what a network costs on a board (MACs, parameters, flash, peak SRAM, latency), per layer
+and in total, and the `mcuprune analyze` command."""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lightning_mcuprune.boards import BoardProfile, load_board
+from lightning_mcuprune.graph import ResourceGraph, trace_graph
+from lightning_mcuprune.resources import ResourceModel
+from lightning_mcuprune.units import format_size
+
+
+@dataclass
+class Report:
+    """The resources of one network on one board. Bytes, cycles, ms; latency is an estimate unless the
+    board profile's coefficients were calibrated (`latency_source`)."""
+
+    board: BoardProfile
+    macs: int
+    params: int
+    flash_bytes: int
+    peak_sram_bytes: int
+    latency_cycles: float
+    latency_ms: float
+    bottleneck: str
+    layers: pd.DataFrame
+    graph: ResourceGraph
+    order: list
+
+    @property
+    def latency_source(self) -> str:
+        return self.board.latency_source
+
+    def fits(self) -> dict:
+        """Whether peak SRAM and flash fit what the board has (SRAM after the runtime's reserve)."""
+        return {"sram": self.peak_sram_bytes <= self.board.sram_available, "flash": self.flash_bytes <= self.board.flash_bytes}
+
+    def to_dict(self) -> dict:
+        return {
+            "board": self.board.name, "macs": self.macs, "params": self.params, "flash_bytes": self.flash_bytes,
+            "peak_sram_bytes": self.peak_sram_bytes, "latency_cycles": self.latency_cycles,
+            "latency_ms": self.latency_ms, "latency_source": self.latency_source, "bottleneck": self.bottleneck,
+            "board_sram_available_bytes": self.board.sram_available, "board_flash_bytes": self.board.flash_bytes,
+            "layers": json.loads(self.layers.to_json(orient="records")),
+        }
+
+    def rich_table(self):
+        from rich.table import Table
+        est = " (estimate)" if self.latency_source == "estimate" else ""
+        t = Table(title=f"{self.board.name}: per-layer resources (execution order)", show_lines=False)
+        for col, just in (("op", "left"), ("type", "left"), ("output", "left"), ("MACs", "right"), ("params", "right"),
+                          ("flash", "right"), ("working set", "right"), (f"latency ms{est}", "right")):
+            t.add_column(col, justify=just)
+        for _, r in self.layers.iterrows():
+            mark = "[bold red]" if r["name"] == self.bottleneck else ""
+            end = " ◀ peak[/]" if mark else ""
+            t.add_row(r["name"], r["type"], "x".join(map(str, r["output_shape"])), f"{r['macs']:,}", f"{r['params']:,}",
+                      format_size(r["flash_bytes"]), f"{mark}{format_size(r['working_set_bytes'])}{end}",
+                      f"{r['latency_ms']:.3f}")
+        return t
+
+    def totals_table(self):
+        from rich.table import Table
+        fits = self.fits()
+        t = Table(title=f"{self.board.name} totals")
+        t.add_column("resource")
+        t.add_column("network", justify="right")
+        t.add_column("board", justify="right")
+        t.add_column("", justify="left")
+        ok = lambda b: "[green]fits[/]" if b else "[red]does not fit[/]"  # noqa: E731
+        t.add_row("peak SRAM (activations)", format_size(self.peak_sram_bytes),
+                  f"{format_size(self.board.sram_available)} free of {format_size(self.board.sram_bytes)}", ok(fits["sram"]))
+        t.add_row("flash (weights + runtime)", format_size(self.flash_bytes), format_size(self.board.flash_bytes), ok(fits["flash"]))
+        t.add_row("MACs", f"{self.macs:,}", "", "")
+        t.add_row("parameters", f"{self.params:,}", "", "")
+        est = "estimate: uncalibrated coefficients" if self.latency_source == "estimate" else "calibrated coefficients"
+        t.add_row("latency", f"{self.latency_ms:.2f} ms", f"{self.board.clock_hz / 1e6:g} MHz", est)
+        t.add_row("bottleneck op (peak SRAM)", self.bottleneck, "", "")
+        return t
+
+    def plot_memory(self, path) -> Path:
+        """PNG of the working set per op in execution order, the peak marked. Written atomically."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from lightning_mcuprune.io import atomic_path
+        df = self.layers
+        fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(df) + 2), 4))
+        kib = df["working_set_bytes"] / 1024
+        colors = ["tab:red" if n == self.bottleneck else "tab:blue" for n in df["name"]]
+        ax.bar(range(len(df)), kib, color=colors)
+        ax.axhline(self.board.sram_available / 1024, color="k", ls="--", lw=1, label=f"{self.board.name} SRAM free")
+        ax.set_xticks(range(len(df)))
+        ax.set_xticklabels(df["name"], rotation=90, fontsize=7)
+        ax.set_ylabel("working set (KiB, int8)")
+        ax.set_title(f"Memory profile: peak {format_size(self.peak_sram_bytes)} at {self.bottleneck}")
+        ax.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        return Path(path)
+
+
+def report_from_model(rm: ResourceModel, counts=None) -> Report:
+    """A Report of a ResourceModel at channel counts `counts` (default: the traced network)."""
+    g = rm.graph
+    n = rm.dense_counts if counts is None else torch.as_tensor(counts, dtype=torch.float64)
+    with torch.no_grad():
+        r = rm.evaluate(n)
+        sizes = rm.buffer_bytes(n)
+    bidx = {b: i for i, b in enumerate(rm.buffer_names)}
+    rows = []
+    for i in rm.order:
+        op = g.ops[i]
+        shape = tuple(g.buffers[op.output].shape[1:])
+        rows.append({
+            "name": op.label, "node": op.name, "type": op.type, "target": op.target, "output_shape": shape,
+            "output_bytes": int(round(sizes[bidx[op.output]].item())),
+            "macs": int(round(r.op_macs[i].item())), "params": int(round(r.op_params[i].item())),
+            "flash_bytes": int(round(r.op_flash[i].item())), "working_set_bytes": int(round(r.working_set[i].item())),
+            "latency_cycles": float(r.op_cycles[i].item()),
+            "latency_ms": float(r.op_cycles[i].item()) * 1e3 / rm.board.clock_hz,
+        })
+    return Report(
+        board=rm.board, macs=int(round(r.macs.item())), params=int(round(r.params.item())),
+        flash_bytes=int(round(r.flash_bytes.item())), peak_sram_bytes=int(round(r.peak_sram_bytes.item())),
+        latency_cycles=float(r.latency_cycles.item()), latency_ms=float(r.latency_ms.item()),
+        bottleneck=g.ops[r.bottleneck].label, layers=pd.DataFrame(rows), graph=g, order=list(rm.order))
+
+
+def analyze(model: torch.nn.Module, example_input, board="mps2-an386", order: str = "traced", exclude=()) -> Report:
+    """Trace `model` at `example_input` (batch first) and report its resources on `board`.
+
+    `order`: "traced" (the order of forward()) or "optimal" (the execution order of least peak SRAM).
+    """
+    graph = trace_graph(model, example_input, exclude=exclude)
+    rm = ResourceModel(graph, load_board(board), order=order)
+    return report_from_model(rm)
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+def load_callable(spec: str):
+    """Resolve "PKG.MODULE:CALLABLE" to the object it names."""
+    if ":" not in spec:
+        raise ValueError(f"model {spec!r} must be given as PKG.MODULE:CALLABLE, e.g. lightning_mcuprune.zoo:ds_cnn")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import module {mod_name!r} of model {spec!r}: {e}") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse_shape(text: str) -> tuple:
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    shape = tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(f"bad --input-shape {text!r}: give the input without the batch, e.g. 1,28,28 (C,H,W)")
+    return shape
+
+
+def _cmd_analyze(args) -> int:
+    from rich.console import Console
+    factory = load_callable(args.model)
+    model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{args.model} gave a {type(model).__name__}, not a torch.nn.Module")
+    if args.input_shape:
+        shape = parse_shape(args.input_shape)
+    else:
+        from lightning_mcuprune import zoo
+        name = args.model.split(":", 1)[1]
+        if not args.model.startswith("lightning_mcuprune.zoo:") or name not in zoo.INPUT_SHAPES:
+            raise ValueError("--input-shape is required (the input without the batch, e.g. 1,28,28)")
+        shape = zoo.INPUT_SHAPES[name]
+    model.eval()
+    rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order)
+    console = Console()
+    console.print(rep.rich_table())
+    console.print(rep.totals_table())
+    if args.plot:
+        rep.plot_memory(args.plot)
+        console.print(f"memory profile written to {args.plot}")
+    if args.json:
+        from lightning_mcuprune.io import write_json_atomic
+        write_json_atomic(args.json, rep.to_dict())
+        console.print(f"report written to {args.json}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="resources of a network on a board (MACs, flash, peak SRAM, latency)")
+    p.add_argument("model", help="PKG.MODULE:CALLABLE returning an nn.Module, e.g. lightning_mcuprune.zoo:ds_cnn")
+    p.add_argument("--input-shape", help="input without the batch, e.g. 1,28,28 (default for zoo models: their own)")
+    p.add_argument("--board", default="mps2-an386", help="built-in board name or profile JSON (default mps2-an386)")
+    p.add_argument("--order", choices=("traced", "optimal"), default="traced", help="execution order for peak SRAM")
+    p.add_argument("--plot", help="write the memory profile as PNG here")
+    p.add_argument("--json", help="write the report as JSON here")
+    p.set_defaults(func=_cmd_analyze)
