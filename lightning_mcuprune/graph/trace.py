@@ -81,6 +81,7 @@ class Op:
     module: str | None = None   # main module path, if any
     mask_node: str = ""         # fx node after which the op's output channels leave the op
     mask_module: str | None = None  # module whose output is that node (None: functional)
+    node_modules: list = field(default_factory=list)  # per folded node: its module path, or None if functional
 
     @property
     def label(self) -> str:
@@ -241,19 +242,15 @@ class _Tracer:
             ShapeProp(self.gm).propagate(*xs)
             return {n.name: tuple(n.meta["tensor_meta"].shape) for n in self.gm.graph.nodes
                     if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
-        was_training = self.gm.training
-        self.gm.eval()
-        try:
-            with torch.no_grad():
-                try:
-                    s2 = shapes(2)
-                except Exception as e:
-                    raise GraphError(
-                        f"the model fails on a batch of 2 ({type(e).__name__}: {e}); its shapes seem to depend on the "
-                        "batch size (e.g. view(1, -1) or a hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
-                s1 = shapes(1)
-        finally:
-            self.gm.train(was_training)
+        self.gm.eval()  # modes are restored by trace_graph
+        with torch.no_grad():
+            try:
+                s2 = shapes(2)
+            except Exception as e:
+                raise GraphError(
+                    f"the model fails on a batch of 2 ({type(e).__name__}: {e}); its shapes seem to depend on the "
+                    "batch size (e.g. view(1, -1) or a hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
+            s1 = shapes(1)
         for name, sh in s1.items():
             other = s2.get(name)
             if other is None or len(other) != len(sh) or other[1:] != sh[1:] or (len(sh) and sh[0] != 1) or other[0] != 2:
@@ -331,7 +328,8 @@ class _Tracer:
         op = Op(name=node.name, type=type_, target=kw.pop("target", self.describe(node).split(" at ")[0]),
                 nodes=[node.name], inputs=[v.buffer for v in inputs], output=node.name,
                 out_channels=out_segs, out_spatial=spatial, out_rows=int(shape[2]) if len(shape) > 2 else 1,
-                mask_node=node.name, mask_module=node.target if node.op == "call_module" else None, **kw)
+                mask_node=node.name, mask_module=node.target if node.op == "call_module" else None,
+                node_modules=[node.target if node.op == "call_module" else None], **kw)
         self.ops.append(op)
         for v in inputs:
             self.buffers[v.buffer].consumers.append(op.name)
@@ -359,6 +357,7 @@ class _Tracer:
         self.views.pop(op.output, None)
         self.views[node.name] = _View(node.name, old.channels, old.spatial, old.shape)
         op.nodes.append(node.name)
+        op.node_modules.append(node.target if node.op == "call_module" else None)
         op.output = node.name
         op.mask_node = node.name
         op.mask_module = node.target if node.op == "call_module" else None
@@ -634,4 +633,9 @@ def trace_graph(model: nn.Module, example_input, exclude=()) -> ResourceGraph:
     if not isinstance(model, nn.Module):
         raise GraphError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = tuple(x.detach() for x in _as_inputs(example_input))
-    return _Tracer(model, inputs, set(exclude)).run()
+    modes = {m: m.training for m in model.modules()}  # the traced GraphModule shares these modules
+    try:
+        return _Tracer(model, inputs, set(exclude)).run()
+    finally:
+        for m, mode in modes.items():
+            m.training = mode

@@ -1,0 +1,226 @@
+"""The pruning state and its updates, independent of Lightning.
+
+Per prunable channel group g (C0_g channels in the dense network, C_g left after physical removal):
+- a keep proportion pi_g in [pi_min_g, C_g / C0_g], learned; the kept channel count is n_g = pi_g * C0_g;
+- a channel importance s_g,c: an exponential moving average of |dL/dm_c|, the first-order Taylor score
+  of the channel (m is the channel's mask, so dL/dm = sum over the channel of a * dL/da);
+- a binary mask keeping the top ceil(n_g) channels by importance (rounded to a multiple if asked).
+
+Updates:
+- `task_step`: the signed mask gradients become a gradient for pi through a soft relaxation of the rank
+  threshold, m_c ~ sigmoid((pi_g*C0_g - r_c - 1/2) / tau_g); pi takes an Adam step (its own optimiser);
+- `project`: budget tracking. While some resource exceeds its current target, pi moves along
+  -dR_k/dpi of the most violated resource k, by bisection on the step length, until R_k = target_k;
+- `guarantee`: after hardening, if rounding left a budget exceeded, remove the channels with the least
+  importance per (normalised) resource saved until every budget holds.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lightning_mcuprune.pruning.budgets import format_value
+from lightning_mcuprune.resources import ResourceModel
+
+
+class BudgetUnreachableError(ValueError):
+    """Even the smallest network the options allow exceeds a budget."""
+
+
+class PruningState:
+    """Keep proportions, importance and masks of the prunable groups of one ResourceModel."""
+
+    def __init__(self, rm: ResourceModel, budgets: dict, prunable: list[int], *, min_channels: int = 1,
+                 multiple: int = 1, pi_lr: float = 0.05, importance_decay: float = 0.9, temperature: float | None = None):
+        self.rm = rm
+        self.budgets = dict(budgets)
+        self.ids = list(prunable)                  # graph group ids of the prunable groups
+        self.C0 = rm.dense_counts.clone()          # float64, all groups
+        c0 = self.C0[self.ids]
+        self.current = [int(c) for c in c0]        # channels physically left per prunable group
+        self.multiple = max(1, int(multiple))
+        self.min_kept = [min(int(c), max(1, int(min_channels))) for c in c0]
+        self.pi_min = torch.tensor([m / c for m, c in zip(self.min_kept, c0.tolist())], dtype=torch.float64)
+        self.pi = torch.ones(len(self.ids), dtype=torch.float64, requires_grad=True)
+        self.opt = torch.optim.Adam([self.pi], lr=pi_lr)
+        self.decay = importance_decay
+        self.tau = [temperature if temperature else max(0.5, 0.05 * float(c)) for c in c0]
+        self.importance = [torch.zeros(c) for c in self.current]
+        self.keep = [torch.ones(c, dtype=torch.bool) for c in self.current]
+        self.feedback = [torch.zeros(c) for c in self.current]  # signed dL/dm, summed since the last task step
+
+    # ---- counts ------------------------------------------------------------------------------
+    def upper(self) -> torch.Tensor:
+        return torch.tensor([c / float(c0) for c, c0 in zip(self.current, self.C0[self.ids].tolist())], dtype=torch.float64)
+
+    def counts(self, pi: torch.Tensor | None = None) -> torch.Tensor:
+        """Channel counts of all groups (float64): prunable groups pi * C0, fixed groups C0."""
+        pi = self.pi if pi is None else pi
+        n = self.C0.clone()
+        n = n.index_put((torch.tensor(self.ids, dtype=torch.long),), pi * self.C0[self.ids])
+        return n
+
+    def kept_counts(self) -> list[int]:
+        """Channels to keep per prunable group: ceil(pi * C0), rounded up to the multiple, in [min, current]."""
+        out = []
+        for i, c0 in enumerate(self.C0[self.ids].tolist()):
+            k = math.ceil(float(self.pi.detach()[i]) * c0 - 1e-6)
+            if self.multiple > 1 and self.current[i] >= self.multiple:
+                k = math.ceil(k / self.multiple) * self.multiple
+            out.append(int(min(max(k, self.min_kept[i]), self.current[i])))
+        return out
+
+    def integer_counts(self, kept: list[int] | None = None) -> torch.Tensor:
+        kept = self.kept_counts() if kept is None else kept
+        n = self.C0.clone()
+        for gid, k in zip(self.ids, kept):
+            n[gid] = k
+        return n
+
+    def resources(self, n: torch.Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            return {k: float(self.rm.resource(k, n)) for k in self.budgets}
+
+    # ---- feasibility -------------------------------------------------------------------------
+    def check_reachable(self) -> None:
+        """Raise if even the smallest allowed network exceeds a budget (smallest value vs budget)."""
+        n_min = self.C0.clone()
+        for gid, m in zip(self.ids, self.min_kept):
+            n_min[gid] = m
+        smallest = self.resources(n_min)
+        bad = [k for k, v in smallest.items() if v > self.budgets[k]]
+        if bad:
+            parts = [f"{k}: the smallest network allowed needs {format_value(k, smallest[k])}, budget "
+                     f"{format_value(k, self.budgets[k])} ({smallest[k] / self.budgets[k]:.2f}x)" for k in bad]
+            raise BudgetUnreachableError(
+                "budget cannot be met by pruning channels; " + "; ".join(parts) +
+                f". Raise the budget, lower min_channels (now {max(self.min_kept) if self.min_kept else 0}), or make "
+                "the fixed parts smaller (input size, classifier, excluded modules).")
+
+    # ---- importance and task feedback -----------------------------------------------------------
+    def accumulate(self, grads: list[torch.Tensor | None]) -> None:
+        """Take the mask gradients dL/dm of one backward pass (one per prunable group)."""
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            g = g.detach().to("cpu", torch.float32)
+            self.feedback[i] += g
+            self.importance[i].mul_(self.decay).add_(g.abs(), alpha=1 - self.decay)
+
+    def ranks(self, i: int) -> torch.Tensor:
+        """Rank of each current channel of prunable group i by importance (0 = most important)."""
+        order = torch.argsort(self.importance[i], descending=True, stable=True)
+        r = torch.empty_like(order)
+        r[order] = torch.arange(len(order))
+        return r
+
+    def task_step(self) -> None:
+        """One Adam step of pi along the task-loss feedback, through the soft rank-threshold relaxation."""
+        grad = torch.zeros_like(self.pi)
+        c0 = self.C0[self.ids]
+        for i in range(len(self.ids)):
+            fb = self.feedback[i].to(torch.float64)
+            if not torch.any(fb):
+                continue
+            z = (self.pi.detach()[i] * c0[i] - self.ranks(i).to(torch.float64) - 0.5) / self.tau[i]
+            s = torch.sigmoid(z)
+            grad[i] = (fb * s * (1 - s)).sum() * c0[i] / self.tau[i]
+            self.feedback[i].zero_()
+        self.opt.zero_grad()
+        self.pi.grad = grad
+        self.opt.step()
+        self.clamp()
+
+    def clamp(self) -> None:
+        with torch.no_grad():
+            self.pi.copy_(torch.minimum(torch.maximum(self.pi, self.pi_min), self.upper()))
+
+    # ---- budget tracking ------------------------------------------------------------------------
+    def project(self, targets: dict[str, float], max_rounds: int = 30, bisections: int = 40) -> None:
+        """Move pi along -grad R_k until every resource is within its target (continuous counts)."""
+        lo = self.pi_min
+        for _ in range(max_rounds):
+            pi = self.pi.detach()
+            vals = self.resources(self.counts(pi))
+            viol = {k: vals[k] / targets[k] - 1 for k in targets if vals[k] > targets[k] * (1 + 1e-9)}
+            if not viol:
+                return
+            key = max(viol, key=viol.get)
+            p = pi.clone().requires_grad_()
+            r = self.rm.resource(key, self.counts(p))
+            (d,) = torch.autograd.grad(r, p)
+            d = torch.where(pi > lo + 1e-12, d.clamp(min=0), torch.zeros_like(d))
+            if not torch.any(d > 0):
+                return  # nothing can shrink this resource further; guarantee() reports it
+            room = torch.where(d > 0, (pi - lo) / d, torch.full_like(d, float("inf")))
+            a_hi = float(room[d > 0].max())
+
+            def at(a):
+                return torch.maximum(pi - a * d, lo)
+
+            with torch.no_grad():
+                if self.rm.resource(key, self.counts(at(a_hi))) > targets[key]:
+                    self.pi.copy_(at(a_hi))
+                    continue
+                a_lo = 0.0
+                for _ in range(bisections):
+                    mid = 0.5 * (a_lo + a_hi)
+                    if self.rm.resource(key, self.counts(at(mid))) > targets[key]:
+                        a_lo = mid
+                    else:
+                        a_hi = mid
+                self.pi.copy_(at(a_hi))
+
+    def update_masks(self, kept: list[int] | None = None) -> None:
+        """Keep the top `kept` channels of each group by importance."""
+        kept = self.kept_counts() if kept is None else kept
+        for i, k in enumerate(kept):
+            r = self.ranks(i)
+            self.keep[i] = r < k
+
+    # ---- hardening --------------------------------------------------------------------------
+    def guarantee(self, kept: list[int]) -> list[int]:
+        """Lower `kept` until every budget holds at integer counts, greedily by least importance per resource saved."""
+        kept = list(kept)
+        step = [self.multiple if self.current[i] >= self.multiple else 1 for i in range(len(kept))]
+        by_rank = [torch.sort(imp, descending=True).values for imp in self.importance]
+        scale = float(torch.cat(self.importance).mean()) if self.importance and sum(self.current) else 1.0
+        scale = scale if scale > 0 else 1.0
+        while True:
+            n = self.integer_counts(kept)
+            vals = self.resources(n)
+            violated = [k for k in self.budgets if vals[k] > self.budgets[k]]
+            if not violated:
+                return kept
+            best, best_score = None, math.inf
+            for i in range(len(kept)):
+                new_k = kept[i] - step[i]
+                if new_k < self.min_kept[i]:
+                    continue
+                trial = list(kept)
+                trial[i] = new_k
+                v2 = self.resources(self.integer_counts(trial))
+                saved = sum((vals[k] - v2[k]) / self.budgets[k] for k in violated)
+                if saved <= 0:
+                    continue
+                # importance of the channels that would go: the least important of the kept ones
+                cost = float(by_rank[i][new_k:kept[i]].sum()) / scale + 1e-9
+                if cost / saved < best_score:
+                    best, best_score = i, cost / saved
+            if best is None:
+                raise BudgetUnreachableError(
+                    "after hardening, budgets still exceeded and no group can shrink further: " +
+                    "; ".join(f"{k} {format_value(k, vals[k])} > {format_value(k, self.budgets[k])}" for k in violated))
+            kept[best] -= step[best]
+
+    # ---- physical removal ------------------------------------------------------------------------
+    def drop_channels(self, i: int, removed: torch.Tensor) -> None:
+        """Forget channels `removed` (current indices) of prunable group i after physical removal."""
+        keep = torch.ones(self.current[i], dtype=torch.bool)
+        keep[removed] = False
+        self.importance[i] = self.importance[i][keep]
+        self.feedback[i] = self.feedback[i][keep]
+        self.keep[i] = self.keep[i][keep]
+        self.current[i] = int(keep.sum())
+        self.clamp()

@@ -1,0 +1,40 @@
+"""A small LightningModule around any classifier, and tiny random data, for the callback tests."""
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, net: nn.Module, lr: float = 1e-3, optimizer: str = "adam"):
+        super().__init__()
+        self.net = net
+        self.lr, self.optimizer = lr, optimizer
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, prog_bar=False)
+        return loss
+
+    def configure_optimizers(self):
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def random_loader(shape, classes=10, n=64, batch=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
+
+
+def trainer(callbacks, max_steps=None, max_epochs=None, **kw):
+    return pl.Trainer(max_steps=max_steps or -1, max_epochs=max_epochs, accelerator="cpu", devices=1,
+                      callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, deterministic=True, **kw)
