@@ -11,8 +11,10 @@ hardening at `prune_end` (final counts, the budget guarantee, everything masked 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -20,14 +22,14 @@ import torch
 
 from lightning_mcuprune.analysis import Report, analyze, report_from_model
 from lightning_mcuprune.boards import load_board
-from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.pruning.budgets import BUDGET_KEYS, format_value, parse_budgets, target
-from lightning_mcuprune.pruning.masks import MaskHooks, mask_sites
+from lightning_mcuprune.pruning.masks import MaskHooks
+from lightning_mcuprune.pruning.plan import apply_present, check_signature, make_plan
 from lightning_mcuprune.pruning.removal import remove_channels
 from lightning_mcuprune.pruning.state import PruningState
 from lightning_mcuprune.resources import ResourceModel
 
-_PRUNABLE_PRODUCERS = ("conv2d", "pointwise_conv2d", "dense")
+STATE_VERSION = 1
 
 
 class MCUPruneCallback(pl.Callback):
@@ -45,12 +47,14 @@ class MCUPruneCallback(pl.Callback):
         update_every: optimiser steps between pi/mask updates. removals: physical removals during pruning.
         pi_lr: learning rate of pi's own Adam. importance_decay: EMA decay of channel importance.
         order: execution order for peak SRAM: "traced" or "optimal".
+        export: write the pruned model (ONNX), the report (JSON) and plots (PNG) to the log dir after fit.
     """
 
-    def __init__(self, board="mps2-an386", budgets=None, *, module: str | None = None, exclude=(),
-                 min_channels: int = 1, multiple: int = 1, warmup: float | int = 0.1, prune_end: float | int = 0.6,
-                 update_every: int = 1, removals: int = 3, pi_lr: float = 0.05, importance_decay: float = 0.9,
-                 temperature: float | None = None, order: str = "traced", verbose: bool = True):
+    def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
+                 exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int = 0.1,
+                 prune_end: float | int = 0.6, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
+                 importance_decay: float = 0.9, temperature: float | None = None, order: str = "traced",
+                 export: bool = True, verbose: bool = True):
         super().__init__()
         self.board = load_board(board)
         self.budgets = parse_budgets(budgets, self.board)
@@ -68,13 +72,15 @@ class MCUPruneCallback(pl.Callback):
         self.warmup, self.prune_end = warmup, prune_end
         self.update_every, self.removals = int(update_every), int(removals)
         self.pi_lr, self.importance_decay, self.temperature = pi_lr, importance_decay, temperature
-        self.order, self.verbose = order, verbose
+        self.order, self.export_after_fit, self.verbose = order, export, verbose
         self.phase = "idle"
         self.report: Report | None = None
         self.dense_report: Report | None = None
+        self.export_dir: Path | None = None
         self._rows: list[dict] = []
         self.state: PruningState | None = None
         self.hooks: MaskHooks | None = None
+        self._deferred = False
 
     # ---- public results ---------------------------------------------------------------------
     @property
@@ -84,7 +90,17 @@ class MCUPruneCallback(pl.Callback):
 
     @property
     def group_names(self) -> list[str]:
-        return list(self._group_names)
+        return list(self.plan.producers) if self.state else []
+
+    def architecture_hash(self) -> str:
+        """sha256 over the channels present and the masks of every group: equal runs give equal hashes."""
+        h = hashlib.sha256()
+        if self.state is not None:
+            for name, present, keep in zip(self.plan.producers, self.state.present, self.state.keep):
+                h.update(name.encode())
+                h.update(present.numpy().astype("int64").tobytes())
+                h.update(keep.numpy().astype("bool").tobytes())
+        return h.hexdigest()
 
     # ---- setup --------------------------------------------------------------------------------
     def _root(self, pl_module) -> torch.nn.Module:
@@ -116,37 +132,24 @@ class MCUPruneCallback(pl.Callback):
         self.warmup_step = min(step(self.warmup), int(total))
         self.harden_step = max(self.warmup_step + 1, min(step(self.prune_end), int(total)))
         span = self.harden_step - self.warmup_step
-        self.removal_steps = {self.warmup_step + round(span * (j + 1) / (self.removals + 1)) for j in range(self.removals)}
+        self.removal_steps = sorted({self.warmup_step + round(span * (j + 1) / (self.removals + 1)) for j in range(self.removals)})
 
-    def _init(self, trainer, pl_module, batch) -> None:
+    def _build(self, pl_module, example) -> None:
+        """Trace the dense network and set up the resource model and the pruning state."""
         self.root = self._root(pl_module)
-        self.example = self._example(pl_module, batch)
-        was_training = self.root.training
-        graph = trace_graph(self.root, self.example, exclude=self.exclude)
-        self.root.train(was_training)
-        self.rm = ResourceModel(graph, self.board, order=self.order)
-        sites, unmaskable = mask_sites(graph)
-        ops = {op.name: op for op in graph.ops}
-        prunable, producer, names = [], {}, {}
-        for g in graph.groups:
-            if not g.prunable:
-                continue
-            if g.id in unmaskable:
-                g.prunable, g.reason = False, unmaskable[g.id]
-                continue
-            mods = [ops[p].module for p in g.producers if ops[p].type in _PRUNABLE_PRODUCERS and ops[p].module]
-            if not mods:
-                g.prunable, g.reason = False, "no conv/linear module produces it"
-                continue
-            prunable.append(g.id)
-            producer[g.id] = mods[0]
-            names[g.id] = mods[0]
-        self._producer = [producer[g] for g in prunable]
-        self._group_names = [names[g] for g in prunable]
-        self.state = PruningState(self.rm, self.budgets, prunable, min_channels=self.min_channels, multiple=self.multiple,
+        self.example = example
+        self.plan = make_plan(self.root, example, self.exclude)
+        self.rm = ResourceModel(self.plan.graph, self.board, order=self.order)
+        self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels, multiple=self.multiple,
                                   pi_lr=self.pi_lr, importance_decay=self.importance_decay, temperature=self.temperature)
         self.dense_report = report_from_model(self.rm)
         self.dense_values = self.state.resources(self.rm.dense_counts)
+        sizes = [int(c) for c in self.rm.dense_counts.tolist()]
+        self.hooks = MaskHooks(self.root, self.plan.sites, {g: i for i, g in enumerate(self.plan.ids)}, sizes,
+                               self.plan.module_calls())
+
+    def _start(self, trainer, pl_module, batch) -> None:
+        self._build(pl_module, self._example(pl_module, batch))
         self._schedule(trainer)
         if all(self.dense_values[k] <= b for k, b in self.budgets.items()):
             warnings.warn(f"mcuprune: the dense network already fits every budget on {self.board.name} "
@@ -154,27 +157,68 @@ class MCUPruneCallback(pl.Callback):
             self.phase = "dense-fits"
             self.report = self.dense_report
             return
+        if not self.plan.ids:
+            reasons = sorted({g.reason for g in self.plan.graph.groups if g.reason})
+            raise ValueError(f"mcuprune: no channel group of this network can be pruned ({'; '.join(reasons)}), and the dense "
+                             f"network exceeds its budgets: {self._budget_text(self.dense_values)}")
         self.state.check_reachable()
-        sizes = [int(c) for c in self.rm.dense_counts.tolist()]
-        self.hooks = MaskHooks(self.root, [s for s in sites if any(g in producer for g, _ in s[1])],
-                               {g: i for i, g in enumerate(prunable)}, sizes)
-        self.hooks.set_masks(self.state.keep, device=self.example.device)
-        self.hooks.install()
+        self._install()
         self._ever_kept = [k.clone() for k in self.state.keep]
         self.phase = "warmup"
         self._record(trainer.global_step, self.rm.dense_counts, {k: self.dense_values[k] for k in self.budgets})
+
+    def _install(self) -> None:
+        self.hooks.set_masks(self.state.keep, device=self.example.device)
+        self.hooks.install()
 
     def _budget_text(self, values: dict) -> str:
         return ", ".join(f"{k} {format_value(k, values[k])}/{format_value(k, self.budgets[k])}" for k in self.budgets)
 
     # ---- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._deferred = trainer.world_size > 1
+        # Restore a checkpoint's pruned structure before Lightning loads its (pruned) weights into the
+        # dense module: LightningModule.on_load_checkpoint runs right before load_state_dict.
+        if not getattr(pl_module, "_mcuprune_wrapped", False):
+            original = pl_module.on_load_checkpoint
+
+            def on_load_checkpoint(checkpoint, _original=original):
+                saved = checkpoint.get("callbacks", {}).get(self.state_key)
+                if saved is not None:
+                    self._restore(pl_module, saved)
+                return _original(checkpoint)
+            pl_module.on_load_checkpoint = on_load_checkpoint
+            pl_module._mcuprune_wrapped = True
+        bar = trainer.progress_bar_callback
+        if bar is not None and not getattr(bar, "_mcuprune_wrapped", False):
+            get = bar.get_metrics
+
+            def get_metrics(tr, pm, _get=get):
+                m = _get(tr, pm)
+                text = self.binding_text()
+                if text:
+                    m["mcuprune"] = text
+                return m
+            bar.get_metrics = get_metrics
+            bar._mcuprune_wrapped = True
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.phase == "idle":
-            self._init(trainer, pl_module, batch)
+            self._start(trainer, pl_module, batch)
 
     def on_after_backward(self, trainer, pl_module) -> None:
         if self.phase in ("warmup", "pruning"):
-            self.state.accumulate(self.hooks.grads())
+            grads = self.hooks.grads()
+            if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+                grads = self._all_reduce(grads, trainer.world_size)
+            self.state.accumulate(grads)
+
+    def _all_reduce(self, grads, world: int):
+        """Average the mask gradients over ranks, so every rank takes the same pi and mask decisions."""
+        flat = torch.cat([g if g is not None else torch.zeros(c, device=self.example.device)
+                          for g, c in zip(grads, self.state.current)]).to(torch.float32)
+        torch.distributed.all_reduce(flat)
+        return list(torch.split(flat.cpu() / world, self.state.current))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.phase not in ("warmup", "pruning"):
@@ -187,7 +231,7 @@ class MCUPruneCallback(pl.Callback):
         if self.phase == "pruning":
             if (step - self.warmup_step) % self.update_every == 0:
                 self._update(step)
-            if step in self.removal_steps:
+            if step in self.removal_steps and not self._deferred:
                 self._remove(trainer, final=False)
             if step >= self.harden_step:
                 self._harden(trainer)
@@ -196,6 +240,15 @@ class MCUPruneCallback(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.phase in ("warmup", "pruning"):
             self._harden(trainer)  # the run ended before the schedule did: the budgets still hold
+        if self._deferred and self.phase == "finetune" and self.hooks.handles:
+            self._remove(trainer, final=True)  # DDP: channels leave only after training (see _harden)
+            self.hooks.remove()
+            self._finish()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.export_after_fit and self.report is not None and self.state is not None and trainer.is_global_zero:
+            base = Path(trainer.log_dir or trainer.default_root_dir)
+            self.export(base / "mcuprune")
 
     # ---- the steps ----------------------------------------------------------------------------
     def targets(self, step: int) -> dict[str, float]:
@@ -217,32 +270,42 @@ class MCUPruneCallback(pl.Callback):
             self._ever_kept[i] |= k
 
     def _remove(self, trainer, final: bool) -> None:
-        """Physically remove channels masked now (and, unless final, at every update since the last removal)."""
+        """Physically remove masked channels. Mid-training only those masked at every update since the last
+        removal and ranked well below the threshold (a margin of 10% of the group, at least one rounding step,
+        stays present so hardening can still give channels back); at hardening, every masked channel."""
         st = self.state
         self.hooks.remove()
+        gone = []
         for i in range(len(st.ids)):
-            gone = ~st.keep[i] if final else ~(st.keep[i] | self._ever_kept[i])
-            idxs = gone.nonzero().flatten()
-            if len(idxs) == 0:
-                continue
-            remove_channels(self.root, self.example, self._producer[i], idxs.tolist(), trainer.optimizers)
-            st.drop_channels(i, idxs)
-            self.hooks.group_sizes[st.ids[i]] = st.current[i]
+            out = ~st.keep[i]
+            if not final:
+                k = int(st.keep[i].sum())
+                margin = max(self.multiple, math.ceil(0.1 * st.current[i]))
+                out = out & ~self._ever_kept[i] & (st.ranks(i) >= k + margin)
+            gone.append(out.nonzero().flatten())
+        remove_channels(self.root, self.example, {self.plan.producers[i]: g.tolist() for i, g in enumerate(gone)},
+                        trainer.optimizers)
+        for i, g in enumerate(gone):
+            if len(g):
+                st.drop_channels(i, g)
+                self.hooks.group_sizes[st.ids[i]] = st.current[i]
         self._ever_kept = [k.clone() for k in st.keep]
-        self.hooks.set_masks(st.keep, device=self.example.device)
-        self.hooks.install()
+        self._install()
 
     def _harden(self, trainer) -> None:
+        """Final counts: project onto the budgets, guarantee them at integer counts, give back what fits.
+        Under DDP the masks stay in place until training ends (the DDP wrapper holds the parameters)."""
         st = self.state
-        final = dict(self.budgets)
-        st.project(final)
-        kept = st.guarantee(st.kept_counts())
+        st.project(dict(self.budgets))
+        kept = st.fill(st.guarantee(st.kept_counts()))
         st.update_masks(kept)
         self._set_masks()
+        self.phase = "finetune"
+        self._record(trainer.global_step, st.integer_counts(), dict(self.budgets))
+        if self._deferred:
+            return
         self._remove(trainer, final=True)
         self.hooks.remove()
-        self.phase = "finetune"
-        self._record(trainer.global_step, st.integer_counts(), final)
         self._finish()
 
     def _finish(self) -> None:
@@ -261,6 +324,69 @@ class MCUPruneCallback(pl.Callback):
     def _report_values(rep: Report) -> dict[str, float]:
         return {"sram": rep.peak_sram_bytes, "flash": rep.flash_bytes, "latency_ms": rep.latency_ms, "macs": rep.macs}
 
+    # ---- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        d = {"version": STATE_VERSION, "phase": self.phase, "budgets": dict(self.budgets), "board": self.board.name,
+             "history": list(self._rows)}
+        if self.state is not None:
+            d.update(module=self.module, example_shape=list(self.example.shape), signature=self.plan.signature(),
+                     state=self.state.state_dict(), ever_kept=[k.clone() for k in self._ever_kept],
+                     schedule=dict(total=self.total_steps, warmup=self.warmup_step, harden=self.harden_step,
+                                   removals=list(self.removal_steps)),
+                     architecture=self.architecture_hash())
+        return d
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # the structure and state were restored in `_restore`, before the weights; only check agreement here
+        if self.state is not None and "architecture" in state_dict and self.architecture_hash() != state_dict["architecture"]:
+            raise RuntimeError("mcuprune: the restored pruning state does not match the checkpoint")
+
+    def _restore(self, pl_module, saved: dict) -> None:
+        if saved.get("version") != STATE_VERSION:
+            raise ValueError(f"pruning state version {saved.get('version')} in the checkpoint; this version reads {STATE_VERSION}")
+        self.phase = saved["phase"]
+        self._rows = list(saved.get("history", []))
+        if "state" not in saved:
+            return
+        example = torch.zeros(saved["example_shape"], device=pl_module.device)
+        self._build(pl_module, example)
+        check_signature(self.plan, saved["signature"])
+        apply_present(self.root, example, self.plan, saved["state"]["present"])
+        self.state.load_state_dict(saved["state"])
+        for i, gid in enumerate(self.state.ids):
+            self.hooks.group_sizes[gid] = self.state.current[i]
+        self._ever_kept = [k.clone() for k in saved["ever_kept"]]
+        s = saved["schedule"]
+        self.total_steps, self.warmup_step, self.harden_step = s["total"], s["warmup"], s["harden"]
+        self.removal_steps = list(s["removals"])
+        if self.phase in ("warmup", "pruning") or (self.phase == "finetune" and self._deferred):
+            self._install()
+        elif self.phase in ("finetune",):
+            self.report = analyze(self.root, example, board=self.board, order=self.order)
+
+    # ---- export -------------------------------------------------------------------------------
+    def export(self, directory) -> dict:
+        """Write model.onnx (opset 17), report.json and the PNG plots into `directory`; returns their paths."""
+        from lightning_mcuprune.export import export_onnx
+        from lightning_mcuprune.io import write_json_atomic
+        from lightning_mcuprune.plots import plot_history, plot_memory_before_after
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {"onnx": export_onnx(self.root, self.example, directory / "model.onnx")}
+        rep = self.report.to_dict()
+        rep.update(budgets=self.budgets, dense=self.dense_report.to_dict() if self.dense_report else None,
+                   latency_is_estimate=self.board.latency_source == "estimate", architecture=self.architecture_hash(),
+                   channels={n: {"dense": int(self.state.C0[g]), "kept": c}
+                             for n, g, c in zip(self.plan.producers, self.state.ids, self.state.current)},
+                   example_shape=list(self.example.shape))
+        paths["report"] = write_json_atomic(directory / "report.json", rep)
+        if self._rows:
+            paths.update(plot_history(self.history, self.budgets, directory))
+        if self.dense_report is not None:
+            paths["memory"] = plot_memory_before_after(self.dense_report, self.report, directory / "memory_profile.png")
+        self.export_dir = directory
+        return paths
+
     # ---- history, logging, summary -----------------------------------------------------------
     def _record(self, step: int, n: torch.Tensor, targets: dict) -> None:
         values = self.state.resources(n)
@@ -269,20 +395,32 @@ class MCUPruneCallback(pl.Callback):
             row[k] = values[k]
             row[f"{k}_target"] = targets[k]
             row[f"{k}_budget"] = self.budgets[k]
-        for name, pi, gid in zip(self._group_names, self.state.pi.detach().tolist(), self.state.ids):
+        for name, pi, gid in zip(self.plan.producers, self.state.pi.detach().tolist(), self.state.ids):
             row[f"pi/{name}"] = pi
             row[f"channels/{name}"] = int(n[gid])
         self._rows.append(row)
 
+    def binding_text(self) -> str:
+        """The binding budget for the progress bar, e.g. "sram 71.2/64.0 KiB"."""
+        if not self._rows:
+            return ""
+        row = self._rows[-1]
+        k = max(self.budgets, key=lambda key: row[key] / self.budgets[key])
+        if k in ("sram", "flash"):
+            return f"{k} {row[k] / 1024:.1f}/{self.budgets[k] / 1024:.1f} KiB"
+        if k == "latency_ms":
+            return f"latency {row[k]:.1f}/{self.budgets[k]:.1f} ms"
+        return f"macs {row[k] / 1e6:.2f}/{self.budgets[k] / 1e6:.2f} M"
+
     def _log(self, pl_module) -> None:
-        if not self._rows or pl_module._trainer is None:
+        if not self._rows or pl_module._trainer is None or not pl_module.trainer.loggers:
             return
         row = self._rows[-1]
-        binding = max(self.budgets, key=lambda k: row[k] / self.budgets[k])
         metrics = {f"mcuprune/{k}{'_bytes' if k in ('sram', 'flash') else ''}": float(row[k]) for k in self.budgets}
-        for k, v in metrics.items():
-            pl_module.log(k, v, on_step=True, on_epoch=False, prog_bar=False, logger=True, sync_dist=False)
-        pl_module.log(f"{binding}/budget", row[binding] / self.budgets[binding], prog_bar=True, on_step=True, on_epoch=False)
+        metrics.update({f"mcuprune/{k}_target": float(row[f'{k}_target']) for k in self.budgets})
+        metrics.update({f"mcuprune/pi/{n}": float(row[f'pi/{n}']) for n in self.plan.producers})
+        for logger in pl_module.trainer.loggers:
+            logger.log_metrics(metrics, step=row["step"])
 
     def summary_table(self):
         from rich.table import Table
@@ -299,7 +437,7 @@ class MCUPruneCallback(pl.Callback):
         g = Table(title="channels per group")
         for c in ("group", "dense", "kept"):
             g.add_column(c, justify="left" if c == "group" else "right")
-        for name, gid, cur in zip(self._group_names, self.state.ids, self.state.current):
+        for name, gid, cur in zip(self.plan.producers, self.state.ids, self.state.current):
             g.add_row(name, str(int(self.state.C0[gid])), str(cur))
         return t, g
 

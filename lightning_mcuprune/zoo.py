@@ -13,13 +13,20 @@ def conv_bn_relu(cin, cout, k=3, stride=1, groups=1, act=nn.ReLU):
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act())
 
 
-def reference_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> nn.Module:
+class ReferenceCNN(nn.Sequential):
     """The Fashion-MNIST reference CNN: four 3x3 convs 32-64-128-128 with BN, two max-pools, GAP, linear."""
-    w = [max(1, round(c * width)) for c in (32, 64, 128, 128)]
-    return nn.Sequential(
-        conv_bn_relu(in_channels, w[0]), conv_bn_relu(w[0], w[1]), nn.MaxPool2d(2),
-        conv_bn_relu(w[1], w[2]), nn.MaxPool2d(2), conv_bn_relu(w[2], w[3]),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w[3], num_classes))
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: float = 1.0):
+        w = [max(1, round(c * width)) for c in (32, 64, 128, 128)]
+        super().__init__(
+            conv_bn_relu(in_channels, w[0]), conv_bn_relu(w[0], w[1]), nn.MaxPool2d(2),
+            conv_bn_relu(w[1], w[2]), nn.MaxPool2d(2), conv_bn_relu(w[2], w[3]),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w[3], num_classes))
+
+
+def reference_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> nn.Module:
+    """The Fashion-MNIST reference CNN (see ReferenceCNN); `width` scales every layer uniformly."""
+    return ReferenceCNN(num_classes, in_channels, width)
 
 
 def vgg_style(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> nn.Module:

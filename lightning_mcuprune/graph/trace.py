@@ -462,6 +462,13 @@ class _Tracer:
         for d in m.kernel_size:
             k *= d
         excluded = self.is_excluded(node.target)
+        if G == cin and cout == cin:  # depthwise (also when pruned to one channel)
+            self.group_modules[self.uf.find(v.channels[0][0])].append(node.target)
+            op = self.add_op(node, "depthwise_conv2d", [v], v.channels, in_const=1.0, kernel_elems=k, groups=G,
+                             has_bias=m.bias is not None, module=node.target)
+            if excluded:
+                self.fix(v.channels, f"excluded module {node.target}")
+            return op
         if G == 1:
             g = self.new_group(cout, node.name, node.target)
             out = ((g, 1.0),)
@@ -471,13 +478,6 @@ class _Tracer:
                              in_channels=v.channels, kernel_elems=k, has_bias=m.bias is not None, module=node.target)
             if excluded:
                 self.fix(out, f"excluded module {node.target}")
-            return op
-        if G == cin and cout == cin:
-            self.group_modules[self.uf.find(v.channels[0][0])].append(node.target)
-            op = self.add_op(node, "depthwise_conv2d", [v], v.channels, in_const=1.0, kernel_elems=k, groups=G,
-                             has_bias=m.bias is not None, module=node.target)
-            if excluded:
-                self.fix(v.channels, f"excluded module {node.target}")
             return op
         # grouped conv or depthwise with a channel multiplier: counted exactly, channels kept
         self.fix(v.channels, f"grouped conv {node.target} (groups={G})")

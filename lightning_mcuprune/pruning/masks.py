@@ -9,6 +9,7 @@ calls, on the last module before them, which is exact for binary masks when thos
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 from lightning_mcuprune.graph import ResourceGraph
@@ -52,8 +53,10 @@ def mask_sites(graph: ResourceGraph) -> tuple[list[tuple[str, tuple]], dict[int,
 class MaskHooks:
     """Forward hooks multiplying module outputs by the current channel masks of their groups."""
 
-    def __init__(self, root: nn.Module, sites, group_index: dict[int, int], group_sizes: list[int]):
+    def __init__(self, root: nn.Module, sites, group_index: dict[int, int], group_sizes: list[int],
+                 expected_calls: dict[str, int] | None = None):
         self.root = root
+        self.expected_calls = expected_calls or {}  # leaf module path -> calls per forward when traced
         self.sites = sites
         self.group_index = group_index      # graph group id -> prunable index (absent: fixed group)
         self.group_sizes = group_sizes      # current channels of every graph group (fixed ones stay dense)
@@ -73,6 +76,7 @@ class MaskHooks:
 
     def install(self) -> None:
         self.remove()
+        self._watch_structure()
         for path, segs in self.sites:
             module = self.root.get_submodule(path)
 
@@ -84,6 +88,30 @@ class MaskHooks:
                         f"{v.numel()}; the model's structure changed outside the callback")
                 return out * v.view(1, -1, *([1] * (out.dim() - 2)))
             self.handles.append(module.register_forward_hook(hook))
+
+    def _watch_structure(self) -> None:
+        """Count the calls of every leaf module per forward of the root, and compare with the trace."""
+        tracer = torch.fx.Tracer()  # the modules fx keeps whole (torch.nn's own) are the ones it records calls of
+        leaves = [name for name, m in self.root.named_modules() if name and tracer.is_leaf_module(m, name)]
+        self.calls = {name: 0 for name in leaves}
+
+        def reset(mod, inp):
+            for k in self.calls:
+                self.calls[k] = 0
+
+        def check(mod, inp, out):
+            for k, c in self.calls.items():
+                if c != self.expected_calls.get(k, 0):
+                    raise RuntimeError(
+                        f"mcuprune: the model's structure changed between forward calls: module {k!r} ran {c} time(s) in "
+                        f"this forward, {self.expected_calls.get(k, 0)} when the network was traced; MCUPruneCallback "
+                        "needs the same ops in every forward (no data- or flag-dependent branches)")
+        self.handles.append(self.root.register_forward_pre_hook(reset))
+        self.handles.append(self.root.register_forward_hook(check))
+        for name in leaves:
+            def count(mod, inp, out, name=name):
+                self.calls[name] += 1
+            self.handles.append(self.root.get_submodule(name).register_forward_hook(count))
 
     def remove(self) -> None:
         for h in self.handles:

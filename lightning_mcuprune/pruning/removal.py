@@ -22,13 +22,14 @@ def _out_pruner(module: nn.Module):
     raise TypeError(f"cannot prune the output channels of {type(module).__name__}")
 
 
-def remove_channels(root: nn.Module, example_input, module_path: str, idxs, optimizers=()) -> None:
-    """Remove output channels `idxs` of `module_path` (and everything coupled to them) from `root`.
+def remove_channels(root: nn.Module, example_input, removals: dict, optimizers=()) -> None:
+    """Remove output channels from `root`: `removals` maps a conv/linear module path to the channel indices
+    to remove (and everything coupled to them goes too). One dependency trace serves all of them.
 
     `optimizers`: torch optimisers over root's parameters; their param refs and state are updated.
     """
-    idxs = sorted(int(i) for i in idxs)
-    if not idxs:
+    removals = {path: sorted(int(i) for i in idxs) for path, idxs in removals.items() if len(idxs)}
+    if not removals:
         return
     was_training = root.training
     root.eval()  # the dependency trace runs a forward pass: keep BN running statistics untouched
@@ -36,8 +37,6 @@ def remove_channels(root: nn.Module, example_input, module_path: str, idxs, opti
         dg = tp.DependencyGraph().build_dependency(root, example_inputs=example_input, verbose=False)
     finally:
         root.train(was_training)
-    module = root.get_submodule(module_path)
-    group = dg.get_pruning_group(module, _out_pruner(module), idxs=idxs)
 
     old = dict(root.named_parameters())
     shapes = {name: p.shape for name, p in old.items()}
@@ -46,7 +45,9 @@ def remove_channels(root: nn.Module, example_input, module_path: str, idxs, opti
         p.grad = None  # removal happens between optimiser steps; gradients are spent
         p.data = torch.arange(p.numel(), dtype=torch.float64, device=p.device).view(p.shape)
     try:
-        group.prune()
+        for path, idxs in removals.items():
+            module = root.get_submodule(path)
+            dg.get_pruning_group(module, _out_pruner(module), idxs=idxs).prune()
     finally:
         new = dict(root.named_parameters())
         index = {}

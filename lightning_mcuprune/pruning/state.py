@@ -49,6 +49,7 @@ class PruningState:
         self.importance = [torch.zeros(c) for c in self.current]
         self.keep = [torch.ones(c, dtype=torch.bool) for c in self.current]
         self.feedback = [torch.zeros(c) for c in self.current]  # signed dL/dm, summed since the last task step
+        self.present = [torch.arange(c) for c in self.current]  # dense-network index of each channel still present
 
     # ---- counts ------------------------------------------------------------------------------
     def upper(self) -> torch.Tensor:
@@ -77,6 +78,16 @@ class PruningState:
         for gid, k in zip(self.ids, kept):
             n[gid] = k
         return n
+
+    def excess(self, n: torch.Tensor) -> float:
+        """How far n is over the budgets, normalised by each budget; for SRAM the excess of every op over
+        the budget counts, so that shrinking any op above the budget counts as progress even with ties."""
+        total = 0.0
+        with torch.no_grad():
+            for k, b in self.budgets.items():
+                v = self.rm.working_set(n) if k == "sram" else self.rm.resource(k, n)
+                total += float((v - b).clamp(min=0).sum()) / b
+        return total
 
     def resources(self, n: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
@@ -193,6 +204,7 @@ class PruningState:
             violated = [k for k in self.budgets if vals[k] > self.budgets[k]]
             if not violated:
                 return kept
+            base = self.excess(n)
             best, best_score = None, math.inf
             for i in range(len(kept)):
                 new_k = kept[i] - step[i]
@@ -200,8 +212,7 @@ class PruningState:
                     continue
                 trial = list(kept)
                 trial[i] = new_k
-                v2 = self.resources(self.integer_counts(trial))
-                saved = sum((vals[k] - v2[k]) / self.budgets[k] for k in violated)
+                saved = base - self.excess(self.integer_counts(trial))
                 if saved <= 0:
                     continue
                 # importance of the channels that would go: the least important of the kept ones
@@ -214,6 +225,32 @@ class PruningState:
                     "; ".join(f"{k} {format_value(k, vals[k])} > {format_value(k, self.budgets[k])}" for k in violated))
             kept[best] -= step[best]
 
+    def fill(self, kept: list[int]) -> list[int]:
+        """Give back channels (still present, most important first per resource cost) while every budget holds:
+        rounding down in `guarantee` and the continuous projection can leave part of a budget unused."""
+        kept = list(kept)
+        step = [self.multiple if self.current[i] >= self.multiple else 1 for i in range(len(kept))]
+        by_rank = [torch.sort(imp, descending=True).values for imp in self.importance]
+        while True:
+            vals = self.resources(self.integer_counts(kept))
+            best, best_score = None, -math.inf
+            for i in range(len(kept)):
+                new_k = kept[i] + step[i]
+                if new_k > self.current[i]:
+                    continue
+                trial = list(kept)
+                trial[i] = new_k
+                v2 = self.resources(self.integer_counts(trial))
+                if any(v2[k] > self.budgets[k] for k in self.budgets):
+                    continue
+                cost = sum((v2[k] - vals[k]) / self.budgets[k] for k in self.budgets) + 1e-12
+                score = float(by_rank[i][kept[i]:new_k].sum()) / cost
+                if score > best_score:
+                    best, best_score = i, score
+            if best is None:
+                return kept
+            kept[best] += step[best]
+
     # ---- physical removal ------------------------------------------------------------------------
     def drop_channels(self, i: int, removed: torch.Tensor) -> None:
         """Forget channels `removed` (current indices) of prunable group i after physical removal."""
@@ -222,5 +259,27 @@ class PruningState:
         self.importance[i] = self.importance[i][keep]
         self.feedback[i] = self.feedback[i][keep]
         self.keep[i] = self.keep[i][keep]
+        self.present[i] = self.present[i][keep]
         self.current[i] = int(keep.sum())
         self.clamp()
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    _TENSOR_LISTS = ("importance", "keep", "feedback", "present")
+
+    def state_dict(self) -> dict:
+        d = {k: [t.clone() for t in getattr(self, k)] for k in self._TENSOR_LISTS}
+        d.update(pi=self.pi.detach().clone(), pi_opt=self.opt.state_dict(), current=list(self.current),
+                 dense=[int(c) for c in self.C0[self.ids]])
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore a state saved by state_dict() (the network must already have `present` channels only)."""
+        if d["dense"] != [int(c) for c in self.C0[self.ids]]:
+            raise ValueError(f"pruning state is for groups of {d['dense']} channels, this network has "
+                             f"{[int(c) for c in self.C0[self.ids]]}")
+        for k in self._TENSOR_LISTS:
+            setattr(self, k, [t.clone() for t in d[k]])
+        self.current = list(d["current"])
+        with torch.no_grad():
+            self.pi.copy_(d["pi"])
+        self.opt.load_state_dict(d["pi_opt"])

@@ -1,0 +1,68 @@
+"""PNG plots of a pruning run: keep proportions, resources against budgets, memory profile before/after."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lightning_mcuprune.io import atomic_path  # noqa: E402
+from lightning_mcuprune.pruning.budgets import format_value  # noqa: E402
+
+_UNITS = {"sram": ("KiB", 1024), "flash": ("KiB", 1024), "latency_ms": ("ms", 1), "macs": ("M MACs", 1e6)}
+
+
+def _save(fig, path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_history(history, budgets: dict, directory) -> dict:
+    """pi per group over training, and each resource against its target and budget."""
+    directory = Path(directory)
+    out = {}
+    pis = [c for c in history.columns if c.startswith("pi/")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c in pis:
+        ax.plot(history["step"], history[c], label=c[3:])
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("keep proportion π")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Keep proportion per channel group")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    out["pi"] = _save(fig, directory / "pi.png")
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], budgets):
+        unit, div = _UNITS[k]
+        ax.plot(history["step"], history[k] / div, label="network (integer masks)")
+        ax.plot(history["step"], history[f"{k}_target"] / div, ls="--", label="target")
+        ax.axhline(budgets[k] / div, color="k", lw=1, label=f"budget {format_value(k, budgets[k])}")
+        ax.set_title(k)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out["resources"] = _save(fig, directory / "resources.png")
+    return out
+
+
+def plot_memory_before_after(dense, pruned, path) -> Path:
+    """Working set per op in execution order, dense and pruned, the peaks and the board's SRAM marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, rep, title in ((axes[0], dense, "dense"), (axes[1], pruned, "pruned")):
+        df = rep.layers
+        colors = ["tab:red" if n == rep.bottleneck else "tab:blue" for n in df["name"]]
+        ax.bar(range(len(df)), df["working_set_bytes"] / 1024, color=colors)
+        ax.axhline(rep.board.sram_available / 1024, color="k", ls="--", lw=1, label="board SRAM free")
+        ax.set_xticks(range(len(df)))
+        ax.set_xticklabels(df["name"], rotation=90, fontsize=6)
+        ax.set_title(f"{title}: peak {rep.peak_sram_bytes / 1024:.1f} KiB at {rep.bottleneck}")
+        ax.set_ylabel("working set (KiB, int8)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,85 @@
+"""Which channel groups of a network are pruned, where their masks go, and which module owns each.
+
+The plan is derived from the traced resource graph alone, so the same network always gives the same
+plan: a checkpoint's pruned structure can be re-applied to a freshly built dense network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lightning_mcuprune.graph import ResourceGraph, trace_graph
+from lightning_mcuprune.pruning.masks import mask_sites
+from lightning_mcuprune.pruning.removal import remove_channels
+
+_PRODUCERS = ("conv2d", "pointwise_conv2d", "dense")
+
+
+@dataclass
+class PruningPlan:
+    graph: ResourceGraph
+    ids: list          # graph group ids of the prunable groups
+    producers: list    # per prunable group: the conv/linear module path whose output channels are the group
+    sites: list        # (module path, channel segments) of every mask hook
+
+    @property
+    def dense_channels(self) -> list[int]:
+        return [self.graph.groups[g].size for g in self.ids]
+
+    def module_calls(self) -> dict[str, int]:
+        """Calls per forward of each module in the traced network."""
+        calls: dict[str, int] = {}
+        for node in self.graph.gm.graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
+        return calls
+
+    def signature(self) -> dict:
+        """What identifies the architecture: group producers and their dense channel counts."""
+        return {"producers": list(self.producers), "dense": self.dense_channels}
+
+
+def make_plan(root: torch.nn.Module, example: torch.Tensor, exclude=()) -> PruningPlan:
+    was_training = root.training
+    graph = trace_graph(root, example, exclude=exclude)
+    root.train(was_training)
+    sites, unmaskable = mask_sites(graph)
+    ops = {op.name: op for op in graph.ops}
+    ids, producers = [], []
+    for g in graph.groups:
+        if not g.prunable:
+            continue
+        if g.id in unmaskable:
+            g.prunable, g.reason = False, unmaskable[g.id]
+            continue
+        mods = [ops[p].module for p in g.producers if ops[p].type in _PRODUCERS and ops[p].module]
+        if not mods:
+            g.prunable, g.reason = False, "no conv/linear module produces it"
+            continue
+        ids.append(g.id)
+        producers.append(mods[0])
+    keep = set(ids)
+    sites = [s for s in sites if any(g in keep for g, _ in s[1])]
+    return PruningPlan(graph=graph, ids=ids, producers=producers, sites=sites)
+
+
+def check_signature(plan: PruningPlan, saved: dict, what: str = "checkpoint") -> None:
+    mine = plan.signature()
+    if mine != {"producers": list(saved["producers"]), "dense": list(saved["dense"])}:
+        diff = [f"{a}:{ca} vs {b}:{cb}" for a, ca, b, cb in zip(saved["producers"], saved["dense"], mine["producers"], mine["dense"])
+                if (a, ca) != (b, cb)][:4]
+        raise ValueError(
+            f"the {what} was made for another architecture: its prunable groups are "
+            f"{len(saved['producers'])} ({', '.join(diff) or 'different count'} ...) against this network's "
+            f"{len(mine['producers'])}; build the same dense network the checkpoint was trained from")
+
+
+def apply_present(root: torch.nn.Module, example: torch.Tensor, plan: PruningPlan, present: list, optimizers=()) -> None:
+    """Physically remove from a dense `root` every channel not in `present` (dense indices per prunable group)."""
+    removals = {}
+    for path, c, keep in zip(plan.producers, plan.dense_channels, present):
+        mask = torch.ones(c, dtype=torch.bool)
+        mask[torch.as_tensor(keep, dtype=torch.long)] = False
+        removals[path] = mask.nonzero().flatten().tolist()
+    remove_channels(root, example, removals, optimizers)
