@@ -7,7 +7,9 @@
 #ifndef HIL_PROTO_H
 #define HIL_PROTO_H
 
-#define PROTO_VERSION 1u
+#ifndef PROTO_VERSION
+#define PROTO_VERSION 1u   /* overridable only to test the host's version check */
+#endif
 #define FW_VERSION_MAJOR 1u
 #define FW_VERSION_MINOR 0u
 #define FW_VERSION_PATCH 0u

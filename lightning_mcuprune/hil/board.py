@@ -89,8 +89,9 @@ class Board:
     """
 
     def __init__(self, port: str, baudrate: int = 115200, timeout: float = 1.0, retries: int = 4,
-                 hello: bool = True):
+                 hello: bool = True, chunk: int = P.MAX_PAYLOAD):
         self.port = port
+        self.chunk = int(chunk)
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.serial = _open_serial(port, baudrate, min(self.timeout, 0.05))
@@ -169,6 +170,8 @@ class Board:
                     continue  # stale answer to an earlier try, or unsolicited noise report
                 if f.is_error:
                     code, req, detail, msg = f.error()
+                    if req != ftype and code not in P.TRANSIENT_ERRORS:
+                        continue  # about some other (garbled) frame that happened to carry our seq
                     if code in P.TRANSIENT_ERRORS:
                         last = f"board saw a damaged frame ({P.ERRORS[code]})"
                         break
@@ -197,13 +200,13 @@ class Board:
         self.info = info
         return info
 
-    def _chunk(self) -> int:
-        return (self.info or {}).get("max_payload", P.MAX_PAYLOAD) - 8
+    def _max_payload(self) -> int:
+        return min(self.chunk, (self.info or {}).get("max_payload", P.MAX_PAYLOAD))
 
     def write(self, region: int, offset: int, data) -> None:
         """Write bytes into the arena (region 0) or weights store (region 1) at offset (bytes)."""
         data = bytes(np.ascontiguousarray(data).view(np.uint8).tobytes() if isinstance(data, np.ndarray) else data)
-        step = self._chunk()
+        step = self._max_payload() - 8
         for i in range(0, len(data), step) or [0]:
             part = data[i: i + step]
             self.request(P.T_WRITE, struct.pack("<B3xI", region, offset + i) + part)
@@ -211,7 +214,7 @@ class Board:
     def read(self, region: int, offset: int, n: int) -> bytes:
         """Read n bytes from the arena (0) or weights store (1)."""
         out = bytearray()
-        step = (self.info or {}).get("max_payload", P.MAX_PAYLOAD)
+        step = self._max_payload()
         while len(out) < n:
             k = min(step, n - len(out))
             part = self.request(P.T_READ, struct.pack("<B3xII", region, offset + len(out), k))

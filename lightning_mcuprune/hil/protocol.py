@@ -31,8 +31,9 @@ ERRORS = {
     9: "bad layer config", 10: "no layer configured", 11: "layer exceeds the arena",
     12: "layer exceeds the weights store", 13: "bad quantisation parameters",
 }
-#: link-level errors: the request did not arrive intact, so it is safe to send it again
-TRANSIENT_ERRORS = {1, 5, 6}
+#: link-level errors: the request did not arrive intact, so it is safe to send it again (this host never
+#: sends a frame longer than MAX_PAYLOAD, so "too long" means a damaged length field)
+TRANSIENT_ERRORS = {1, 2, 5, 6}
 E_CRC, E_TOO_LONG, E_UNKNOWN_TYPE, E_BAD_LENGTH, E_TRUNCATED, E_NOISE, E_VERSION = 1, 2, 3, 4, 5, 6, 7
 E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS = 8, 9, 10, 11, 12, 13
 
