@@ -155,7 +155,7 @@ class Board:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
-                time.sleep(0.02 * attempt)
+                time.sleep(0.005 * attempt)
                 self.serial.reset_input_buffer()
                 self._parser = P.FrameParser()
                 self._pending = []
@@ -263,10 +263,15 @@ class Board:
             out[key] = arr
         return out
 
-    def run(self, repeats: int = 1, timeout: Optional[float] = None) -> RunResult:
-        """RUN the configured layer `repeats` times (1..10000); cycles per run (min, max) and in total."""
+    def run(self, repeats: int = 1, timeout: Optional[float] = None, macs: int = 0) -> RunResult:
+        """RUN the configured layer `repeats` times (1..10000); cycles per run (min, max) and in total.
+
+        timeout (s) defaults to the link timeout plus 2 us per MAC and repeat (`macs` of the layer).
+        """
+        if timeout is None:
+            timeout = self.timeout + 2e-6 * macs * repeats
         n, _, mn, mx, total = struct.unpack("<IIQQQ", self.request(
-            P.T_RUN, struct.pack("<I", repeats), timeout=timeout if timeout is not None else max(self.timeout, 30.0)))
+            P.T_RUN, struct.pack("<I", repeats), timeout=timeout))
         self.last_run = RunResult(n, mn, mx, total)
         return self.last_run
 
@@ -277,7 +282,7 @@ class Board:
         ``board.last_run`` keeps min/max/total, ``board.last_inputs`` the data the layer ran on.
         """
         self.last_inputs = self.load_layer(spec, x, x2, seed)
-        return self.run(repeats, timeout).min
+        return self.run(repeats, timeout, macs=spec.macs).min
 
     def read_output(self, spec: LayerSpec) -> np.ndarray:
         """The layer's output (int8, spec.output_shape) read back from the arena."""
