@@ -80,8 +80,10 @@ static int getc_timeout(uint64_t timeout)
     if (c >= 0) return c;
     uint64_t t0 = cycles_now();
     for (;;) {
-        c = uart_getc();
-        if (c >= 0) return c;
+        for (int i = 0; i < 32; i++) {   /* fewer counter reads: each is slow under QEMU */
+            c = uart_getc();
+            if (c >= 0) return c;
+        }
         if (cycles_now() - t0 > timeout) return -1;
     }
 }

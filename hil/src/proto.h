@@ -18,7 +18,9 @@
 #define SYNC1 0x5Au
 #define HEADER_BYTES 7u
 #define CRC_BYTES 4u
+#ifndef MAX_PAYLOAD
 #define MAX_PAYLOAD 4096u
+#endif
 
 /* request types */
 #define T_HELLO 0x01u

@@ -55,13 +55,16 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 arrays (broadcasting)."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    ab = a * b
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    s = ab + nudge
-    # C division truncates toward zero
-    q = np.where(s >= 0, s >> 31, -((-s) >> 31))
-    overflow = (a == _I32_MIN) & (b == _I32_MIN)
-    return np.where(overflow, np.int64(_I32_MAX), q).astype(np.int32)
+    s = a * b
+    neg = s < 0
+    s += 1 << 30
+    s -= neg * np.int64((1 << 31) - 1)        # nudge: +2^30 if ab >= 0 else 1 - 2^30
+    # divide by 2^31 truncating toward zero (as C does): floor, plus 1 for negatives with a remainder
+    q = s >> 31
+    q += (s < 0) & ((s & ((1 << 31) - 1)) != 0)
+    if np.any(b == _I32_MIN) and np.any(a == _I32_MIN):
+        q = np.where((a == _I32_MIN) & (b == _I32_MIN), np.int64(_I32_MAX), q)
+    return q.astype(np.int32)
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
