@@ -36,7 +36,7 @@ def test_same_layer_twice_same_cycles(board):
     assert board.last_run.min == board.last_run.max
     board.run_layer(FAMILIES["add"](4))             # something else in between
     b = board.run_layer(spec, repeats=1, seed=1)
-    c = board.run_layer(spec, repeats=2, seed=2)    # other data, same shape: same instruction path? not always
+    c = board.run_layer(spec, repeats=2, seed=2)    # other data: clamping branches may differ slightly
     assert a == b
     assert a > 0 and c > 0
 
