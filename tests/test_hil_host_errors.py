@@ -131,3 +131,22 @@ def test_cli_boards_lists_emulated(capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "connected boards:" in out and "mps2-an386" in out and "mps2-an500" in out
+
+
+def test_discovery_and_flash_flow(tmp_path):
+    """Discovery runs mbed-tools for real (no board attached here: an empty list). The flash flow copies the
+    image to the board's drive and waits for HELLO; here the drive is a directory and the board that comes
+    back is QEMU, so this checks the host side of flashing, not a real programming cycle."""
+    from lightning_mcuprune.hil import connected_boards, flash
+    assert isinstance(connected_boards(), list)
+    with pytest.raises(HILError, match="USB drive .* is not mounted"):
+        flash({"profile": "mps2-an386", "mount_point": str(tmp_path / "nope"), "port": "/dev/null"})
+    with pytest.raises(HILError, match="no firmware target for board type 'K64F'"):
+        flash({"profile": None, "board_type": "K64F", "mount_point": str(tmp_path), "port": "/dev/null"})
+    require_hil_tools()
+    with EmulatedBoard("mps2-an386") as emu:
+        emu.close()                          # free the pty for the "flashed" board
+        board = flash({"profile": "mps2-an386", "mount_point": str(tmp_path), "port": emu.port}, timeout=20)
+        assert (tmp_path / "firmware.bin").stat().st_size > 1000
+        assert board.info["board"] == "mps2-an386"
+        board.close()

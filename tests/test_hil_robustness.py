@@ -240,3 +240,12 @@ def test_lossy_link_gives_correct_data_or_a_clear_error():
             host.close()
         finally:
             proxy.close()
+
+
+def test_hard_reset_comes_back(board):
+    board.reset(hard=True)                  # the core resets (SYSRESETREQ); the host waits for HELLO
+    st = board.get_stats()
+    assert st["frames_ok"] <= 3 and st["arena_high_water"] == 0
+    spec, data = random_layer("avg_pool", np.random.default_rng(1))
+    got, want = check_layer(board, spec, data, seed=3)
+    assert np.array_equal(got, want)
