@@ -71,11 +71,15 @@ def build_firmware(board: str, path: Optional[str] = None) -> Path:
     return elf
 
 
+try:  # loaded here, not in the forked child (dlopen after fork is unsafe in a threaded process)
+    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not glibc Linux
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:  # runs in the child before exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG: QEMU ends when this process does
 
 
 class EmulatedBoard:
