@@ -10,7 +10,8 @@ import pytest
 
 from hil_fixtures import require_hil_tools
 from lightning_mcuprune.hil import (
-    Board, BoardError, EmulatedBoard, FirmwareVersionError, HILError, LayerSpec, NotResponding, PortError,
+    Board, BoardError, EmulatedBoard, FirmwareVersionError, HILError, HILTimeoutError, LayerSpec, NotResponding,
+    PortError,
     ToolMissingError, build_firmware,
 )
 from lightning_mcuprune.hil.emulated import firmware_dir
@@ -108,6 +109,16 @@ def test_qemu_stopped_on_error_and_ctrl_c():
         assert emu.proc is None
         time.sleep(0.1)
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_qemu_exiting_mid_session_is_a_clear_error():
+    require_hil_tools()
+    emu = EmulatedBoard("mps2-an386", timeout=0.3, retries=1)
+    with emu as board:
+        emu.proc.kill()
+        emu.proc.wait()
+        with pytest.raises((PortError, HILTimeoutError), match="lost the connection|failed after 2 tries"):
+            board.hello()
 
 
 def test_board_rejections_are_clear():

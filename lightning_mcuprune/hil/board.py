@@ -146,6 +146,13 @@ class Board:
 
     def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None) -> bytes:
         """Send one request and return the answer's payload; retries on loss or damage, raises HILError."""
+        try:
+            return self._request(ftype, payload, timeout)
+        except (serial.SerialException, OSError) as e:
+            raise PortError(f"lost the connection to {self.port!r} ({e}): was the board unplugged or reset, "
+                            f"or did QEMU exit?") from e
+
+    def _request(self, ftype: int, payload: bytes, timeout: Optional[float]) -> bytes:
         timeout = self.timeout if timeout is None else timeout
         seq = self._next_seq()
         frame = P.encode_frame(ftype, seq, payload)
