@@ -166,6 +166,7 @@ class LossyProxy:
 
     def _pump(self):
         conn, _ = self.srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(0.01)
 
         def up():
