@@ -93,11 +93,11 @@ def random_layer(op: str, rng: np.random.Generator, upload: bool = False) -> tup
             kw["depth_multiplier"] = int(rng.integers(1, 4))
             acc = np.sqrt(kh * kw_) * 74 * np.hypot(74, in_zp)
     elif op == "pointwise_conv2d":
-        kw = dict(input_shape=(int(rng.integers(1, 11)), int(rng.integers(1, 11)), int(rng.integers(1, 17))),
+        kw = dict(input_shape=(int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 17))),
                   out_channels=int(rng.integers(1, 17)), stride=(int(rng.integers(1, 3)), int(rng.integers(1, 3))))
         acc = np.sqrt(kw["input_shape"][2]) * 74 * np.hypot(74, in_zp)
     elif op == "dense":
-        kw = dict(input_shape=(int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 33))),
+        kw = dict(input_shape=(int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 33))),
                   out_channels=int(rng.integers(1, 17)))
         acc = np.sqrt(np.prod(kw["input_shape"])) * 74 * np.hypot(74, in_zp)
     elif op == "global_avg_pool":

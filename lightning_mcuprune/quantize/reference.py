@@ -213,13 +213,16 @@ def pointwise_conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1,
 
 
 def dense(x, w, bias, input_zp, output_zp, mult, shift, act_min=-128, act_max=127) -> np.ndarray:
-    """int8 fully connected. x (N, ...) or (...) flattened per sample in HWC order; w (O, I). Returns (N, O) or (O,)."""
+    """int8 fully connected; w (O, I). x is one sample, (I,) or (H, W, C), -> (O,); or a batch, (N, I) or
+    (N, H, W, C), -> (N, O). Samples are flattened in HWC order."""
     x = np.asarray(x)
     if x.dtype != np.int8:
         raise ValueError(f"expected an int8 tensor, got {x.dtype}")
     w = np.asarray(w, dtype=np.int8)
     o, i = w.shape
-    single = x.size == i
+    if x.ndim not in (1, 2, 3, 4):
+        raise ValueError(f"dense input must be (I,), (H, W, C), (N, I) or (N, H, W, C); got shape {x.shape}")
+    single = x.ndim in (1, 3)
     xf = x.reshape(1 if single else x.shape[0], -1)
     if xf.shape[1] != i:
         raise ValueError(f"dense weights expect {i} inputs per sample, got {xf.shape[1]}")
