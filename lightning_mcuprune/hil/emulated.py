@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -102,6 +103,7 @@ class EmulatedBoard:
         self.proc: Optional[subprocess.Popen] = None
         self.board: Optional[Board] = None
         self.pty: Optional[str] = None
+        self.output: list = []          # QEMU's own messages (not the guest's UART)
 
     def command(self, firmware: Path, qemu: str = "qemu-system-arm") -> list[str]:
         return [qemu, "-M", EMULATED_BOARDS[self.board_name], "-nographic", "-monitor", "none",
@@ -136,9 +138,21 @@ class EmulatedBoard:
             seen.append(line)
             m = re.search(r"char device redirected to (/dev/pts/\d+)", line)
             if m:
+                # keep draining QEMU's output so that it never blocks on a full pipe
+                self.output = seen
+                threading.Thread(target=self._drain, args=(self.proc.stdout, seen), daemon=True).start()
                 return m.group(1)
         self.proc.poll()
         raise HILError(f"QEMU did not report its pty (exit code {self.proc.returncode}); output:\n{''.join(seen)}")
+
+    @staticmethod
+    def _drain(stream, lines: list) -> None:
+        try:
+            for line in stream:
+                if len(lines) < 1000:
+                    lines.append(line)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         if self.board is not None:
