@@ -1,0 +1,315 @@
+"""Board: the host end of the HIL link, over any pyserial URL (/dev/ttyACM0, /dev/pts/N, socket://host:port).
+
+Every request carries a sequence number; answers are CRC-checked and matched by it. A request that gets no
+intact answer in time, or whose frame the board reports as damaged (bad CRC, truncated, noise), is sent
+again (all requests are idempotent); after ``retries`` more tries a HILTimeoutError says so. Data is never
+returned unless its frame's CRC was right.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import serial
+
+from lightning_mcuprune.hil import protocol as P
+from lightning_mcuprune.hil.layer import LayerSpec
+
+
+class HILError(RuntimeError):
+    """Base class of HIL errors; the message says what went wrong and what would be right."""
+
+
+class PortError(HILError):
+    """The serial port cannot be opened (missing, no permission, busy)."""
+
+
+class NotResponding(HILError):
+    """Nothing on the port answers the HIL protocol."""
+
+
+class FirmwareVersionError(HILError):
+    """The board runs a firmware whose protocol version this host does not speak."""
+
+
+class HILTimeoutError(HILError):
+    """A request got no intact answer after all retries."""
+
+
+class BoardError(HILError):
+    """The board refused a request (its ERROR frame). ``code`` is the firmware error code."""
+
+    def __init__(self, code: int, request: int, detail: int, message: str):
+        self.code, self.request, self.detail = code, request, detail
+        name = P.REQUEST_NAMES.get(request, f"type 0x{request:02x}")
+        super().__init__(f"board rejected {name}: {P.ERRORS.get(code, 'error')} ({message}; detail {detail})")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Cycles of ``repeats`` runs of the configured layer (cycles of the board's counter, see hello()['counter'])."""
+
+    repeats: int
+    min: int
+    max: int
+    total: int
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.repeats
+
+
+def _open_serial(port: str, baudrate: int, timeout: float) -> serial.SerialBase:
+    try:
+        return serial.serial_for_url(port, baudrate=baudrate, timeout=timeout, write_timeout=max(timeout, 2.0))
+    except serial.SerialException as e:
+        err = getattr(e, "errno", None)
+        text = str(e)
+        if err == errno.ENOENT or "No such file" in text or "could not open port" in text and "[Errno 2]" in text:
+            raise PortError(f"no such port: {port!r}. Connected boards: `mcuprune boards`; an emulated board: "
+                            f"EmulatedBoard('mps2-an386').") from e
+        if err == errno.EACCES or "Permission denied" in text or "[Errno 13]" in text:
+            raise PortError(f"permission denied opening {port!r}: add your user to the 'dialout' group "
+                            f"(sudo usermod -aG dialout $USER, then log in again) or fix the device's permissions.") from e
+        if "[Errno 16]" in text or "busy" in text.lower():
+            raise PortError(f"port {port!r} is busy: another program holds it open.") from e
+        raise PortError(f"cannot open {port!r}: {text}") from e
+
+
+class Board:
+    """A board running the HIL firmware, reached over pyserial.
+
+    ``Board(port, baudrate=115200, timeout=1.0, retries=4)`` opens the port and sends HELLO (unless
+    ``hello=False``); a firmware speaking another protocol version raises FirmwareVersionError, a device
+    that does not speak the protocol at all raises NotResponding. ``board.serial`` is the pyserial object.
+    """
+
+    def __init__(self, port: str, baudrate: int = 115200, timeout: float = 1.0, retries: int = 4,
+                 hello: bool = True, chunk: int = P.MAX_PAYLOAD):
+        self.port = port
+        self.chunk = int(chunk)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.serial = _open_serial(port, baudrate, min(self.timeout, 0.05))
+        self.info: Optional[dict] = None
+        self.last_run: Optional[RunResult] = None
+        self.stats = {"requests": 0, "retries": 0, "dropped_frames": 0}
+        self._seq = 0
+        self._parser = P.FrameParser()
+        self._pending: list = []
+        self.last_inputs: dict = {}
+        if hello:
+            try:
+                self.hello()
+            except HILTimeoutError as e:
+                self.close()
+                raise NotResponding(
+                    f"no HIL firmware answered on {port!r} (tried {self.retries + 1} times, {self.timeout:g} s each): "
+                    f"is the board flashed with the firmware from hil/ (make -C hil <board>) and the baud rate "
+                    f"{baudrate} right?") from e
+            except HILError:
+                self.close()
+                raise
+
+    # ---- link ----
+    def close(self) -> None:
+        try:
+            self.serial.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "Board":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 255 + 1  # 1..255; the firmware uses 0 for unsolicited errors
+        return self._seq
+
+    def _read_frame(self, deadline: float) -> Optional[P.Frame]:
+        while True:
+            if self._pending:
+                return self._pending.pop(0)
+            if time.monotonic() > deadline:
+                return None
+            data = self.serial.read(max(1, self.serial.in_waiting))
+            if data:
+                before = self._parser.bad_frames
+                self._pending.extend(self._parser.feed(data))
+                self.stats["dropped_frames"] += self._parser.bad_frames - before
+
+    def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None) -> bytes:
+        """Send one request and return the answer's payload; retries on loss or damage, raises HILError."""
+        try:
+            return self._request(ftype, payload, timeout)
+        except (serial.SerialException, OSError) as e:
+            raise PortError(f"lost the connection to {self.port!r} ({e}): was the board unplugged or reset, "
+                            f"or did QEMU exit?") from e
+
+    def _request(self, ftype: int, payload: bytes, timeout: Optional[float]) -> bytes:
+        timeout = self.timeout if timeout is None else timeout
+        seq = self._next_seq()
+        frame = P.encode_frame(ftype, seq, payload)
+        self.stats["requests"] += 1
+        self._pending = []
+        last = "no answer"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+                time.sleep(0.005 * attempt)
+                self.serial.reset_input_buffer()
+                self._parser = P.FrameParser()
+                self._pending = []
+            self.serial.write(frame)
+            self.serial.flush()
+            deadline = time.monotonic() + timeout
+            while True:
+                f = self._read_frame(deadline)
+                if f is None:
+                    break
+                if f.seq != seq:
+                    continue  # stale answer to an earlier try, or unsolicited noise report
+                if f.is_error:
+                    code, req, detail, msg = f.error()
+                    if req != ftype and code not in P.TRANSIENT_ERRORS:
+                        continue  # about some other (garbled) frame that happened to carry our seq
+                    if code in P.TRANSIENT_ERRORS:
+                        last = f"board saw a damaged frame ({P.ERRORS[code]})"
+                        break
+                    if code == P.E_VERSION:
+                        raise FirmwareVersionError(
+                            f"the board on {self.port!r} speaks HIL protocol version {detail}, this host speaks "
+                            f"{P.PROTO_VERSION}: flash the firmware from this package's hil/ directory.")
+                    raise BoardError(code, req, detail, msg)
+                if f.type != (ftype | 0x80):
+                    last = f"answer of type 0x{f.type:02x} to request 0x{ftype:02x}"
+                    break
+                return f.payload
+        raise HILTimeoutError(f"{P.REQUEST_NAMES.get(ftype, hex(ftype))} to {self.port!r} failed after "
+                              f"{self.retries + 1} tries ({last}; {timeout:g} s timeout each)")
+
+    # ---- typed API ----
+    def hello(self) -> dict:
+        """HELLO: firmware version, board, core, clock (Hz), arena and weights store (bytes), cycle counter."""
+        info = P.parse_hello(self.request(P.T_HELLO))
+        if info["protocol_version"] != P.PROTO_VERSION:
+            raise FirmwareVersionError(
+                f"the board on {self.port!r} runs firmware {info['firmware_version']} with protocol version "
+                f"{info['protocol_version']}; this host speaks {P.PROTO_VERSION}: flash the firmware from hil/.")
+        info["cycles_note"] = ("DWT cycle counter (core clock cycles)" if info["counter"] == "dwt" else
+                               "SysTick at the core clock; on QEMU -icount it is instruction-count based")
+        self.info = info
+        return info
+
+    def _max_payload(self) -> int:
+        return min(self.chunk, (self.info or {}).get("max_payload", P.MAX_PAYLOAD))
+
+    def write(self, region: int, offset: int, data) -> None:
+        """Write bytes into the arena (region 0) or weights store (region 1) at offset (bytes)."""
+        data = bytes(np.ascontiguousarray(data).view(np.uint8).tobytes() if isinstance(data, np.ndarray) else data)
+        step = self._max_payload() - 8
+        for i in range(0, len(data), step) or [0]:
+            part = data[i: i + step]
+            self.request(P.T_WRITE, struct.pack("<B3xI", region, offset + i) + part)
+
+    def read(self, region: int, offset: int, n: int) -> bytes:
+        """Read n bytes from the arena (0) or weights store (1)."""
+        out = bytearray()
+        step = self._max_payload()
+        while len(out) < n:
+            k = min(step, n - len(out))
+            part = self.request(P.T_READ, struct.pack("<B3xII", region, offset + len(out), k))
+            if len(part) != k:
+                raise HILError(f"READ answered {len(part)} bytes, asked for {k}")
+            out += part
+        return bytes(out)
+
+    def fill(self, region: int, offset: int, n: int, seed: int) -> np.ndarray:
+        """Fill n bytes on the board with pseudo-random int8 from seed (fast; no upload); returns the same bytes."""
+        self.request(P.T_FILL, struct.pack("<B3xIII", region, offset, n, seed & 0xFFFFFFFF))
+        return P.fill_bytes(seed, n)
+
+    def configure(self, spec: LayerSpec) -> int:
+        """CONFIG: set the layer; returns the arena end (bytes) of its tensors."""
+        (end,) = struct.unpack("<I", self.request(P.T_CONFIG, spec.config_bytes()))
+        return end
+
+    def load_layer(self, spec: LayerSpec, x=None, x2=None, seed: int = 0) -> dict:
+        """Configure spec and put its weights, parameters and inputs on the board.
+
+        Data given (spec.weights, x, x2) is uploaded; missing data is filled from seed. Returns the int8
+        arrays now on the board: {"x", "x2", "weights"} (for the host reference).
+        """
+        s = spec.placed()
+        self.configure(s)
+        out = {"x": None, "x2": None, "weights": None}
+        if s.weights_bytes:
+            if s.weights is not None:
+                w = np.asarray(s.weights, dtype=np.int8).reshape(s.weights_shape)
+                self.write(P.REGION_WEIGHTS, s.weights_offset, w)
+            else:
+                w = self.fill(P.REGION_WEIGHTS, s.weights_offset, s.weights_bytes, seed * 3 + 1).reshape(s.weights_shape)
+            out["weights"] = w
+        prm = s.params_array()
+        if prm.size:
+            self.write(P.REGION_WEIGHTS, s.params_offset, prm.astype("<i4"))
+        for key, data, off, sd in (("x", x, s.input_offset, seed * 3 + 2), ("x2", x2, s.input2_offset, seed * 3 + 3)):
+            if key == "x2" and s.op != "add":
+                continue
+            if data is not None:
+                arr = np.asarray(data, dtype=np.int8).reshape(s.input_shape)
+                self.write(P.REGION_ARENA, off, arr)
+            else:
+                arr = self.fill(P.REGION_ARENA, off, s.input_bytes, sd).reshape(s.input_shape)
+            out[key] = arr
+        return out
+
+    def run(self, repeats: int = 1, timeout: Optional[float] = None, macs: int = 0) -> RunResult:
+        """RUN the configured layer `repeats` times (1..10000); cycles per run (min, max) and in total.
+
+        timeout (s) defaults to the link timeout plus 2 us per MAC and repeat (`macs` of the layer).
+        """
+        if timeout is None:
+            timeout = self.timeout + 2e-6 * macs * repeats
+        n, _, mn, mx, total = struct.unpack("<IIQQQ", self.request(
+            P.T_RUN, struct.pack("<I", repeats), timeout=timeout))
+        self.last_run = RunResult(n, mn, mx, total)
+        return self.last_run
+
+    def run_layer(self, spec: LayerSpec, repeats: int = 1, x=None, x2=None, seed: int = 0,
+                  timeout: Optional[float] = None) -> int:
+        """Load spec (see load_layer) and run it `repeats` times; returns cycles of one run (the minimum).
+
+        ``board.last_run`` keeps min/max/total, ``board.last_inputs`` the data the layer ran on.
+        """
+        self.last_inputs = self.load_layer(spec, x, x2, seed)
+        return self.run(repeats, timeout, macs=spec.macs).min
+
+    def read_output(self, spec: LayerSpec) -> np.ndarray:
+        """The layer's output (int8, spec.output_shape) read back from the arena."""
+        s = spec.placed()
+        return np.frombuffer(self.read(P.REGION_ARENA, s.output_offset, s.output_bytes), dtype=np.int8
+                             ).reshape(s.output_shape).copy()
+
+    def get_stats(self) -> dict:
+        """STATS: arena and weights-store high-water marks (bytes), stack size and use (bytes), frame counts."""
+        return P.parse_stats(self.request(P.T_STATS))
+
+    def reset(self, hard: bool = False) -> None:
+        """RESET: clear the layer and the high-water marks; hard=True also resets the core (then HELLO again)."""
+        self.request(P.T_RESET, bytes([1 if hard else 0]))
+        if hard:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    self.hello()
+                    return
+                except HILTimeoutError:
+                    if time.monotonic() > deadline:
+                        raise

@@ -1,0 +1,215 @@
+"""LayerSpec: one int8 layer as the firmware runs it (shapes, quantisation, placement in arena and weights store).
+
+Shapes are NHWC at batch 1, ``input_shape = (H, W, C)``. Offsets are bytes into the arena (activations) or
+the weights store (weights, then int32 parameters). Data left as None is filled on the board from a seed
+(FILL) when the layer is loaded, which is how timing runs avoid the slow upload.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import numpy as np
+
+from lightning_mcuprune.hil.protocol import CONFIG_BYTES, OP_CODES
+from lightning_mcuprune.quantize import reference as ref
+
+WINDOW_OPS = ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool")
+WEIGHTED_OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+@dataclass
+class LayerSpec:
+    """One layer. ``op`` is a resource-model op name (see ``OP_CODES``)."""
+
+    op: str
+    input_shape: tuple
+    out_channels: Optional[int] = None          # conv2d, pointwise_conv2d, dense
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)               # (top, bottom, left, right), or int / (ph, pw)
+    depth_multiplier: int = 1
+    input_zp: int = 0
+    input2_zp: int = 0
+    output_zp: int = 0
+    act_min: int = -128
+    act_max: int = 127
+    # placement (bytes); None = packed after the previous tensor
+    input_offset: int = 0
+    input2_offset: Optional[int] = None
+    output_offset: Optional[int] = None
+    weights_offset: int = 0
+    params_offset: Optional[int] = None
+    # data; None = filled on the board (weights) or defaults (mult 2^30, shift -8, bias 0)
+    weights: Optional[np.ndarray] = field(default=None, repr=False)
+    bias: Optional[np.ndarray] = field(default=None, repr=False)
+    mult: Optional[np.ndarray] = field(default=None, repr=False)
+    shift: Optional[np.ndarray] = field(default=None, repr=False)
+    add_params: tuple = (20, 1 << 30, -1, 1 << 30, -1, 1 << 30, -8)  # left_shift, m1, s1, m2, s2, mo, so
+
+    def __post_init__(self) -> None:
+        if self.op not in OP_CODES:
+            raise ValueError(f"unknown op {self.op!r}; the firmware runs {', '.join(OP_CODES)}")
+        self.input_shape = tuple(int(v) for v in self.input_shape)
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {self.input_shape}")
+        self.kernel = ref._pair(self.kernel)
+        self.stride = ref._pair(self.stride)
+        self.padding = ref.normalize_padding(self.padding)
+        if self.op == "pointwise_conv2d" and (self.kernel != (1, 1) or any(self.padding)):
+            raise ValueError("pointwise_conv2d is 1x1 without padding")
+        if self.op in ("conv2d", "pointwise_conv2d", "dense") and not self.out_channels:
+            raise ValueError(f"{self.op} needs out_channels")
+        if self.op in WINDOW_OPS:
+            t, b, l, r = self.padding
+            if t >= self.kernel[0] or l >= self.kernel[1] or b >= self.kernel[0] or r >= self.kernel[1]:
+                raise ValueError(f"padding {self.padding} must be smaller than the kernel {self.kernel}")
+        self.output_shape  # validates the window
+
+    # ---- shapes and counts ----
+    @property
+    def output_shape(self) -> tuple:
+        h, w, c = self.input_shape
+        if self.op in ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool", "pointwise_conv2d"):
+            oh, ow = ref.conv_output_size((h, w), self.kernel, self.stride, self.padding)
+            oc = {"conv2d": self.out_channels, "pointwise_conv2d": self.out_channels,
+                  "depthwise_conv2d": c * self.depth_multiplier}.get(self.op, c)
+            return oh, ow, oc
+        if self.op == "dense":
+            return 1, 1, self.out_channels
+        if self.op == "global_avg_pool":
+            return 1, 1, c
+        return h, w, c  # add
+
+    @property
+    def input_bytes(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def output_bytes(self) -> int:
+        return int(np.prod(self.output_shape))
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates (the resource model's count; pooling/add count output elements)."""
+        h, w, c = self.input_shape
+        oh, ow, oc = self.output_shape
+        kh, kw = self.kernel
+        return {
+            "conv2d": oh * ow * oc * kh * kw * c,
+            "depthwise_conv2d": oh * ow * oc * kh * kw,
+            "pointwise_conv2d": oh * ow * oc * c,
+            "dense": oc * h * w * c,
+            "max_pool": oh * ow * oc * kh * kw,
+            "avg_pool": oh * ow * oc * kh * kw,
+            "global_avg_pool": h * w * c,
+            "add": h * w * c,
+        }[self.op]
+
+    @property
+    def weights_shape(self) -> Optional[tuple]:
+        h, w, c = self.input_shape
+        oc = self.output_shape[2]
+        kh, kw = self.kernel
+        return {"conv2d": (oc, kh, kw, c), "depthwise_conv2d": (kh, kw, oc),
+                "pointwise_conv2d": (oc, c), "dense": (oc, h * w * c)}.get(self.op)
+
+    @property
+    def weights_bytes(self) -> int:
+        s = self.weights_shape
+        return int(np.prod(s)) if s else 0
+
+    @property
+    def params_bytes(self) -> int:
+        oc = self.output_shape[2]
+        if self.op in WEIGHTED_OPS:
+            return 12 * oc
+        return {"global_avg_pool": 8 * oc, "add": 28}.get(self.op, 0)
+
+    # ---- placement ----
+    def placed(self) -> "LayerSpec":
+        """A copy with every None offset resolved (inputs, then output; weights, then params; 4-byte aligned)."""
+        s = replace(self)
+        end = s.input_offset + s.input_bytes
+        if s.op == "add" and s.input2_offset is None:
+            s.input2_offset = _align4(end)
+        if s.op == "add":
+            end = max(end, s.input2_offset + s.input_bytes)
+        if s.output_offset is None:
+            s.output_offset = _align4(end)
+        if s.params_offset is None:
+            s.params_offset = _align4(s.weights_offset + s.weights_bytes)
+        return s
+
+    @property
+    def arena_end(self) -> int:
+        """Highest arena byte (exclusive) the layer touches."""
+        s = self.placed()
+        ends = [s.input_offset + s.input_bytes, s.output_offset + s.output_bytes]
+        if s.op == "add":
+            ends.append(s.input2_offset + s.input_bytes)
+        return max(ends)
+
+    def config_bytes(self) -> bytes:
+        """The CONFIG payload (64 bytes)."""
+        s = self.placed()
+        h, w, c = s.input_shape
+        oh, ow, oc = s.output_shape
+        kh, kw = s.kernel if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
+        sh, sw = s.stride if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
+        t, _, l, _ = s.padding
+        b = struct.pack("<BB6H6H5h5IH", OP_CODES[s.op], 0, h, w, c, oh, ow, oc, kh, kw, sh, sw, t, l,
+                        s.input_zp, s.input2_zp, s.output_zp, s.act_min, s.act_max,
+                        s.input_offset, s.input2_offset or 0, s.output_offset, s.weights_offset, s.params_offset,
+                        s.depth_multiplier if s.op == "depthwise_conv2d" else 0)
+        return b.ljust(CONFIG_BYTES, b"\0")
+
+    def params_array(self) -> np.ndarray:
+        """The int32 parameter block: bias, mult, shift (per output channel); gap: mult, shift; add: 7 values."""
+        oc = self.output_shape[2]
+        if self.op == "add":
+            return np.asarray(self.add_params, dtype=np.int32)
+
+        def vec(v, default):
+            return np.broadcast_to(np.asarray(default if v is None else v, dtype=np.int32), (oc,))
+        mult, shift = vec(self.mult, 1 << 30), vec(self.shift, -8)
+        if self.op == "global_avg_pool":
+            return np.concatenate([mult, shift])
+        if self.op in WEIGHTED_OPS:
+            return np.concatenate([vec(self.bias, 0), mult, shift])
+        return np.zeros(0, dtype=np.int32)
+
+    # ---- host reference ----
+    def reference(self, x: np.ndarray, x2: Optional[np.ndarray] = None, weights: Optional[np.ndarray] = None
+                  ) -> np.ndarray:
+        """What the board must output for input x (HWC int8), via lightning_mcuprune.quantize.reference."""
+        w = self.weights if weights is None else weights
+        x = np.asarray(x, dtype=np.int8).reshape(self.input_shape)
+        p = self.params_array()
+        oc = self.output_shape[2]
+        q = dict(act_min=self.act_min, act_max=self.act_max)
+        if self.op in WEIGHTED_OPS:
+            w = np.asarray(w, dtype=np.int8).reshape(self.weights_shape)
+            bias, mult, shift = p[:oc], p[oc:2 * oc], p[2 * oc:]
+            args = (bias, self.input_zp, self.output_zp, mult, shift)
+            if self.op == "conv2d":
+                return ref.conv2d(x, w, *args, stride=self.stride, padding=self.padding, **q)
+            if self.op == "depthwise_conv2d":
+                return ref.depthwise_conv2d(x, w, *args, stride=self.stride, padding=self.padding, **q)
+            if self.op == "pointwise_conv2d":
+                return ref.pointwise_conv2d(x, w, *args, stride=self.stride, **q)
+            return ref.dense(x, w, *args, **q).reshape(self.output_shape)
+        if self.op == "max_pool":
+            return ref.max_pool(x, self.kernel, self.stride, self.padding, **q)
+        if self.op == "avg_pool":
+            return ref.avg_pool(x, self.kernel, self.stride, self.padding, **q)
+        if self.op == "global_avg_pool":
+            return ref.global_avg_pool(x, self.input_zp, self.output_zp, p[:oc], p[oc:], **q)
+        x2 = np.asarray(x2, dtype=np.int8).reshape(self.input_shape)
+        ls, m1, s1, m2, s2, mo, so = (int(v) for v in p)
+        return ref.add(x, x2, self.input_zp, self.input2_zp, self.output_zp, m1, s1, m2, s2, mo, so, ls, **q)

@@ -1,0 +1,154 @@
+"""HIL serial protocol, version 1 (mirrors hil/src/proto.h; the spec is in docs/hil.md).
+
+Frame: ``A5 5A | ver u8 | type u8 | seq u8 | len u16 LE | payload | crc32 LE`` where the CRC-32
+(zlib.crc32) covers ver..payload and len <= MAX_PAYLOAD (4096 bytes). The answer to request type T is
+``T | 0x80`` or an ERROR frame (0xFF: u8 code, u8 request type, u16 detail, ASCII message).
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+PROTO_VERSION = 1
+SYNC = b"\xa5\x5a"
+HEADER_BYTES = 7
+CRC_BYTES = 4
+MAX_PAYLOAD = 4096
+
+T_HELLO, T_WRITE, T_READ, T_CONFIG, T_RUN, T_STATS, T_RESET, T_FILL = 1, 2, 3, 4, 5, 6, 7, 8
+T_ERROR = 0xFF
+REQUEST_NAMES = {T_HELLO: "HELLO", T_WRITE: "WRITE", T_READ: "READ", T_CONFIG: "CONFIG", T_RUN: "RUN",
+                 T_STATS: "STATS", T_RESET: "RESET", T_FILL: "FILL"}
+
+REGION_ARENA, REGION_WEIGHTS = 0, 1
+
+ERRORS = {
+    1: "bad CRC", 2: "frame too long", 3: "unknown frame type", 4: "bad payload length",
+    5: "truncated frame", 6: "noise skipped", 7: "protocol version mismatch", 8: "out of range",
+    9: "bad layer config", 10: "no layer configured", 11: "layer exceeds the arena",
+    12: "layer exceeds the weights store", 13: "bad quantisation parameters",
+}
+#: link-level errors: the request did not arrive intact, so it is safe to send it again (this host never
+#: sends a frame longer than MAX_PAYLOAD, so "too long" means a damaged length field)
+TRANSIENT_ERRORS = {1, 2, 5, 6}
+E_CRC, E_TOO_LONG, E_UNKNOWN_TYPE, E_BAD_LENGTH, E_TRUNCATED, E_NOISE, E_VERSION = 1, 2, 3, 4, 5, 6, 7
+E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS = 8, 9, 10, 11, 12, 13
+
+#: op codes of the firmware, by resource-model op name
+OP_CODES = {"conv2d": 1, "depthwise_conv2d": 2, "pointwise_conv2d": 3, "dense": 4,
+            "max_pool": 5, "avg_pool": 6, "global_avg_pool": 7, "add": 8}
+CONFIG_BYTES = 64
+COUNTER_KINDS = {1: "dwt", 2: "systick"}
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def encode_frame(ftype: int, seq: int, payload: bytes = b"", version: int = PROTO_VERSION) -> bytes:
+    """One frame, ready to write. Raises ValueError if the payload is longer than MAX_PAYLOAD bytes."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the protocol maximum of {MAX_PAYLOAD} bytes")
+    body = struct.pack("<BBBH", version, ftype, seq, len(payload)) + bytes(payload)
+    return SYNC + body + struct.pack("<I", crc32(body))
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes
+    version: int = PROTO_VERSION
+
+    @property
+    def is_error(self) -> bool:
+        return self.type == T_ERROR
+
+    def error(self) -> tuple[int, int, int, str]:
+        """(code, request type, detail, message) of an ERROR frame."""
+        code, req, detail = struct.unpack_from("<BBH", self.payload.ljust(4, b"\0"))
+        return code, req, detail, self.payload[4:].decode("ascii", "replace")
+
+
+class FrameParser:
+    """Incremental parser: feed bytes, get the intact frames. Corrupt frames are dropped and counted."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.dropped_bytes = 0
+        self.bad_frames = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buf += data
+        out = []
+        while True:
+            i = self.buf.find(SYNC)
+            if i < 0:
+                keep = 1 if self.buf.endswith(SYNC[:1]) else 0
+                self.dropped_bytes += len(self.buf) - keep
+                del self.buf[: len(self.buf) - keep]
+                return out
+            if i:
+                self.dropped_bytes += i
+                del self.buf[:i]
+            if len(self.buf) < HEADER_BYTES:
+                return out
+            ver, ftype, seq, n = struct.unpack_from("<BBBH", self.buf, 2)
+            if n > MAX_PAYLOAD:
+                self.bad_frames += 1
+                del self.buf[:2]
+                continue
+            end = HEADER_BYTES + n + CRC_BYTES
+            if len(self.buf) < end:
+                return out
+            (crc,) = struct.unpack_from("<I", self.buf, HEADER_BYTES + n)
+            if crc != crc32(bytes(self.buf[2: HEADER_BYTES + n])):
+                self.bad_frames += 1
+                del self.buf[:2]  # resynchronise on the next sync pattern
+                continue
+            out.append(Frame(ftype, seq, bytes(self.buf[HEADER_BYTES: HEADER_BYTES + n]), ver))
+            del self.buf[:end]
+
+
+def fill_bytes(seed: int, n: int) -> np.ndarray:
+    """The bytes the firmware's FILL command writes (int8): low byte of lowbias32(seed ^ (i * 0x9E3779B1))."""
+    with np.errstate(over="ignore"):
+        x = np.arange(n, dtype=np.uint32) * np.uint32(0x9E3779B1)
+        x ^= np.uint32(seed & 0xFFFFFFFF)
+        x ^= x >> np.uint32(16)
+        x *= np.uint32(0x7FEB352D)
+        x ^= x >> np.uint32(15)
+        x *= np.uint32(0x846CA68B)
+        x ^= x >> np.uint32(16)
+    return (x & np.uint32(0xFF)).astype(np.uint8).view(np.int8)
+
+
+def parse_hello(payload: bytes) -> dict:
+    """HELLO answer -> dict (sizes in bytes, clock in Hz)."""
+    if len(payload) < 30:
+        raise ValueError(f"HELLO answer too short ({len(payload)} bytes)")
+    proto, major, minor, patch, counter = struct.unpack_from("<5B", payload)
+    clock, arena, wstore, max_payload, stack = struct.unpack_from("<5I", payload, 8)
+    names = payload[28:].split(b"\0")
+    return {
+        "protocol_version": proto,
+        "firmware_version": f"{major}.{minor}.{patch}",
+        "board": names[0].decode("ascii", "replace"),
+        "core": names[1].decode("ascii", "replace") if len(names) > 1 else "",
+        "clock_hz": clock,
+        "arena_bytes": arena,
+        "weights_bytes": wstore,
+        "max_payload": max_payload,
+        "stack_bytes": stack,
+        "counter": COUNTER_KINDS.get(counter, f"unknown({counter})"),
+    }
+
+
+def parse_stats(payload: bytes) -> dict:
+    """STATS answer -> dict (bytes and frame counts)."""
+    keys = ("arena_bytes", "arena_high_water", "weights_bytes", "weights_high_water", "stack_bytes",
+            "stack_used", "frames_ok", "frames_error")
+    return dict(zip(keys, struct.unpack_from("<8I", payload)))
