@@ -9,6 +9,7 @@ import importlib
 
 MODULES = [
     "lightning_mcuprune.analysis",    # mcuprune analyze
+    "lightning_mcuprune.demo",        # mcuprune demo
     "lightning_mcuprune.hil.cli",     # mcuprune boards (and later calibrate, benchmark)
 ]
 

@@ -40,7 +40,7 @@ def fit(net_name, budgets, seed=0, steps=20, **kw):
     factory, shape = NETS[net_name]
     torch.manual_seed(seed)
     model = Classifier(factory())
-    cb = MCUPruneCallback(BOARD, budgets, verbose=False, **kw)
+    cb = MCUPruneCallback(BOARD, budgets, verbose=False, export=False, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer([cb], max_steps=steps).fit(model, random_loader(shape, n=40, batch=8, seed=seed))
@@ -106,7 +106,7 @@ def test_removal_is_exact_and_keeps_the_optimiser(net_name, optimizer):
     torch.manual_seed(0)
     model = Classifier(factory(), optimizer=optimizer)
     dense = analyze(factory(), torch.zeros(1, *shape), board=BOARD)
-    cb = _Spy(BOARD, {"sram": int(dense.peak_sram_bytes * 0.3)}, verbose=False, removals=3)
+    cb = _Spy(BOARD, {"sram": int(dense.peak_sram_bytes * 0.3)}, verbose=False, export=False, removals=3)
     losses = []
 
     class Losses(torch.nn.Module):
@@ -172,7 +172,7 @@ def test_dense_network_that_fits_is_left_alone():
     torch.manual_seed(0)
     model = Classifier(factory())
     ref = copy.deepcopy(model.net)
-    cb = MCUPruneCallback(BOARD, {"sram": "200KiB"}, verbose=False)
+    cb = MCUPruneCallback(BOARD, {"sram": "200KiB"}, verbose=False, export=False)
     with pytest.warns(UserWarning, match="already fits"):
         trainer([cb], max_steps=4).fit(model, random_loader(shape))
     assert [p.shape for p in model.net.parameters()] == [p.shape for p in ref.parameters()]
