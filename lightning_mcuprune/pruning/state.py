@@ -148,8 +148,14 @@ class PruningState:
             self.pi.copy_(torch.minimum(torch.maximum(self.pi, self.pi_min), self.upper()))
 
     # ---- budget tracking ------------------------------------------------------------------------
-    def project(self, targets: dict[str, float], max_rounds: int = 30, bisections: int = 40) -> None:
-        """Move pi along -grad R_k until every resource is within its target (continuous counts)."""
+    def project(self, targets: dict[str, float], max_rounds: int = 60, bisections: int = 40) -> None:
+        """Move pi along -grad R_k until every resource is within its target (continuous counts).
+
+        Each round takes the most violated resource; for peak SRAM, the working set of the op at the peak
+        (not the max itself): shrinking the groups of the bottleneck op can only bring *that* op down to
+        the target, and treating the max as the function would drive those groups to their floor
+        whenever another op is also above the target.
+        """
         lo = self.pi_min
         for _ in range(max_rounds):
             pi = self.pi.detach()
@@ -158,9 +164,17 @@ class PruningState:
             if not viol:
                 return
             key = max(viol, key=viol.get)
+            if key == "sram":
+                with torch.no_grad():
+                    op = int(self.rm.working_set(self.counts(pi)).argmax())
+
+                def f(p, op=op):
+                    return self.rm.working_set(self.counts(p))[op]
+            else:
+                def f(p, key=key):
+                    return self.rm.resource(key, self.counts(p))
             p = pi.clone().requires_grad_()
-            r = self.rm.resource(key, self.counts(p))
-            (d,) = torch.autograd.grad(r, p)
+            (d,) = torch.autograd.grad(f(p), p)
             d = torch.where(pi > lo + 1e-12, d.clamp(min=0), torch.zeros_like(d))
             if not torch.any(d > 0):
                 return  # nothing can shrink this resource further; guarantee() reports it
@@ -171,13 +185,13 @@ class PruningState:
                 return torch.maximum(pi - a * d, lo)
 
             with torch.no_grad():
-                if self.rm.resource(key, self.counts(at(a_hi))) > targets[key]:
+                if f(at(a_hi)) > targets[key]:
                     self.pi.copy_(at(a_hi))
                     continue
                 a_lo = 0.0
                 for _ in range(bisections):
                     mid = 0.5 * (a_lo + a_hi)
-                    if self.rm.resource(key, self.counts(at(mid))) > targets[key]:
+                    if f(at(mid)) > targets[key]:
                         a_lo = mid
                     else:
                         a_hi = mid
