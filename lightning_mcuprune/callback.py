@@ -383,7 +383,8 @@ class MCUPruneCallback(pl.Callback):
         if self._rows:
             paths.update(plot_history(self.history, self.budgets, directory))
         if self.dense_report is not None:
-            paths["memory"] = plot_memory_before_after(self.dense_report, self.report, directory / "memory_profile.png")
+            paths["memory"] = plot_memory_before_after(self.dense_report, self.report, directory / "memory_profile.png",
+                                                      budget=self.budgets.get("sram"))
         self.export_dir = directory
         return paths
 

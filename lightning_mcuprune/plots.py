@@ -51,14 +51,16 @@ def plot_history(history, budgets: dict, directory) -> dict:
     return out
 
 
-def plot_memory_before_after(dense, pruned, path) -> Path:
-    """Working set per op in execution order, dense and pruned, the peaks and the board's SRAM marked."""
+def plot_memory_before_after(dense, pruned, path, budget: float | None = None) -> Path:
+    """Working set per op in execution order, dense and pruned, the peaks, the SRAM budget and the board's SRAM marked."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, rep, title in ((axes[0], dense, "dense"), (axes[1], pruned, "pruned")):
         df = rep.layers
         colors = ["tab:red" if n == rep.bottleneck else "tab:blue" for n in df["name"]]
         ax.bar(range(len(df)), df["working_set_bytes"] / 1024, color=colors)
         ax.axhline(rep.board.sram_available / 1024, color="k", ls="--", lw=1, label="board SRAM free")
+        if budget is not None:
+            ax.axhline(budget / 1024, color="tab:green", lw=1.5, label=f"SRAM budget {budget / 1024:.1f} KiB")
         ax.set_xticks(range(len(df)))
         ax.set_xticklabels(df["name"], rotation=90, fontsize=6)
         ax.set_title(f"{title}: peak {rep.peak_sram_bytes / 1024:.1f} KiB at {rep.bottleneck}")
