@@ -175,6 +175,10 @@ class PruningState:
                     return self.rm.resource(key, self.counts(p))
             p = pi.clone().requires_grad_()
             (d,) = torch.autograd.grad(f(p), p)
+            # step in pi by the cost of one channel (dR/dn = dR/dpi / C0): groups in the same bottleneck shrink by
+            # the same fraction per unit of cost. The raw pi-gradient (C0 * dR/dn) would take channels in
+            # proportion to C0^2 and starve the widest group (a 64-channel conv pruned to 1 beside a 32-channel one).
+            d = d / self.C0[self.ids]
             d = torch.where(pi > lo + 1e-12, d.clamp(min=0), torch.zeros_like(d))
             if not torch.any(d > 0):
                 return  # nothing can shrink this resource further; guarantee() reports it
