@@ -21,10 +21,15 @@ OP_TYPES = (
     "conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense",
     "max_pool", "avg_pool", "global_avg_pool", "add", "mul", "concat", "activation",
 )
-#: Features of the per-op latency model: cycles = sum(coef[f] * feature[f]).
+#: Features of the per-op latency model: cycles = sum(coef[f] * feature[f]). Per op (batch 1):
+#: macs (nominal multiply-accumulates), input/output/weight elements, output channels; valid_macs = MACs
+#: over kernel taps that lie inside the input (padding skipped, as direct-loop kernels do); valid_taps =
+#: in-input kernel/window taps summed over output elements; kernel_positions = output elements x window
+#: size (padding included); output pixels (H*W), output rows (H); const = 1.
 LATENCY_FEATURES = (
-    "macs", "input_elements", "output_elements", "weight_elements",
-    "output_channels", "output_pixels", "output_rows", "const",
+    "macs", "input_elements", "output_elements", "weight_elements", "output_channels",
+    "valid_macs", "valid_taps", "kernel_positions",
+    "output_pixels", "output_rows", "const",
 )
 #: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
 SCRATCH_FEATURES = ("patch_elements", "input_channels", "output_channels", "const")
