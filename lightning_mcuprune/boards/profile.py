@@ -25,10 +25,12 @@ OP_TYPES = (
 #: macs (nominal multiply-accumulates), input/output/weight elements, output channels; valid_macs = MACs
 #: over kernel taps that lie inside the input (padding skipped, as direct-loop kernels do); valid_taps =
 #: in-input kernel/window taps summed over output elements; kernel_positions = output elements x window
-#: size (padding included); output pixels (H*W), output rows (H); const = 1.
+#: size (padding included); kernel_rows = output elements x kernel rows (padding included); row_taps = taps
+#: of the kernel rows that lie inside the input (padded columns included) summed over output elements;
+#: output pixels (H*W), output rows (H); const = 1. All are exact functions of the channel counts.
 LATENCY_FEATURES = (
     "macs", "input_elements", "output_elements", "weight_elements", "output_channels",
-    "valid_macs", "valid_taps", "kernel_positions",
+    "valid_macs", "valid_taps", "kernel_positions", "kernel_rows", "row_taps",
     "output_pixels", "output_rows", "const",
 )
 #: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
