@@ -300,7 +300,8 @@ def fit_all(rows: pd.DataFrame, folds: int = 5) -> tuple[dict, pd.DataFrame]:
     return results, (pd.concat(held, ignore_index=True) if held else pd.DataFrame(columns=["op", "key", "cycles", "predicted"]))
 
 
-def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_name: str, folds: int) -> dict:
+def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_name: str, folds: int,
+                  held: Optional[pd.DataFrame] = None) -> dict:
     """The base profile with its latency section replaced by the fitted coefficients and the accuracy report.
     Op types without measurements keep the base's coefficients, marked as estimates."""
     prof = dict(base)
@@ -319,6 +320,7 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
             ops[op] = dict(base_ops[op])
             per_op[op] = {"source": "estimate"}
     estimated = [op for op in OP_TYPES if per_op[op]["source"] == "estimate"]
+    overall = errors(held["predicted"], held["cycles"]) if held is not None and len(held) else None
     prof["latency"] = {
         "source": "calibrated",
         "note": (f"Calibrated with `calibrate` on firmware {info['firmware_version']} ({info['counter']} counter"
@@ -330,6 +332,7 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
             "board": info["board"], "firmware_version": info["firmware_version"], "counter": info["counter"],
             "repeats": repeats, "folds": folds, "csv": csv_name, "estimated_ops": estimated, "per_op": per_op,
+            **({"held_out_overall": overall} if overall else {}),
         },
     }
     return prof
@@ -422,7 +425,7 @@ def calibrate(board, out: Path, csv_path: Optional[Path] = None, png: Optional[P
     keys = {config_key(s) for _, s in design}
     rows = rows[rows["key"].isin(keys)]
     results, held = fit_all(rows, folds)
-    prof = build_profile(prof0, info, results, repeats=repeats, csv_name=csv_path.name, folds=folds)
+    prof = build_profile(prof0, info, results, repeats=repeats, csv_name=csv_path.name, folds=folds, held=held)
     load_board(prof)  # validate before writing
     write_json_atomic(out, prof)
     if len(held):
