@@ -339,24 +339,30 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
 
 
 def plot(held: pd.DataFrame, path: Path, title: str) -> Path:
-    """PNG of predicted against measured cycles of the held-out layers (log-log, +-10% band)."""
+    """PNG of predicted against measured cycles of the held-out layers (log-log, +-10% band), and their
+    percentage errors against measured cycles."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5.5))
     lo, hi = max(1.0, held[["cycles", "predicted"]].min().min() * 0.7), held[["cycles", "predicted"]].max().max() * 1.4
     x = np.geomspace(lo, hi, 50)
     ax.fill_between(x, x * 0.9, x * 1.1, color="0.85", label="±10%")
     ax.plot(x, x, color="0.4", lw=0.8)
+    ax2.axhspan(-10, 10, color="0.85", label="±10%")
+    ax2.axhline(0, color="0.4", lw=0.8)
     for op, d in held.groupby("op", sort=False):
         ax.scatter(d["cycles"], d["predicted"], s=10, label=op)
+        ax2.scatter(d["cycles"], 100 * (d["predicted"] - d["cycles"]) / d["cycles"], s=10, label=op)
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured cycles", ylabel="predicted cycles",
            title=title)
+    ax2.set(xscale="log", xlim=(lo, hi), ylim=(-15, 15), xlabel="measured cycles", ylabel="error of the prediction (%)",
+            title="held-out errors")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
