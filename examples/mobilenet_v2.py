@@ -6,6 +6,11 @@ the inverted residuals, which hold the activation peak, are pruned on their own.
 Needs Debian's dataset-fashion-mnist.
 
 Run: python examples/mobilenet_v2.py [--epochs 3 --train-subset 6000 --sram 24KiB --latency-ms 400]
+
+Measured (2026-11-22, one seed, 6000 training images, 3 epochs, full 10k test set, ~90 s on a loaded 2-core
+CPU; mps2-an386 latency from its calibrated profile): dense 45.9 KiB, 928 ms, 80.26 %; pruned under
+24 KiB + 400 ms: 10.7 KiB, 398 ms (latency binds), 766,783 MACs, 74.32 %. The stem (28x28, the costliest
+layer in time) keeps 3 of 16 channels and the first expansion 6 of 48; the late expansions stay whole.
 """
 from __future__ import annotations
 
