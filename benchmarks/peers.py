@@ -25,7 +25,6 @@ Run: python benchmarks/peers.py [--train-subset 6000 --epochs 3 --seeds 0]
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import statistics
 import sys
