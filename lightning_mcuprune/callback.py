@@ -140,7 +140,8 @@ class MCUPruneCallback(pl.Callback):
         self.example = example
         self.plan = make_plan(self.root, example, self.exclude)
         self.rm = ResourceModel(self.plan.graph, self.board, order=self.order)
-        self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels, multiple=self.multiple,
+        self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels,
+                                  floors=self.plan.floors, multiple=self.multiple,
                                   pi_lr=self.pi_lr, importance_decay=self.importance_decay, temperature=self.temperature)
         self.dense_report = report_from_model(self.rm)
         self.dense_values = self.state.resources(self.rm.dense_counts)

@@ -536,13 +536,6 @@ class _Tracer:
             k *= d
         excluded = self.is_excluded(node.target)
         geo = _conv_geometry(v.shape, self.shape(node), m.kernel_size, m.stride, m.padding, m.dilation)
-        if G == cin and cout == cin:  # depthwise (also when pruned to one channel)
-            self.group_modules[self.uf.find(v.channels[0][0])].append(node.target)
-            op = self.add_op(node, "depthwise_conv2d", [v], v.channels, in_const=1.0, kernel_elems=k, groups=G,
-                             has_bias=m.bias is not None, module=node.target, **geo)
-            if excluded:
-                self.fix(v.channels, f"excluded module {node.target}")
-            return op
         if G == 1:
             g = self.new_group(cout, node.name, node.target)
             out = ((g, 1.0),)
@@ -553,6 +546,13 @@ class _Tracer:
                              **geo)
             if excluded:
                 self.fix(out, f"excluded module {node.target}")
+            return op
+        if G == cin and cout == cin:  # depthwise (a group it belongs to keeps >= 2 channels, see pruning.plan)
+            self.group_modules[self.uf.find(v.channels[0][0])].append(node.target)
+            op = self.add_op(node, "depthwise_conv2d", [v], v.channels, in_const=1.0, kernel_elems=k, groups=G,
+                             has_bias=m.bias is not None, module=node.target, **geo)
+            if excluded:
+                self.fix(v.channels, f"excluded module {node.target}")
             return op
         # grouped conv or depthwise with a channel multiplier: counted exactly, channels kept
         self.fix(v.channels, f"grouped conv {node.target} (groups={G})")

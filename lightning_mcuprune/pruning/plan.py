@@ -22,6 +22,8 @@ class PruningPlan:
     ids: list          # graph group ids of the prunable groups
     producers: list    # per prunable group: the conv/linear module path whose output channels are the group
     sites: list        # (module path, channel segments) of every mask hook
+    floors: list       # per prunable group: fewest channels it may keep (2 where a depthwise conv runs on it, so
+                       # it stays depthwise: at one channel it would become a dense conv with other costs)
 
     @property
     def dense_channels(self) -> list[int]:
@@ -61,7 +63,9 @@ def make_plan(root: torch.nn.Module, example: torch.Tensor, exclude=()) -> Pruni
         producers.append(mods[0])
     keep = set(ids)
     sites = [s for s in sites if any(g in keep for g, _ in s[1])]
-    return PruningPlan(graph=graph, ids=ids, producers=producers, sites=sites)
+    depthwise = {g for op in graph.ops if op.type == "depthwise_conv2d" for g, _ in op.out_channels}
+    floors = [min(2, graph.groups[g].size) if g in depthwise else 1 for g in ids]
+    return PruningPlan(graph=graph, ids=ids, producers=producers, sites=sites, floors=floors)
 
 
 def check_signature(plan: PruningPlan, saved: dict, what: str = "checkpoint") -> None:

@@ -31,7 +31,7 @@ class BudgetUnreachableError(ValueError):
 class PruningState:
     """Keep proportions, importance and masks of the prunable groups of one ResourceModel."""
 
-    def __init__(self, rm: ResourceModel, budgets: dict, prunable: list[int], *, min_channels: int = 1,
+    def __init__(self, rm: ResourceModel, budgets: dict, prunable: list[int], *, min_channels: int = 1, floors=None,
                  multiple: int = 1, pi_lr: float = 0.05, importance_decay: float = 0.9, temperature: float | None = None):
         self.rm = rm
         self.budgets = dict(budgets)
@@ -40,7 +40,8 @@ class PruningState:
         c0 = self.C0[self.ids]
         self.current = [int(c) for c in c0]        # channels physically left per prunable group
         self.multiple = max(1, int(multiple))
-        self.min_kept = [min(int(c), max(1, int(min_channels))) for c in c0]
+        floors = floors or [1] * len(self.ids)
+        self.min_kept = [min(int(c), max(1, int(min_channels), f)) for c, f in zip(c0, floors)]
         self.pi_min = torch.tensor([m / c for m, c in zip(self.min_kept, c0.tolist())], dtype=torch.float64)
         self.pi = torch.ones(len(self.ids), dtype=torch.float64, requires_grad=True)
         self.opt = torch.optim.Adam([self.pi], lr=pi_lr)
