@@ -2,7 +2,7 @@
 # Install everything the test suite needs (Debian packages as root, Python packages with pip), then run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEB_PKGS="make gcc-arm-none-eabi qemu-system-arm dataset-fashion-mnist"
+DEB_PKGS="make gcc-arm-none-eabi qemu-system-arm dataset-fashion-mnist espeak-ng"
 missing=""
 for p in $DEB_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
