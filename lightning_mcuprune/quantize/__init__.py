@@ -1,0 +1,10 @@
+"""int8 quantisation for the HIL firmware: `quantize()` (post-training) and the host int8 executor
+(`QuantizedGraph.run`) over the reference kernels in `reference` (bit-exact with the firmware)."""
+_LAZY = ("quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError")
+
+
+def __getattr__(name):  # lazy: lightning_mcuprune.hil.layer imports .reference, and .quantize imports hil.layer
+    if name in _LAZY:
+        from lightning_mcuprune.quantize import quantize as _q
+        return getattr(_q, name)
+    raise AttributeError(name)
