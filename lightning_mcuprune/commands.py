@@ -11,6 +11,7 @@ MODULES = [
     "lightning_mcuprune.analysis",    # mcuprune analyze
     "lightning_mcuprune.demo",        # mcuprune demo
     "lightning_mcuprune.hil.cli",     # mcuprune boards (and later calibrate, benchmark)
+    "lightning_mcuprune.lab",         # mcuprune benchmark
 ]
 
 
