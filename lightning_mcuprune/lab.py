@@ -27,7 +27,7 @@ from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.hil.board import HILError
 from lightning_mcuprune.hil.deploy import (BoardRun, DeployError, build_deployment, firmware_bytes, run_on_board,
                                            upload)
-from lightning_mcuprune.quantize.quantize import QuantizedGraph, quantize
+from lightning_mcuprune.quantize.ptq import QuantizedGraph, quantize
 from lightning_mcuprune.resources import ResourceModel
 
 

@@ -5,6 +5,7 @@ _LAZY = ("quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "U
 
 def __getattr__(name):  # lazy: lightning_mcuprune.hil.layer imports .reference, and .quantize imports hil.layer
     if name in _LAZY:
-        from lightning_mcuprune.quantize import quantize as _q
+        import importlib
+        _q = importlib.import_module("lightning_mcuprune.quantize.ptq")
         return getattr(_q, name)
     raise AttributeError(name)
