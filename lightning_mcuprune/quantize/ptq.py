@@ -179,8 +179,8 @@ def _capture(graph: ResourceGraph, calib: torch.Tensor) -> dict:
 def _qparams_from(values: np.ndarray) -> QParams:
     lo = min(0.0, float(values.min()))
     hi = max(0.0, float(values.max()))
-    if hi - lo < 1e-8:
-        hi = lo + 1e-8
+    if hi - lo < 1e-3:        # a (nearly) constant tensor, e.g. a dead channel after pruning: keep scales sane
+        hi = lo + 1e-3
     scale = (hi - lo) / 255.0
     zp = int(np.clip(round(-128 - lo / scale), -128, 127))
     return QParams(scale, zp)
@@ -303,7 +303,8 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 absmax = np.abs(w.reshape(oc, -1)).max(axis=1)
                 sw = np.where(absmax > 0, absmax / 127.0, 1.0)
                 wq = np.clip(np.round(w / sw.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
-                bias = np.clip(np.round(b / (qi.scale * sw)), -2 ** 31, 2 ** 31 - 1).astype(np.int64)
+                # +-2^30 leaves headroom so that the firmware's int32 accumulator (acc + bias) cannot wrap
+                bias = np.clip(np.round(b / (qi.scale * sw)), -2 ** 30, 2 ** 30).astype(np.int64)
                 ms = [ref.quantize_multiplier(qi.scale * s / qo.scale) for s in sw]
                 mult = np.array([v[0] for v in ms], dtype=np.int64)
                 shift = np.array([v[1] for v in ms], dtype=np.int64)
