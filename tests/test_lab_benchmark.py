@@ -96,7 +96,7 @@ def test_board_lost_mid_run_keeps_partial_results(tmp_path):
     require_hil_tools()
     from lightning_mcuprune.hil.emulated import EmulatedBoard
     net, shape, calib = make_net("ds_cnn", "mps2-an386", 1.0)
-    emu = EmulatedBoard("mps2-an386", timeout=0.5, retries=1)
+    emu = EmulatedBoard("mps2-an386")
     board = emu.__enter__()
     try:
         calls = {"n": 0}
@@ -107,6 +107,7 @@ def test_board_lost_mid_run_keeps_partial_results(tmp_path):
             if calls["n"] == 4:
                 emu.proc.kill()
                 emu.proc.wait()
+                board.retries, board.timeout = 0, 0.5   # fail fast once QEMU is gone
             return configure(spec)
         board.configure = dying
         with pytest.raises(BoardLostError, match=r"board lost after 3 of 11 layers") as ei:
