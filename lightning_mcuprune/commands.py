@@ -10,7 +10,8 @@ import importlib
 MODULES = [
     "lightning_mcuprune.analysis",    # mcuprune analyze
     "lightning_mcuprune.demo",        # mcuprune demo
-    "lightning_mcuprune.hil.cli",     # mcuprune boards (and later calibrate, benchmark)
+    "lightning_mcuprune.hil.cli",     # mcuprune boards
+    "lightning_mcuprune.hil.calibrate",  # mcuprune calibrate (and the calibrate console script)
     "lightning_mcuprune.lab",         # mcuprune benchmark
 ]
 

@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from nets import NETS
 
+from lightning_mcuprune.boards import LATENCY_FEATURES, load_board
 from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.resources import ResourceModel, optimal_order, peak_of_order
 from lightning_mcuprune.resources.order import all_topological_orders
@@ -161,14 +162,20 @@ def test_latency_uses_board_coefficients_and_clock():
     n = a.dense_counts
     assert a.latency_ms(n).item() == pytest.approx(a.latency_cycles(n).item() / 216e3)
     assert b.latency_ms(n).item() == pytest.approx(b.latency_cycles(n).item() / 180e3)
-    # cycles are the per-op linear model: check the first conv by hand
-    coef = a.board.latency_coefficients["conv2d"]
-    op_cycles = a.op_cycles(n)[0].item()
-    macs, out_el, pixels = 6 * 64 * 9, 6 * 64, 64
-    expect = (coef.get("macs", 0) * macs + coef.get("output_elements", 0) * out_el + coef.get("output_pixels", 0) * pixels
-              + coef.get("input_elements", 0) * 64 + coef.get("weight_elements", 0) * 54 + coef.get("output_channels", 0) * 6
-              + coef.get("output_rows", 0) * 8 + coef.get("const", 0))
-    assert op_cycles == pytest.approx(expect)
+    # cycles are the per-op linear model: check the first conv by hand, with a coefficient on every feature
+    prof = load_board("nucleo-f767zi").to_dict()
+    prof["latency"]["ops"]["conv2d"] = {f: float(i + 1) for i, f in enumerate(LATENCY_FEATURES)}
+    c = model_of(net, (1, 8, 8), prof)
+    coef = c.board.latency_coefficients["conv2d"]
+    op_cycles = c.op_cycles(n)[0].item()
+    # conv 1->6, 3x3, padding 1 on 8x8: per axis 8*3 - 2 = 22 kernel taps inside the input over the 8 outputs
+    feats = dict(macs=6 * 64 * 9, input_elements=64, output_elements=6 * 64, weight_elements=54, output_channels=6,
+                 valid_macs=22 * 22 * 1 * 6, valid_taps=22 * 22 * 6, kernel_positions=9 * 64 * 6, kernel_rows=3 * 64 * 6,
+                 row_taps=22 * 8 * 3 * 6, output_pixels=64, output_rows=8, const=1)
+    assert set(feats) == set(LATENCY_FEATURES)
+    assert op_cycles == pytest.approx(sum(coef[f] * v for f, v in feats.items()))
+    assert c.evaluate(n).op_cycles[0].item() == pytest.approx(op_cycles)
+    assert c.latency_features(n)[0].tolist() == [float(feats[f]) for f in LATENCY_FEATURES]
 
 
 def test_flash_by_hand():

@@ -21,10 +21,17 @@ OP_TYPES = (
     "conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense",
     "max_pool", "avg_pool", "global_avg_pool", "add", "mul", "concat", "activation",
 )
-#: Features of the per-op latency model: cycles = sum(coef[f] * feature[f]).
+#: Features of the per-op latency model: cycles = sum(coef[f] * feature[f]). Per op (batch 1):
+#: macs (nominal multiply-accumulates), input/output/weight elements, output channels; valid_macs = MACs
+#: over kernel taps that lie inside the input (padding skipped, as direct-loop kernels do); valid_taps =
+#: in-input kernel/window taps summed over output elements; kernel_positions = output elements x window
+#: size (padding included); kernel_rows = output elements x kernel rows (padding included); row_taps = taps
+#: of the kernel rows that lie inside the input (padded columns included) summed over output elements;
+#: output pixels (H*W), output rows (H); const = 1. All are exact functions of the channel counts.
 LATENCY_FEATURES = (
-    "macs", "input_elements", "output_elements", "weight_elements",
-    "output_channels", "output_pixels", "output_rows", "const",
+    "macs", "input_elements", "output_elements", "weight_elements", "output_channels",
+    "valid_macs", "valid_taps", "kernel_positions", "kernel_rows", "row_taps",
+    "output_pixels", "output_rows", "const",
 )
 #: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
 SCRATCH_FEATURES = ("patch_elements", "input_channels", "output_channels", "const")
@@ -51,6 +58,8 @@ class BoardProfile:
     per_op_flash_bytes: int
     latency_source: str
     latency_coefficients: Mapping[str, Mapping[str, float]]
+    #: op types whose coefficients are estimates (all of them when latency_source is "estimate")
+    estimated_ops: tuple = ()
     scratch_rules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     emulated: bool = False
     description: str = ""
@@ -152,6 +161,65 @@ def _coef_table(table: Any, source: str, where: str, features: tuple[str, ...]) 
     return out
 
 
+_ERROR_KEYS = ("samples", "median_ape_pct", "p95_ape_pct", "share_within_5pct", "share_within_10pct")
+
+
+def _check_errors(block: Any, source: str, where: str) -> None:
+    if not isinstance(block, dict):
+        raise BoardProfileError(f"{source}: field {where} must be an object with {', '.join(_ERROR_KEYS)}")
+    _num(block, "samples", source, f"{where}.", positive=True, integer=True)
+    for key in _ERROR_KEYS[1:]:
+        v = _num(block, key, source, f"{where}.")
+        if key.startswith("share") and v > 1:
+            raise BoardProfileError(f"{source}: field {where}.{key} is a share (0..1), got {v!r}")
+
+
+def _check_calibration(latency: dict, source: str) -> None:
+    """latency.calibration: required (and consistent) when source is "calibrated", absent for "estimate"."""
+    cal = latency.get("calibration")
+    if latency["source"] == "estimate":
+        if cal is not None:
+            raise BoardProfileError(f"{source}: field latency.calibration is given but latency.source is \"estimate\"")
+        return
+    if not isinstance(cal, dict):
+        raise BoardProfileError(f"{source}: latency.source is \"calibrated\" but field latency.calibration (date, "
+                                "firmware_version, per_op figures) is missing")
+    for key in ("date", "firmware_version", "board"):
+        if not isinstance(cal.get(key), str) or not cal.get(key):
+            raise BoardProfileError(f"{source}: field latency.calibration.{key} must be a non-empty string")
+    per_op = cal.get("per_op")
+    if not isinstance(per_op, dict) or set(per_op) != set(OP_TYPES):
+        raise BoardProfileError(f"{source}: field latency.calibration.per_op must have one entry per op type ({', '.join(OP_TYPES)})")
+    estimated = cal.get("estimated_ops", [])
+    if not isinstance(estimated, list):
+        raise BoardProfileError(f"{source}: field latency.calibration.estimated_ops must be a list of op types")
+    measured = 0
+    for op, p in per_op.items():
+        where = f"latency.calibration.per_op.{op}"
+        src = p.get("source") if isinstance(p, dict) else None
+        if src not in ("calibrated", "estimate"):
+            raise BoardProfileError(f"{source}: field {where}.source must be \"calibrated\" or \"estimate\", got {src!r}")
+        if (src == "estimate") != (op in estimated):
+            raise BoardProfileError(f"{source}: op type {op} is {src} in {where} but "
+                                    f"{'not ' if src == 'estimate' else ''}listed in latency.calibration.estimated_ops")
+        if src == "calibrated":
+            measured += 1
+            feats = p.get("features")
+            if not isinstance(feats, list) or any(f not in LATENCY_FEATURES for f in feats):
+                raise BoardProfileError(f"{source}: field {where}.features must list latency features ({', '.join(LATENCY_FEATURES)})")
+            extra = set(latency["ops"][op]) - set(feats)
+            if extra:
+                raise BoardProfileError(f"{source}: latency.ops.{op} has coefficients for {', '.join(sorted(extra))}, "
+                                        f"which {where}.features does not list")
+            _num(p, "samples", source, f"{where}.", positive=True, integer=True)
+            _check_errors(p.get("cv"), source, f"{where}.cv")
+            _check_errors(p.get("held_out"), source, f"{where}.held_out")
+    if "held_out_overall" in cal:
+        _check_errors(cal["held_out_overall"], source, "latency.calibration.held_out_overall")
+    if not measured:
+        raise BoardProfileError(f"{source}: latency.source is \"calibrated\" but no op type in latency.calibration.per_op was measured")
+
+
 def _validate(data: dict, source: str) -> BoardProfile:
     for key in _REQUIRED:
         if key not in data:
@@ -176,6 +244,11 @@ def _validate(data: dict, source: str) -> BoardProfile:
     missing = [op for op in OP_TYPES if op not in coefs]
     if missing:
         raise BoardProfileError(f"{source}: field latency.ops lacks coefficients for op type(s) {', '.join(missing)}")
+    unknown_lat = set(latency) - {"source", "note", "ops", "calibration"}
+    if unknown_lat:
+        raise BoardProfileError(f"{source}: unknown field(s) latency.{', latency.'.join(sorted(unknown_lat))}; "
+                                "known: source, note, ops, calibration")
+    _check_calibration(latency, source)
     scratch = _coef_table(data.get("scratch", {}), source, "scratch", SCRATCH_FEATURES)
     prof = BoardProfile(
         name=data["name"],
@@ -188,6 +261,7 @@ def _validate(data: dict, source: str) -> BoardProfile:
         per_op_flash_bytes=int(_num(runtime, "per_op_flash_bytes", source, "runtime.", integer=True)),
         latency_source=src,
         latency_coefficients=coefs,
+        estimated_ops=tuple(OP_TYPES) if src == "estimate" else tuple(latency["calibration"].get("estimated_ops", [])),
         scratch_rules=scratch,
         emulated=bool(data.get("emulated", False)),
         description=str(data.get("description", "")),

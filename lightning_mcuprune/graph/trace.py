@@ -58,6 +58,75 @@ class Buffer:
     is_output: bool = False
 
 
+def _tuple(v, n: int) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _axis_taps(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
+    """Kernel taps inside the input along one axis, summed over the n_out output positions."""
+    return sum(sum(1 for j in range(k) if 0 <= o * s - p + j * d < n_in) for o in range(n_out))
+
+
+def _conv_geometry(in_shape, out_shape, kernel, stride, padding, dilation) -> dict:
+    """window (kernel elements) and valid_taps (taps inside the input over all output positions) of a conv."""
+    sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:])
+    n = len(sp_in)
+    kernel, stride, dilation = _tuple(kernel, n), _tuple(stride, n), _tuple(dilation, n)
+    if isinstance(padding, str):  # "valid" or "same" (PyTorch puts the odd pixel after)
+        padding = tuple(0 if padding == "valid" else d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+    padding = _tuple(padding, n)
+    window, taps, row_taps = 1, 1, 1
+    for i in range(n):
+        window *= kernel[i]
+        t = _axis_taps(sp_in[i], sp_out[i], kernel[i], stride[i], padding[i], dilation[i])
+        taps *= t
+        row_taps *= t if i == 0 else sp_out[i] * kernel[i]
+    return {"window": window, "valid_taps": taps, "kernel_h": kernel[0] if n else 1, "row_taps": row_taps}
+
+
+def _module_pool_params(m) -> dict:
+    if "Adaptive" in type(m).__name__:
+        return {"adaptive": True}
+    return {"kernel": m.kernel_size, "stride": m.stride if m.stride is not None else m.kernel_size,
+            "padding": m.padding, "dilation": getattr(m, "dilation", 1)}
+
+
+def _function_pool_params(fn, args, kwargs) -> dict:
+    if "adaptive" in getattr(fn, "__name__", ""):
+        return {"adaptive": True}
+    names = ("input", "kernel_size", "stride", "padding", "dilation") if "max" in fn.__name__ else \
+        ("input", "kernel_size", "stride", "padding")
+    a = dict(zip(names, args))
+    a.update({k: v for k, v in kwargs.items() if k in names})
+    k = a.get("kernel_size")
+    stride = a.get("stride") or k
+    return {"kernel": k, "stride": stride, "padding": a.get("padding", 0), "dilation": a.get("dilation", 1)}
+
+
+def _pool_geometry(in_shape, out_shape, params: dict) -> dict:
+    """window and valid_taps of a pool (padding excluded: the window is clipped to the input)."""
+    sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:]) if len(out_shape) > 2 else ()
+    n = len(sp_in)
+    if not sp_in:
+        return {"window": 1, "valid_taps": 1, "kernel_h": 1, "row_taps": 1}
+    if params.get("kernel") is not None:
+        g = _conv_geometry(in_shape, out_shape, params["kernel"], params["stride"], params["padding"],
+                           params.get("dilation", 1))
+        return g
+    if len(sp_out) != n:  # mean over dims without keepdim, or global pooling to a vector
+        sp_out = tuple(1 if sp_in[i] else 1 for i in range(n)) if "mean_dims" not in params else \
+            tuple(1 if i + 2 in params["mean_dims"] else sp_in[i] for i in range(n))
+    window, taps, row_taps, kernel_h = 1, 1, 1, 1
+    for i in range(n):  # adaptive (and mean) windows: [floor(o*in/out), ceil((o+1)*in/out))
+        a, b = sp_in[i], sp_out[i]
+        sizes = [-((-(o + 1) * a) // b) - (o * a) // b for o in range(b)]
+        window *= max(sizes)
+        taps *= sum(sizes)
+        row_taps *= sum(sizes) if i == 0 else b * max(sizes)
+        kernel_h = max(sizes) if i == 0 else kernel_h
+    return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps}
+
+
 @dataclass
 class Op:
     """One op of the MCU runtime (after BN folding and activation fusion). Shapes at batch 1."""
@@ -74,6 +143,10 @@ class Op:
     out_spatial: int = 1        # output elements per channel
     out_rows: int = 1           # output rows (H) for the per-row latency feature
     kernel_elems: int = 0       # kh*kw for convs, 1 for dense, 0 for weightless ops
+    window: int = 0             # kernel/window elements incl. padding (convs, pools; 1 for dense), 0 otherwise
+    valid_taps: int = 0         # per channel: kernel/window taps inside the input, summed over output positions
+    kernel_h: int = 0           # kernel/window rows (first spatial dim; 1 for dense), 0 otherwise
+    row_taps: int = 0           # per channel: taps in kernel rows inside the input (padded columns included), summed over outputs
     groups: int = 1
     has_bias: bool = False
     bn_params: int = 0          # BN parameters per output channel folded in (2 if affine)
@@ -412,7 +485,7 @@ class _Tracer:
                 return self.activation(node, x, name)
         for cls, kind in _POOL_MODULES.items():
             if type(m) is cls:
-                return self.pool(node, x, kind)
+                return self.pool(node, x, kind, _module_pool_params(m))
         if isinstance(m, _ALIAS_MODULES):
             return self.alias(node, x)
         raise UnsupportedOpError(f"{type(m).__name__} at {node.target!r} is not supported; {_SUPPORTED_HINT}")
@@ -424,7 +497,7 @@ class _Tracer:
         if t in _ACTIVATION_FUNCS:
             return self.activation(node, args[0], _ACTIVATION_FUNCS[t])
         if t in _POOL_FUNCS:
-            return self.pool(node, args[0], _POOL_FUNCS[t])
+            return self.pool(node, args[0], _POOL_FUNCS[t], _function_pool_params(t, args, node.kwargs))
         if t in _ALIAS_FUNCS:
             return self.alias(node, args[0])
         if t in _CAT:
@@ -462,10 +535,11 @@ class _Tracer:
         for d in m.kernel_size:
             k *= d
         excluded = self.is_excluded(node.target)
+        geo = _conv_geometry(v.shape, self.shape(node), m.kernel_size, m.stride, m.padding, m.dilation)
         if G == cin and cout == cin:  # depthwise (also when pruned to one channel)
             self.group_modules[self.uf.find(v.channels[0][0])].append(node.target)
             op = self.add_op(node, "depthwise_conv2d", [v], v.channels, in_const=1.0, kernel_elems=k, groups=G,
-                             has_bias=m.bias is not None, module=node.target)
+                             has_bias=m.bias is not None, module=node.target, **geo)
             if excluded:
                 self.fix(v.channels, f"excluded module {node.target}")
             return op
@@ -475,7 +549,8 @@ class _Tracer:
             pointwise = k == 1 and all(s == 1 for s in m.stride) and (
                 isinstance(m.padding, str) or all(p == 0 for p in m.padding))
             op = self.add_op(node, "pointwise_conv2d" if pointwise else "conv2d", [v], out,
-                             in_channels=v.channels, kernel_elems=k, has_bias=m.bias is not None, module=node.target)
+                             in_channels=v.channels, kernel_elems=k, has_bias=m.bias is not None, module=node.target,
+                             **geo)
             if excluded:
                 self.fix(out, f"excluded module {node.target}")
             return op
@@ -485,7 +560,7 @@ class _Tracer:
         self.fixed[g] = f"grouped conv {node.target} (groups={G})"
         type_ = "depthwise_conv2d" if G == cin else "conv2d"
         return self.add_op(node, type_, [v], ((g, 1.0),), in_const=cin / G, kernel_elems=k, groups=G,
-                           has_bias=m.bias is not None, module=node.target)
+                           has_bias=m.bias is not None, module=node.target, **geo)
 
     def linear(self, node, m, x):
         v = self.view_of(x, node)
@@ -494,7 +569,8 @@ class _Tracer:
                                      "flatten it to [N, features] first")
         g = self.new_group(m.out_features, node.name, node.target)
         op = self.add_op(node, "dense", [v], ((g, 1.0),), in_channels=v.channels, kernel_elems=1,
-                         has_bias=m.bias is not None, module=node.target)
+                         has_bias=m.bias is not None, module=node.target, window=1, valid_taps=1,
+                         kernel_h=1, row_taps=1)
         if self.is_excluded(node.target):
             self.fix(op.out_channels, f"excluded module {node.target}")
         return op
@@ -520,12 +596,13 @@ class _Tracer:
         v = self.view_of(x, node)
         return self.add_op(node, "activation", [v], v.channels, activation=name)
 
-    def pool(self, node, x, kind):
+    def pool(self, node, x, kind, params=None):
         v = self.view_of(x, node)
         shape = self.shape(node)
+        geo = _pool_geometry(v.shape, shape, params or {})
         if len(shape) > 2 and all(d == 1 for d in shape[2:]) and kind == "avg_pool":
             kind = "global_avg_pool"
-        return self.add_op(node, kind, [v], v.channels)
+        return self.add_op(node, kind, [v], v.channels, **geo)
 
     def mean(self, node):
         x = node.args[0]
@@ -537,7 +614,8 @@ class _Tracer:
         if not dims or 0 in dims or 1 in dims:
             raise UnsupportedOpError(f"{self.describe(node)}: mean over dims {dims} is not supported; "
                                      "only a mean over the spatial dims (global average pooling) is")
-        return self.add_op(node, "global_avg_pool" if set(dims) == set(range(2, rank)) else "avg_pool", [v], v.channels)
+        return self.add_op(node, "global_avg_pool" if set(dims) == set(range(2, rank)) else "avg_pool", [v], v.channels,
+                           **_pool_geometry(v.shape, self.shape(node), {"mean_dims": dims}))
 
     def alias(self, node, x):
         v = self.view_of(x, node)

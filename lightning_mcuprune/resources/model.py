@@ -67,7 +67,7 @@ class ResourceModel:
             return row, const
 
         A_in, b_in, A_out, b_out, A_inel, b_inel, A_cin, b_cin = ([] for _ in range(8))
-        mcoef, wcoef, pcoef, qcoef = (torch.zeros(O, dtype=f64) for _ in range(4))
+        mcoef, wcoef, pcoef, qcoef, vmcoef, vtcoef, kpcoef, krcoef, rtcoef = (torch.zeros(O, dtype=f64) for _ in range(9))
         self._const_feats = torch.zeros(O, 3, dtype=f64)  # output_pixels, output_rows, const
         for i, op in enumerate(ops):
             r, c = form(op.in_channels, op.in_const)
@@ -88,6 +88,11 @@ class ResourceModel:
                 mcoef[i] = op.kernel_elems * op.out_spatial
                 wcoef[i] = op.kernel_elems
                 qcoef[i] = REQUANT_BYTES_PER_CHANNEL
+                vmcoef[i] = op.valid_taps
+            vtcoef[i] = op.valid_taps
+            kpcoef[i] = op.window * op.out_spatial
+            krcoef[i] = op.kernel_h * op.out_spatial
+            rtcoef[i] = op.row_taps
             if op.type == "mul" and op.bn_params:  # an unfolded BN: per-channel scale and offset
                 qcoef[i] = REQUANT_BYTES_PER_CHANNEL
             pcoef[i] = (1 if op.has_bias else 0) + op.bn_params
@@ -106,7 +111,8 @@ class ResourceModel:
         self._mats64 = dict(
             A_in=stack(A_in), b_in=torch.tensor(b_in, dtype=f64), A_out=stack(A_out), b_out=torch.tensor(b_out, dtype=f64),
             A_inel=stack(A_inel), b_inel=torch.tensor(b_inel, dtype=f64), A_cin=stack(A_cin),
-            mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
+            mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
+            krcoef=krcoef, rtcoef=rtcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
         )
         self._cache: dict = {}
@@ -231,11 +237,22 @@ class ResourceModel:
     def op_cycles(self, n) -> torch.Tensor:
         n = self._check(n)
         m, lin, lout = self._linear(n)
-        macs = m["mcoef"] * lin * lout
-        feats = torch.cat([
-            torch.stack([macs, m["A_inel"] @ n, m["out_spatial"] * lout, m["wcoef"] * lin * lout, lout], dim=1),
+        return (m["C"] * self._latency_features(n, m, lin, lout)).sum(1)
+
+    def _latency_features(self, n, m, lin, lout) -> torch.Tensor:
+        """[ops x LATENCY_FEATURES] feature matrix (the same for op_cycles and evaluate)."""
+        ll = lin * lout
+        return torch.cat([
+            torch.stack([m["mcoef"] * ll, m["A_inel"] @ n, m["out_spatial"] * lout, m["wcoef"] * ll, lout,
+                         m["vmcoef"] * ll, m["vtcoef"] * lout, m["kpcoef"] * lout, m["krcoef"] * lout,
+                         m["rtcoef"] * lout], dim=1),
             m["const_feats"]], dim=1)
-        return (m["C"] * feats).sum(1)
+
+    def latency_features(self, n=None) -> torch.Tensor:
+        """Latency features per op at channel counts n (default: the dense network), columns LATENCY_FEATURES."""
+        n = self._check(self.dense_counts if n is None else n)
+        m, lin, lout = self._linear(n)
+        return self._latency_features(n, m, lin, lout)
 
     def latency_cycles(self, n) -> torch.Tensor:
         """Cycles of one inference (board clock cycles; on emulated boards instruction-count based)."""
@@ -253,8 +270,7 @@ class ResourceModel:
         op_params = weights + m["pcoef"] * lout
         op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes)
         ws = self.working_set(n)
-        feats = torch.cat([torch.stack([op_macs, m["A_inel"] @ n, m["out_spatial"] * lout, weights, lout], dim=1),
-                           m["const_feats"]], dim=1)
+        feats = self._latency_features(n, m, lin, lout)
         cycles = (m["C"] * feats).sum(1)
         peak = ws.max()
         total_cycles = cycles.sum()

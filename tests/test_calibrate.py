@@ -1,0 +1,253 @@
+"""calibrate: features = the resource model's, NNLS fit, design, CSV resume/refusal, board selection, the built-in
+calibrated profiles, and an interrupted (SIGKILLed) calibration under QEMU that resumes to the same profile."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from hil_fixtures import require_hil_tools
+from lightning_mcuprune.boards import LATENCY_FEATURES, OP_TYPES, BoardProfileError, load_board
+from lightning_mcuprune.graph import trace_graph
+from lightning_mcuprune.hil.calibrate import (
+    CSV_COLUMNS, CalibrationError, Limits, _CsvLog, config_key, fits, layer_features, make_design, read_measurements,
+    select_port, spec_from_row,
+)
+from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_nnls
+from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.resources import ResourceModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- features agree with the resource model ------------------------------------------------------------
+class Add(nn.Module):
+    def forward(self, x, y):
+        return x + y
+
+
+CASES = [  # (torch module, input CHW (or list of inputs), op type, LayerSpec)
+    (nn.Conv2d(5, 7, 3, stride=2, padding=1), (5, 9, 11), "conv2d",
+     LayerSpec("conv2d", (9, 11, 5), out_channels=7, kernel=3, stride=2, padding=1)),
+    (nn.Conv2d(3, 4, 5, padding=2), (3, 2, 7), "conv2d", LayerSpec("conv2d", (2, 7, 3), out_channels=4, kernel=5, padding=2)),
+    (nn.Conv2d(6, 9, 1, stride=2), (6, 7, 7), "conv2d", LayerSpec("conv2d", (7, 7, 6), out_channels=9, kernel=1, stride=2)),
+    (nn.Conv2d(6, 6, 5, padding=2, groups=6), (6, 7, 4), "depthwise_conv2d",
+     LayerSpec("depthwise_conv2d", (7, 4, 6), kernel=5, padding=2)),
+    (nn.Conv2d(6, 12, 3, stride=2, groups=6), (6, 9, 8), "depthwise_conv2d",
+     LayerSpec("depthwise_conv2d", (9, 8, 6), kernel=3, stride=2, depth_multiplier=2)),
+    (nn.Conv2d(8, 16, 1), (8, 5, 6), "pointwise_conv2d", LayerSpec("pointwise_conv2d", (5, 6, 8), out_channels=16)),
+    (nn.Sequential(nn.Flatten(), nn.Linear(12, 10)), (3, 2, 2), "dense", LayerSpec("dense", (2, 2, 3), out_channels=10)),
+    (nn.MaxPool2d(3, 2, padding=1), (4, 9, 9), "max_pool", LayerSpec("max_pool", (9, 9, 4), kernel=3, stride=2, padding=1)),
+    (nn.AvgPool2d(2, 1), (4, 5, 7), "avg_pool", LayerSpec("avg_pool", (5, 7, 4), kernel=2, stride=1)),
+    (nn.AdaptiveAvgPool2d(1), (6, 5, 4), "global_avg_pool", LayerSpec("global_avg_pool", (5, 4, 6))),
+    (Add(), [(3, 4, 5), (3, 4, 5)], "add", LayerSpec("add", (4, 5, 3))),
+]
+
+
+@pytest.mark.parametrize("module, shape, op, spec", CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(CASES)])
+def test_layer_features_match_resource_model(module, shape, op, spec):
+    shapes = shape if isinstance(shape, list) else [shape]
+    xs = tuple(torch.randn(1, *s) for s in shapes)
+    net = module if isinstance(module, (Add, nn.Sequential)) else nn.Sequential(module)  # a call_module node
+    rm = ResourceModel(trace_graph(net.eval(), xs if len(xs) > 1 else xs[0]), "mps2-an386")
+    idx = [i for i, o in enumerate(rm.graph.ops) if o.type == op]
+    assert len(idx) == 1, [o.type for o in rm.graph.ops]
+    got = dict(zip(LATENCY_FEATURES, rm.latency_features()[idx[0]].tolist()))
+    assert got == layer_features(spec)
+
+
+# ---- fit ---------------------------------------------------------------------------------------------------
+def test_nnls_recovers_known_coefficients():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.uniform(1, 1e6, 200), rng.uniform(1, 1e4, 200), rng.uniform(1, 100, 200), np.ones(200)])
+    true = np.array([4.5, 0.0, 37.0, 120.0])
+    c = fit_nnls(X, X @ true)
+    assert c == pytest.approx(true, rel=1e-6, abs=1e-6)
+    # a model that would want a negative coefficient gets it clipped at 0
+    c = fit_nnls(X, X @ np.array([3.0, -1.0, 0.0, 5000.0]) + 1e7)
+    assert (c >= 0).all()
+
+
+def test_error_figures():
+    e = errors([100, 105, 90, 200], [100, 100, 100, 100])
+    assert e["samples"] == 4 and e["median_ape_pct"] == 7.5 and e["share_within_5pct"] == 0.5
+    assert e["share_within_10pct"] == 0.75
+
+
+def test_op_features_are_latency_features():
+    assert set(OP_FEATURES) | {"mul", "concat", "activation"} == set(OP_TYPES)
+    assert all(f in LATENCY_FEATURES for fs in OP_FEATURES.values() for f in fs)
+
+
+# ---- design --------------------------------------------------------------------------------------------------
+def test_design_deterministic_distinct_and_within_limits():
+    lim = Limits(240 * 1024, 896 * 1024)
+    a, b = make_design(lim, 12, 5, seed=3), make_design(lim, 12, 5, seed=3)
+    assert [config_key(s) for _, s in a] == [config_key(s) for _, s in b]
+    keys = [config_key(s) for _, s in a]
+    assert len(keys) == len(set(keys)) == 8 * 17
+    assert all(fits(s, lim) for _, s in a)
+    assert sum(split == "held_out" for split, _ in a) == 8 * 5
+    convs = [s for _, s in make_design(lim, 100, 0) if s.op == "conv2d"]
+    assert {s.stride[0] for s in convs} == {1, 2} and {s.kernel[0] for s in convs} >= {1, 3, 5, 7}
+    chans = [s.input_shape[2] for s in convs]
+    assert max(chans) > 64 and min(chans) < 4 and any(c % 4 for c in chans) and any(c % 4 == 0 for c in chans)
+    with pytest.raises(CalibrationError, match="arena"):
+        make_design(Limits(8, 8), 2, 1)
+
+
+def test_spec_round_trips_through_csv_columns(tmp_path):
+    log = _CsvLog(tmp_path / "m.csv")
+    specs = [s for _, s in make_design(Limits(240 * 1024, 896 * 1024), 2, 1)]
+    for i, s in enumerate(specs):
+        log.append("b", "1.0.0", i, "fit", s, 100 + i, 1)
+    log.close()
+    df = read_measurements(tmp_path / "m.csv", "b", "1.0.0")
+    assert tuple(df.columns) == CSV_COLUMNS and len(df) == len(specs)
+    assert [config_key(spec_from_row(r)) for _, r in df.iterrows()] == [config_key(s) for s in specs]
+
+
+# ---- CSV: refusal, torn last row -------------------------------------------------------------------------
+def test_csv_of_another_board_or_firmware_is_refused(tmp_path):
+    p = tmp_path / "m.csv"
+    log = _CsvLog(p)
+    log.append("mps2-an500", "1.0.0", 0, "fit", LayerSpec("add", (2, 2, 2)), 500, 1)
+    log.close()
+    with pytest.raises(CalibrationError, match="board mps2-an500"):
+        read_measurements(p, "mps2-an386", "1.0.0")
+    with pytest.raises(CalibrationError, match="firmware version 1.0.0"):
+        read_measurements(p, "mps2-an500", "1.1.0")
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(CalibrationError, match="not a calibration CSV"):
+        read_measurements(tmp_path / "x.csv", "mps2-an386", "1.0.0")
+
+
+def test_torn_last_row_is_dropped(tmp_path):
+    p = tmp_path / "m.csv"
+    log = _CsvLog(p)
+    log.append("b", "1.0.0", 0, "fit", LayerSpec("add", (2, 2, 2)), 500, 1)
+    log.close()
+    with open(p, "a") as fh:
+        fh.write("b,1.0.0,1,fit,add,add in=3")
+    assert len(read_measurements(p, "b", "1.0.0")) == 1
+    assert p.read_text().endswith("\n")
+
+
+# ---- board selection ---------------------------------------------------------------------------------------
+def test_select_port():
+    one = [{"port": "/dev/ttyACM0", "board_type": "NUCLEO_F767ZI"}]
+    two = one + [{"port": "/dev/ttyACM1", "board_type": "NUCLEO_F446RE"}]
+    assert select_port(one) == "/dev/ttyACM0"
+    assert select_port(two, "/dev/ttyACM1") == "/dev/ttyACM1"
+    with pytest.raises(CalibrationError, match=r"2 boards connected: /dev/ttyACM0 \(NUCLEO_F767ZI\); /dev/ttyACM1.*--port"):
+        select_port(two)
+    with pytest.raises(CalibrationError, match="no board found.*--emulate"):
+        select_port([])
+
+
+def test_cli_without_board_is_a_clear_error(monkeypatch, capsys):
+    import lightning_mcuprune.hil.devices as devices
+    from lightning_mcuprune.cli import main
+    monkeypatch.setattr(devices, "connected_boards", lambda: [])
+    assert main(["calibrate"]) == 2
+    assert "no board found on USB" in capsys.readouterr().err
+
+
+# ---- the built-in profiles ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mps2-an386", "mps2-an500"])
+def test_builtin_emulated_profiles_are_calibrated(name):
+    b = load_board(name)
+    assert b.latency_source == "calibrated" and b.clock_hz == 25_000_000
+    cal = b.raw["latency"]["calibration"]
+    assert set(b.estimated_ops) == {"mul", "concat", "activation"} == set(cal["estimated_ops"])
+    overall = cal["held_out_overall"]
+    assert overall["median_ape_pct"] <= 2.0 and overall["share_within_10pct"] >= 0.99 and overall["samples"] >= 200
+    for op in OP_FEATURES:
+        p = cal["per_op"][op]
+        assert p["source"] == "calibrated" and p["held_out"]["median_ape_pct"] <= 2.0, (op, p["held_out"])
+    assert (ROOT / "benchmarks" / "results" / "calibration" / cal["csv"]).is_file()
+
+
+def test_profile_validation_of_calibration_metadata():
+    good = load_board("mps2-an386").to_dict()
+    bad = json.loads(json.dumps(good))
+    bad["latency"]["calibration"]["per_op"]["conv2d"]["held_out"]["share_within_10pct"] = 99
+    with pytest.raises(BoardProfileError, match=r"held_out.share_within_10pct is a share"):
+        load_board(bad)
+    bad = json.loads(json.dumps(good))
+    bad["latency"]["calibration"]["estimated_ops"] = []
+    with pytest.raises(BoardProfileError, match="op type mul is estimate"):
+        load_board(bad)
+    bad = json.loads(json.dumps(good))
+    bad["latency"]["source"] = "estimate"
+    with pytest.raises(BoardProfileError, match="calibration is given but latency.source is \"estimate\""):
+        load_board(bad)
+    bad = json.loads(json.dumps(good))
+    del bad["latency"]["calibration"]
+    with pytest.raises(BoardProfileError, match="calibration.*is missing"):
+        load_board(bad)
+
+
+# ---- QEMU: an interrupted calibration resumes to the same profile ---------------------------------------
+SMALL = ["--fit", "8", "--held-out", "3", "--no-progress"]
+
+
+def _cmd(out: Path) -> list:
+    return [sys.executable, "-m", "lightning_mcuprune.cli", "calibrate", "--emulate", "mps2-an386", "--out", str(out), *SMALL]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _coefficients(path: Path) -> dict:
+    return json.loads(path.read_text())["latency"]["ops"]
+
+
+def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
+    require_hil_tools()
+    ref = tmp_path / "ref" / "p.json"
+    ref.parent.mkdir()
+    subprocess.run(_cmd(ref), check=True, env=_env(), cwd=tmp_path, timeout=300, capture_output=True)
+    total = len(pd.read_csv(ref.with_suffix(".csv")))
+    assert total == 8 * 11
+
+    out = tmp_path / "run" / "p.json"
+    out.parent.mkdir()
+    csv_path = out.with_suffix(".csv")
+    kill_at = random.Random().randint(3, total - 10)
+    proc = subprocess.Popen(_cmd(out), env=_env(), cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if csv_path.exists() and csv_path.read_bytes().count(b"\n") - 1 >= kill_at:
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # python and its QEMU: the session this test started
+        proc.wait()
+    assert not out.exists(), "the calibration finished before it was killed"
+    partial = len(read_measurements(csv_path, "mps2-an386", "1.0.0"))
+    assert 0 < partial < total
+
+    res = subprocess.run(_cmd(out), env=_env(), cwd=tmp_path, timeout=300, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = pd.read_csv(csv_path)
+    assert len(rows) == total and rows["key"].is_unique
+    assert _coefficients(out) == _coefficients(ref)
+    assert (pd.read_csv(csv_path).sort_values("index")["cycles"].to_numpy()
+            == pd.read_csv(ref.with_suffix(".csv")).sort_values("index")["cycles"].to_numpy()).all()
+    assert out.with_suffix(".png").is_file()
