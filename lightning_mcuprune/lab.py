@@ -306,7 +306,7 @@ def _load_model(spec: str, checkpoint: Optional[str]):
     import importlib
     if ":" not in spec:
         p = Path(spec)
-        raise SystemExit(f"MODEL {spec!r}: give PKG.MODULE:CALLABLE (the network factory) with --checkpoint and "
+        raise ValueError(f"MODEL {spec!r}: give PKG.MODULE:CALLABLE (the network factory) with --checkpoint and "
                          f"--input-shape" + (" (an export directory holds only ONNX and a report, from which the "
                                              "PyTorch network cannot be rebuilt)" if p.exists() else ""))
     mod, fn = spec.split(":", 1)
@@ -322,7 +322,11 @@ def _load_model(spec: str, checkpoint: Optional[str]):
 def _cmd(args) -> int:
     from rich.console import Console
     console = Console()
-    net = _load_model(args.model, args.checkpoint)
+    try:
+        net = _load_model(args.model, args.checkpoint)
+    except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 1
     shape = tuple(int(v) for v in args.input_shape.split(","))
     example = torch.zeros(1, *shape)
     test = None

@@ -40,3 +40,11 @@ def make_net(name: str, board: str = "mps2-an386", sram_frac: float = 1.0, steps
     net.eval()
     calib = torch.cat([x for x, _ in loader])[:32]
     return net, shape, calib
+
+
+def tiny():
+    """A tiny CNN for the CLI test (input 1x8x8)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 6, 3), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(6 * 2 * 2, 5))

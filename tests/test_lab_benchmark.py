@@ -119,3 +119,15 @@ def test_board_lost_mid_run_keeps_partial_results(tmp_path):
         assert d["complete"] is False and sum(r["measured_cycles"] is not None for r in d["layers"]) == 3
     finally:
         emu.close()
+
+
+def test_cli_benchmark_writes_json_and_png(tmp_path):
+    require_hil_tools()
+    from lightning_mcuprune.cli import main
+    rc = main(["benchmark", "lab_nets:tiny", "--input-shape", "1,8,8", "--emulate", "mps2-an386",
+               "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
+    assert rc == 0
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert d["summary"]["bit_exact"] is True and d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"]
+    assert (tmp_path / "b.png").is_file()
+    assert main(["benchmark", "no_colon_here", "--emulate", "mps2-an386"]) != 0
