@@ -37,12 +37,16 @@ FRACS = (1.0, 0.5, 0.25)
 
 def matrix(rows: list) -> None:
     from lab_nets import make_net
-    nets = {}
+    cache = Path("/tmp/mcuprune_lab_nets.pt")
+    nets = torch.load(cache, weights_only=False) if cache.exists() else {}
     for name in NETS:
         for frac in FRACS:
+            if (name, frac) in nets:
+                continue
             t = time.time()
             nets[(name, frac)] = make_net(name, "mps2-an386", frac, steps=16)
             print(f"built {name} {frac}: {time.time() - t:.0f} s", flush=True)
+            torch.save(nets, cache)
     for board in BOARDS:
         prof = load_board(board)
         with EmulatedBoard(board) as b:
@@ -53,8 +57,9 @@ def matrix(rows: list) -> None:
                     res = benchmark(net, calib[:1], calib, board=b, board_samples=4, json_path=OUT / f"{tag}.json",
                                     plot_path=OUT / f"{tag}.png")
                     s = res.summary
-                    rows.append(dict(board=board, net=name, variant="dense" if frac == 1 else f"{int(frac * 100)}% SRAM",
-                                     profile=f"{prof.name} ({prof.latency_source})", **s))
+                    rows.append({**s, "board": board, "net": name,
+                                 "variant": "dense" if frac == 1 else f"{int(frac * 100)}% SRAM",
+                                 "profile": f"{prof.name} ({prof.latency_source})"})
                     print(tag, {k: s.get(k) for k in ("bit_exact", "layers_bit_exact", "layers", "arena_high_water",
                                                       "predicted_peak_sram", "latency_error_pct", "layers_within_10pct")},
                           flush=True)
