@@ -76,14 +76,20 @@ def fmnist(epochs: int, board_images: int) -> dict:
     data = FashionMNISTDataModule(batch_size=128, train_subset=12000, seed=0)
     model = ImageClassifier(ReferenceCNN(), lr=2e-3, input_shape=(1, 28, 28))
     cb = MCUPruneCallback("mps2-an386", {"sram": "16KiB"}, verbose=False, export=False)
-    t = time.time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[cb], logger=False,
-                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0).fit(model, datamodule=data)
-    train_s = time.time() - t
-    net = model.net.eval() if hasattr(model, "net") else model.eval()
+    cache = Path(f"/tmp/mcuprune_lab_fmnist_e{epochs}.pt")
+    if cache.exists():
+        net, train_s = torch.load(cache, weights_only=False)
+    else:
+        t = time.time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[cb], logger=False,
+                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                       num_sanity_val_steps=0).fit(model, datamodule=data)
+        train_s = time.time() - t
+        net = model.net
+        torch.save((net, train_s), cache)
+    net = net.eval()
     xtr, _ = to_tensors(*load_fashion_mnist("train"))
     xte, yte = to_tensors(*load_fashion_mnist("test"))
     g = torch.Generator().manual_seed(0)

@@ -187,13 +187,31 @@ class BoardRun:
     upload_s: float = 0.0
 
 
+def write_robust(board, region: int, offset: int, data, chunk: int = 1024) -> None:
+    """Write in frames of `chunk` bytes; a frame the board keeps seeing truncated (a loaded host can stall
+    QEMU's UART beyond the firmware's byte timeout) is retried in smaller frames before giving up."""
+    from lightning_mcuprune.hil.board import HILTimeoutError
+    data = np.ascontiguousarray(data).view(np.uint8).tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    i = 0
+    while i < len(data):
+        for size in (chunk, 256, 64):
+            part = data[i:i + size]
+            try:
+                board.write(region, offset + i, part)
+                break
+            except HILTimeoutError:
+                if size == 64:
+                    raise
+        i += len(part)
+
+
 def upload(board, dep: Deployment) -> float:
     """Write the weights store image; returns seconds taken."""
     import time
     t = time.monotonic()
     board.reset()
     if dep.weights_image:
-        board.write(P.REGION_WEIGHTS, 0, dep.weights_image)
+        write_robust(board, P.REGION_WEIGHTS, 0, dep.weights_image)
     return time.monotonic() - t
 
 
@@ -202,7 +220,7 @@ def run_on_board(board, dep: Deployment, xq: np.ndarray, read_layers: bool = Tru
     """Run one int8 input (H, W, C) through the deployed network, op by op; fills `result` as it goes."""
     res = result if result is not None else BoardRun()
     q = dep.qgraph
-    board.write(P.REGION_ARENA, dep.plan.offsets[q.input], np.asarray(xq, dtype=np.int8).reshape(q.shapes[q.input]))
+    write_robust(board, P.REGION_ARENA, dep.plan.offsets[q.input], np.asarray(xq, dtype=np.int8).reshape(q.shapes[q.input]))
     for spec in dep.specs:
         board.configure(spec)
         r = board.run(repeats, macs=spec.macs)
