@@ -12,6 +12,7 @@ MODULES = [
     "lightning_mcuprune.demo",        # mcuprune demo
     "lightning_mcuprune.hil.cli",     # mcuprune boards
     "lightning_mcuprune.hil.calibrate",  # mcuprune calibrate (and the calibrate console script)
+    "lightning_mcuprune.lab",         # mcuprune benchmark
 ]
 
 

@@ -1,0 +1,383 @@
+"""Post-training int8 quantisation of a (pruned) network, built from its ResourceGraph.
+
+The quantised graph has exactly the ops, fusion (BN folded, ReLU/ReLU6 fused), execution order and
+activation buffers of the resource model (`trace_graph`), so what the board runs is what was predicted.
+
+* weights: per-output-channel symmetric int8 (scale = max|w| / 127), BN folded first;
+* biases: int32 at scale s_in * s_w;
+* activations: per-tensor asymmetric int8 from the min/max over a calibration batch (range widened to
+  include 0); max/avg pooling keep their input's scale and zero point (as TFLite);
+* requantisation: TFLite's (per-channel int32 multiplier and shift, `reference.quantize_multiplier`),
+  add with left_shift 20, global average pooling with 1/(H*W) folded into the multiplier;
+* fused ReLU / ReLU6 as act_min / act_max.
+
+The host executor (`QuantizedGraph.run`) runs the graph over the int8 reference kernels in
+`lightning_mcuprune.quantize.reference`, which are bit-exact with the firmware.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lightning_mcuprune.graph import trace_graph
+from lightning_mcuprune.graph.trace import GraphError, ResourceGraph
+from lightning_mcuprune.hil.layer import WEIGHTED_OPS, LayerSpec
+from lightning_mcuprune.quantize import reference as ref
+
+#: op types the firmware runs (resource-model names)
+FIRMWARE_OPS = ref.OPS
+
+
+class QuantizationError(ValueError):
+    """The network cannot be quantised for the firmware; the message names the op and why."""
+
+
+class UnsupportedOnBoardError(QuantizationError):
+    """An op (or fused activation) the firmware lacks."""
+
+
+@dataclass
+class QParams:
+    """Per-tensor affine quantisation: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(np.round(np.asarray(x, dtype=np.float64) / self.scale) + self.zero_point, -128, 127).astype(np.int8)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return (np.asarray(q, dtype=np.float64) - self.zero_point) * self.scale
+
+
+@dataclass
+class QOp:
+    """One quantised op: the LayerSpec the firmware runs (offsets unset), its int8 weights, and its buffers."""
+
+    name: str
+    type: str
+    label: str
+    inputs: list
+    output: str
+    spec: LayerSpec
+    weights: Optional[np.ndarray] = field(default=None, repr=False)   # in the firmware's layout
+
+    def run(self, x: np.ndarray, x2: Optional[np.ndarray] = None) -> np.ndarray:
+        """Run on a batch (N, H, W, C) int8 with the reference kernels; -> (N, OH, OW, OC)."""
+        s = self.spec
+        n = x.shape[0]
+        x = x.reshape(n, *s.input_shape)
+        p = s.params_array()
+        oc = s.output_shape[2]
+        q = dict(act_min=s.act_min, act_max=s.act_max)
+        if s.op in WEIGHTED_OPS:
+            bias, mult, shift = p[:oc], p[oc:2 * oc], p[2 * oc:]
+            args = (bias, s.input_zp, s.output_zp, mult, shift)
+            if s.op == "conv2d":
+                return ref.conv2d(x, self.weights, *args, stride=s.stride, padding=s.padding, **q)
+            if s.op == "depthwise_conv2d":
+                return ref.depthwise_conv2d(x, self.weights, *args, stride=s.stride, padding=s.padding, **q)
+            if s.op == "pointwise_conv2d":
+                return ref.pointwise_conv2d(x, self.weights, *args, stride=s.stride, **q)
+            return ref.dense(x, self.weights, *args, **q).reshape(n, *s.output_shape)
+        if s.op == "max_pool":
+            return ref.max_pool(x, s.kernel, s.stride, s.padding, **q)
+        if s.op == "avg_pool":
+            return ref.avg_pool(x, s.kernel, s.stride, s.padding, **q)
+        if s.op == "global_avg_pool":
+            return ref.global_avg_pool(x, s.input_zp, s.output_zp, p[:oc], p[oc:], **q)
+        ls, m1, s1, m2, s2, mo, so = (int(v) for v in p)
+        x2 = x2.reshape(n, *s.input_shape)
+        return ref.add(x, x2, s.input_zp, s.input2_zp, s.output_zp, m1, s1, m2, s2, mo, so, ls, **q)
+
+
+def hwc_shape(shape: tuple) -> tuple:
+    """A batch-1 PyTorch shape (1, C[, H[, W]]) -> the firmware's (H, W, C)."""
+    shape = tuple(int(v) for v in shape[1:])
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    if len(shape) == 2:
+        return 1, shape[1], shape[0]
+    if len(shape) == 3:
+        return shape[1], shape[2], shape[0]
+    raise QuantizationError(f"tensor of shape {shape} has more than 2 spatial dims")
+
+
+def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """(N, C[, H[, W]]) -> (N, H, W, C)."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        return x[:, None, None, :]
+    if x.ndim == 3:
+        return x.transpose(0, 2, 1)[:, None]
+    return x.transpose(0, 2, 3, 1)
+
+
+@dataclass
+class QuantizedGraph:
+    """A quantised network: ops in execution order over int8 buffers; the host int8 executor."""
+
+    graph: ResourceGraph
+    ops: list
+    qparams: dict                 # buffer name -> QParams
+    shapes: dict                  # buffer name -> (H, W, C)
+    input: str
+    output: str
+
+    def quantize_input(self, x) -> np.ndarray:
+        """Float NCHW input (tensor or array) -> int8 NHWC."""
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        return self.qparams[self.input].quantize(to_nhwc(x))
+
+    def run(self, xq: np.ndarray, keep: bool = False):
+        """Host int8 executor: int8 NHWC batch -> int8 output (N, H, W, C); keep=True -> dict of every buffer."""
+        bufs = {self.input: np.asarray(xq, dtype=np.int8).reshape(-1, *self.shapes[self.input])}
+        for op in self.ops:
+            x2 = bufs[op.inputs[1]] if len(op.inputs) > 1 else None
+            bufs[op.output] = op.run(bufs[op.inputs[0]], x2)
+            if not keep:
+                for b in list(bufs):
+                    if b != self.input and b != op.output and all(
+                            b not in o.inputs for o in self.ops[self.ops.index(op) + 1:]) and b != self.output:
+                        del bufs[b]
+        return bufs if keep else bufs[self.output]
+
+    def predict(self, x, batch: int = 500) -> np.ndarray:
+        """Float NCHW input -> dequantised float output (N, features), via the int8 executor."""
+        outs = []
+        for i in range(0, len(x), batch):
+            q = self.run(self.quantize_input(x[i:i + batch]))
+            outs.append(self.qparams[self.output].dequantize(q.reshape(q.shape[0], -1)))
+        return np.concatenate(outs)
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(op.spec.weights_bytes + 4 * op.spec.params_array().size for op in self.ops)
+
+
+# ---- building ---------------------------------------------------------------------------------
+def _capture(graph: ResourceGraph, calib: torch.Tensor) -> dict:
+    """Float value of every buffer on the calibration batch (fx node outputs, eval mode)."""
+    names = set(graph.buffers)
+    out: dict = {}
+
+    class Rec(torch.fx.Interpreter):
+        def run_node(self, n):
+            r = super().run_node(n)
+            if n.name in names and isinstance(r, torch.Tensor):
+                out[n.name] = r.detach().to(torch.float64).numpy()
+            return r
+    with torch.no_grad():
+        Rec(graph.gm).run(calib)
+    return out
+
+
+def _qparams_from(values: np.ndarray) -> QParams:
+    lo = min(0.0, float(values.min()))
+    hi = max(0.0, float(values.max()))
+    if hi - lo < 1e-3:        # a (nearly) constant tensor, e.g. a dead channel after pruning: keep scales sane
+        hi = lo + 1e-3
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return QParams(scale, zp)
+
+
+def _act_range(op, qp: QParams) -> tuple[int, int]:
+    if op.activation is None:
+        return -128, 127
+    if op.activation == "relu":
+        return max(-128, qp.zero_point), 127
+    if op.activation == "relu6":
+        return max(-128, qp.zero_point), int(min(127, qp.zero_point + round(6.0 / qp.scale)))
+    raise UnsupportedOnBoardError(
+        f"op {op.label!r} ({op.type}) ends in a {op.activation} activation; the firmware fuses only ReLU and "
+        f"ReLU6 (use nn.ReLU / nn.ReLU6, or run the network on another runtime)")
+
+
+def _fold(gm_modules: dict, op) -> tuple[np.ndarray, np.ndarray]:
+    """The op's main module's weight and bias (float64) with any BatchNorm folded in."""
+    m = gm_modules[op.module]
+    w = m.weight.detach().to(torch.float64).numpy().copy()
+    b = m.bias.detach().to(torch.float64).numpy().copy() if m.bias is not None else np.zeros(w.shape[0])
+    for path in op.node_modules[1:]:
+        bn = gm_modules.get(path) if path else None
+        if isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            var = bn.running_var.detach().to(torch.float64).numpy()
+            mean = bn.running_mean.detach().to(torch.float64).numpy()
+            g = bn.weight.detach().to(torch.float64).numpy() if bn.affine else np.ones_like(var)
+            beta = bn.bias.detach().to(torch.float64).numpy() if bn.affine else np.zeros_like(var)
+            k = g / np.sqrt(var + bn.eps)
+            w = w * k.reshape(-1, *([1] * (w.ndim - 1)))
+            b = (b - mean) * k + beta
+    return w, b
+
+
+def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op, in_hwc, out_hwc):
+    node = next(n for n in graph.gm.graph.nodes if n.name == op.nodes[0])
+    if node.op == "call_module":
+        m = gm_modules[node.target]
+        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+            k = s = None
+        else:
+            k, s, p = m.kernel_size, m.stride, m.padding
+            if isinstance(m, (nn.AvgPool2d, nn.AvgPool1d)) and p and getattr(m, "count_include_pad", True):
+                pass  # the firmware clips windows (count_include_pad=False); the difference is at the borders
+            if getattr(m, "ceil_mode", False):
+                raise UnsupportedOnBoardError(f"pooling {op.label!r} with ceil_mode=True is not supported on the board")
+            if getattr(m, "dilation", 1) not in (1, (1, 1)):
+                raise UnsupportedOnBoardError(f"pooling {op.label!r} with dilation is not supported on the board")
+    else:
+        args = list(node.args[1:]) + [None] * 3
+        kw = node.kwargs
+        k = kw.get("kernel_size", args[0])
+        if "adaptive" in getattr(node.target, "__name__", ""):
+            k = s = None
+        else:
+            s = kw.get("stride", args[1]) or k
+            p = kw.get("padding", args[2] if args[2] is not None else 0)
+    if k is None:  # adaptive: uniform windows only
+        (h, w, _), (oh, ow, _) = in_hwc, out_hwc
+        if h % oh or w % ow:
+            raise UnsupportedOnBoardError(f"adaptive pooling {op.label!r} from {h}x{w} to {oh}x{ow} has uneven windows")
+        k, s, p = (h // oh, w // ow), (h // oh, w // ow), 0
+    kk, ss = ref._pair(k), ref._pair(s if s is not None else k)
+    pp = ref._pair(p) if not isinstance(p, str) else (0, 0)
+    if len(graph.buffers[op.inputs[0]].shape) == 3:  # 1-d: (1, L) windows
+        kk, ss, pp = (1, kk[0]), (1, ss[0]), (0, pp[0])
+    return kk, ss, (pp[0], pp[0], pp[1], pp[1])
+
+
+def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: Optional[ResourceGraph] = None
+             ) -> QuantizedGraph:
+    """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware.
+
+    `calib_data`: a float batch (N, C, H, W) from the training data, or an iterable of batches / (x, y).
+    Raises UnsupportedOnBoardError naming the op when the firmware lacks an op or activation.
+    """
+    was = model.training
+    model.eval()
+    try:
+        if graph is None:
+            graph = trace_graph(model, example_input)
+        calib = _calib_tensor(calib_data)
+        for op in graph.ops:  # check support before any work
+            if op.type not in FIRMWARE_OPS:
+                raise UnsupportedOnBoardError(
+                    f"op {op.label!r} ({op.target}, resource-model type {op.type!r}) is not in the firmware, which runs "
+                    f"{', '.join(FIRMWARE_OPS)} (with fused ReLU/ReLU6)")
+            if op.activation not in (None, "relu", "relu6"):
+                _act_range(op, QParams(1.0, 0))
+            if op.type in ("conv2d", "depthwise_conv2d") and op.groups not in (1,) and op.type == "conv2d":
+                raise UnsupportedOnBoardError(f"grouped convolution {op.label!r} (groups={op.groups}) is not in the firmware")
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise QuantizationError("the board runs networks with one input and one output")
+        values = _capture(graph, calib)
+        mods = dict(graph.gm.named_modules())
+        shapes = {name: hwc_shape(b.shape) for name, b in graph.buffers.items()}
+        qp = {graph.inputs[0]: _qparams_from(values[graph.inputs[0]])}
+        ops = []
+        for op in graph.ops:
+            ins = op.inputs
+            in_hwc, out_hwc = shapes[ins[0]], shapes[op.output]
+            qi = qp[ins[0]]
+            if op.type in ("max_pool", "avg_pool"):
+                qo = qp[op.output] = QParams(qi.scale, qi.zero_point)
+            else:
+                qo = qp[op.output] = _qparams_from(values[op.output])
+            amin, amax = _act_range(op, qo)
+            common = dict(input_zp=qi.zero_point, output_zp=qo.zero_point, act_min=amin, act_max=amax)
+            weights = None
+            if op.type in WEIGHTED_OPS:
+                m = mods[op.module]
+                w, b = _fold(mods, op)
+                if isinstance(m, nn.Conv1d):
+                    w = w[:, :, None, :]          # (O, I, 1, K)
+                if op.type == "dense" and len(graph.buffers[ins[0]].shape) == 4:
+                    _, c, h, wd = graph.buffers[ins[0]].shape   # PyTorch flattens CHW, the firmware HWC
+                    w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+                oc = w.shape[0]
+                absmax = np.abs(w.reshape(oc, -1)).max(axis=1)
+                sw = np.where(absmax > 0, absmax / 127.0, 1.0)
+                wq = np.clip(np.round(w / sw.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+                # +-2^30 leaves headroom so that the firmware's int32 accumulator (acc + bias) cannot wrap
+                bias = np.clip(np.round(b / (qi.scale * sw)), -2 ** 30, 2 ** 30).astype(np.int64)
+                ms = [ref.quantize_multiplier(qi.scale * s / qo.scale) for s in sw]
+                mult = np.array([v[0] for v in ms], dtype=np.int64)
+                shift = np.array([v[1] for v in ms], dtype=np.int64)
+                kw = dict(bias=bias.astype(np.int32), mult=mult.astype(np.int32), shift=shift.astype(np.int32))
+                if op.type == "dense":
+                    spec = LayerSpec("dense", in_hwc, out_channels=oc, **common, **kw)
+                    weights = wq.reshape(oc, -1)
+                else:
+                    kh, kwid = wq.shape[2], wq.shape[3]
+                    stride = ref._pair(m.stride if not isinstance(m, nn.Conv1d) else (1, m.stride[0]))
+                    pad = m.padding
+                    if isinstance(pad, str):
+                        if pad == "valid":
+                            pad = (0, 0)
+                        else:
+                            pad = ((kh - 1) // 2, (kwid - 1) // 2)
+                    pad = ref._pair(pad if not isinstance(m, nn.Conv1d) else (0, pad[0]))
+                    if any(d != 1 for d in m.dilation):
+                        raise UnsupportedOnBoardError(f"dilated convolution {op.label!r} is not in the firmware")
+                    padding = (pad[0], pad[0], pad[1], pad[1])
+                    if op.type == "depthwise_conv2d":
+                        mult_d = oc // in_hwc[2]
+                        spec = LayerSpec("depthwise_conv2d", in_hwc, kernel=(kh, kwid), stride=stride, padding=padding,
+                                         depth_multiplier=mult_d, **common, **kw)
+                        weights = wq[:, 0].transpose(1, 2, 0).copy()        # (KH, KW, C*M)
+                    elif op.type == "pointwise_conv2d" and stride == (1, 1):
+                        spec = LayerSpec("pointwise_conv2d", in_hwc, out_channels=oc, **common, **kw)
+                        weights = wq.reshape(oc, -1)
+                    else:
+                        spec = LayerSpec("conv2d", in_hwc, out_channels=oc, kernel=(kh, kwid), stride=stride,
+                                         padding=padding, **common, **kw)
+                        weights = wq.transpose(0, 2, 3, 1).copy()          # OHWI
+            elif op.type in ("max_pool", "avg_pool"):
+                k, s, p = _pool_geometry(graph, mods, op, in_hwc, out_hwc)
+                spec = LayerSpec(op.type, in_hwc, kernel=k, stride=s, padding=p, **common)
+            elif op.type == "global_avg_pool":
+                h, w_, c = in_hwc
+                mq = ref.quantize_multiplier(qi.scale / (qo.scale * h * w_))
+                spec = LayerSpec("global_avg_pool", in_hwc, mult=np.full(c, mq[0], np.int32),
+                                 shift=np.full(c, mq[1], np.int32), **common)
+            else:  # add
+                q2 = qp[ins[1]]
+                twice = 2 * max(qi.scale, q2.scale)
+                m1, s1 = ref.quantize_multiplier(qi.scale / twice)
+                m2, s2 = ref.quantize_multiplier(q2.scale / twice)
+                mo, so = ref.quantize_multiplier(twice / ((1 << 20) * qo.scale))
+                spec = LayerSpec("add", in_hwc, input2_zp=q2.zero_point, add_params=(20, m1, s1, m2, s2, mo, so),
+                                 **common)
+            if tuple(spec.output_shape) != tuple(out_hwc):
+                raise QuantizationError(f"op {op.label!r}: the firmware's {spec.op} gives {spec.output_shape}, "
+                                        f"PyTorch {out_hwc}")
+            spec.weights = weights
+            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights))
+        return QuantizedGraph(graph, ops, qp, shapes, graph.inputs[0], graph.outputs[0])
+    finally:
+        model.train(was)
+
+
+def _calib_tensor(calib_data) -> torch.Tensor:
+    if isinstance(calib_data, torch.Tensor):
+        return calib_data.float()
+    if isinstance(calib_data, np.ndarray):
+        return torch.as_tensor(calib_data, dtype=torch.float32)
+    xs = []
+    for item in calib_data:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        xs.append(torch.as_tensor(x).float())
+        if sum(len(v) for v in xs) >= 256:
+            break
+    if not xs:
+        raise QuantizationError("calib_data is empty: give a batch of training inputs")
+    return torch.cat(xs)
+
+
+__all__ = ["quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError",
+           "FIRMWARE_OPS", "to_nhwc", "hwc_shape"]

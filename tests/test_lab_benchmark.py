@@ -1,0 +1,133 @@
+"""Lab benchmark on the emulated boards: bit-exact board outputs, arena high-water = predicted peak, the
+report (table, JSON, PNG), and the bad-input errors (too big, unsupported op, board lost mid-run)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hil_fixtures import emulated_board, require_hil_tools
+from lab_nets import make_net
+
+from lightning_mcuprune import zoo
+from lightning_mcuprune.hil.deploy import DeployError
+from lightning_mcuprune.lab import BoardLostError, benchmark
+from lightning_mcuprune.quantize import UnsupportedOnBoardError
+
+
+@pytest.fixture(scope="module")
+def an386():
+    yield from emulated_board("mps2-an386")
+
+
+@pytest.fixture(scope="module")
+def an500():
+    yield from emulated_board("mps2-an500")
+
+
+def _check(res, layers=None):
+    s = res.summary
+    assert res.complete and s["bit_exact"] is True
+    assert s["layers_bit_exact"] == s["layers"]
+    assert s["arena_high_water"] == s["predicted_peak_sram"]
+    assert s["layers_measured"] == s["layers"] and s["measured_cycles"] > 0
+    assert 0 < s["stack_used"] <= s["stack_bytes"]
+    assert s["image_bytes"] == s["firmware_bytes"] + s["weights_bytes"]
+    assert s["top1_agreement"] >= 0.9
+
+
+CASES = [("resnet8", 1.0), ("resnet8", 0.5), ("ds_cnn", 1.0), ("ds_cnn", 0.5), ("mobilenet_v2", 1.0),
+         ("mobilenet_v2", 0.5)]
+
+
+@pytest.mark.parametrize("name,frac", CASES, ids=[f"{n}-{f}" for n, f in CASES])
+def test_bit_exact_and_arena_peak_on_an386(an386, name, frac):
+    net, shape, calib = make_net(name, "mps2-an386", frac, steps=10)
+    res = benchmark(net, calib[:1], calib, board=an386, board_samples=2)
+    _check(res)
+    assert res.summary["board_bit_exact_samples"] == 2
+
+
+def test_an500_report_table_json_png(an500, tmp_path):
+    net, shape, calib = make_net("ds_cnn", "mps2-an500", 1.0)
+    res = benchmark(net, calib[:1], calib, board=an500, json_path=tmp_path / "r.json", plot_path=tmp_path / "r.png")
+    _check(res)
+    assert res.summary["board"] == "mps2-an500" and res.summary["profile"] == "mps2-an500"
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["complete"] and len(d["layers"]) == res.summary["layers"] and d["summary"]["bit_exact"]
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    from rich.console import Console
+    c = Console(record=True, width=150)
+    res.print(c)
+    text = c.export_text()
+    assert "arena high-water" in text and "bit-exact" in text and "within ±10%" in text
+
+
+class _NoSend:
+    """A board that must not be sent anything (only its HELLO info is read)."""
+
+    def __init__(self, arena, weights):
+        self.info = {"board": "mps2-an386", "arena_bytes": arena, "weights_bytes": weights}
+
+    def __getattr__(self, name):
+        raise AssertionError(f"board.{name} called: something was sent")
+
+
+def test_too_big_for_arena_or_weights_store_before_anything_is_sent():
+    net, shape, calib = make_net("ds_cnn", "mps2-an386", 1.0)
+    with pytest.raises(DeployError, match=r"arena of 2080 B but mps2-an386 has 1000 B \(1080 B too many\).*nothing was sent"):
+        benchmark(net, calib[:1], calib, board=_NoSend(1000, 1 << 20))
+    with pytest.raises(DeployError, match=r"weights store of mps2-an386 has 100 B \(\d+ B too many\)"):
+        benchmark(net, calib[:1], calib, board=_NoSend(1 << 20, 100))
+    big = zoo.reference_cnn(width=4.0).eval()      # 28*28*(128+256) B of activations > 240 KiB
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(DeployError, match=r"but mps2-an386 has 245760 B \(\d+ B too many\)"):
+        benchmark(big, x[:1], x, emulate="mps2-an386")   # raised before QEMU is started
+
+
+def test_op_the_firmware_lacks(an386):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(4 * 36, 2)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with pytest.raises(UnsupportedOnBoardError, match="sigmoid.*ReLU and ReLU6"):
+        benchmark(net, x[:1], x, board=an386)
+
+
+def test_board_lost_mid_run_keeps_partial_results(tmp_path):
+    require_hil_tools()
+    from lightning_mcuprune.hil.emulated import EmulatedBoard
+    net, shape, calib = make_net("ds_cnn", "mps2-an386", 1.0)
+    emu = EmulatedBoard("mps2-an386")
+    board = emu.__enter__()
+    try:
+        calls = {"n": 0}
+        configure = board.configure
+
+        def dying(spec):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                emu.proc.kill()
+                emu.proc.wait()
+                board.retries, board.timeout = 0, 0.5   # fail fast once QEMU is gone
+            return configure(spec)
+        board.configure = dying
+        with pytest.raises(BoardLostError, match=r"board lost after 3 of 11 layers") as ei:
+            benchmark(net, calib[:1], calib, board=board, json_path=tmp_path / "partial.json")
+        res = ei.value.result
+        assert not res.complete
+        assert res.layers.measured_cycles.notna().sum() == 3 and res.layers.bit_exact[:3].all()
+        d = json.loads((tmp_path / "partial.json").read_text())
+        assert d["complete"] is False and sum(r["measured_cycles"] is not None for r in d["layers"]) == 3
+    finally:
+        emu.close()
+
+
+def test_cli_benchmark_writes_json_and_png(tmp_path):
+    require_hil_tools()
+    from lightning_mcuprune.cli import main
+    rc = main(["benchmark", "lab_nets:tiny", "--input-shape", "1,8,8", "--emulate", "mps2-an386",
+               "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
+    assert rc == 0
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert d["summary"]["bit_exact"] is True and d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"]
+    assert (tmp_path / "b.png").is_file()
+    assert main(["benchmark", "no_colon_here", "--emulate", "mps2-an386"]) != 0
