@@ -367,13 +367,15 @@ class MCUPruneCallback(pl.Callback):
 
     # ---- export -------------------------------------------------------------------------------
     def export(self, directory) -> dict:
-        """Write model.onnx (opset 17), report.json and the PNG plots into `directory`; returns their paths."""
-        from lightning_mcuprune.export import export_onnx
+        """Write model.onnx (opset 17), model.pt (the pruned torch network), report.json and the PNG plots into
+        `directory`; returns their paths. `mcuprune benchmark DIRECTORY` runs the export on a board."""
+        from lightning_mcuprune.export import export_onnx, save_module
         from lightning_mcuprune.io import write_json_atomic
         from lightning_mcuprune.plots import plot_history, plot_memory_before_after
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        paths = {"onnx": export_onnx(self.root, self.example, directory / "model.onnx")}
+        paths = {"onnx": export_onnx(self.root, self.example, directory / "model.onnx"),
+                 "module": save_module(self.root, directory / "model.pt")}
         rep = self.report.to_dict()
         rep.update(budgets=self.budgets, dense=self.dense_report.to_dict() if self.dense_report else None,
                    latency_is_estimate=self.board.latency_source == "estimate", architecture=self.architecture_hash(),

@@ -22,6 +22,27 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int
     return Path(path)
 
 
+def save_module(module: torch.nn.Module, path) -> Path:
+    """Pickle the (pruned) network itself, without the pruning hooks, atomically; `load_module` reads it back.
+    Loading needs the network's classes importable, as any pickled torch module does."""
+    model = copy.deepcopy(module).eval()
+    for m in model.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    if hasattr(model, "_trainer"):
+        model._trainer = None
+    for attr in ("on_load_checkpoint", "_mcuprune_wrapped"):  # MCUPruneCallback's wrapper of the module's hook
+        model.__dict__.pop(attr, None)
+    with atomic_path(path) as tmp:
+        torch.save(model, tmp)
+    return Path(path)
+
+
+def load_module(path) -> torch.nn.Module:
+    """The network saved by `save_module` (e.g. an export directory's model.pt), in eval mode."""
+    return torch.load(path, map_location="cpu", weights_only=False).eval()
+
+
 def _pruning_state(checkpoint: dict, path) -> dict:
     for key, value in checkpoint.get("callbacks", {}).items():
         if key.split("{")[0].endswith("MCUPruneCallback") and isinstance(value, dict) and "state" in value:

@@ -302,13 +302,31 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
+def _load_export(directory: Path):
+    """The network and input shape (C, H, W) of an export directory written by MCUPruneCallback."""
+    import json
+
+    from lightning_mcuprune.export import load_module
+    if not (directory / "model.pt").is_file():
+        raise ValueError(f"MODEL {str(directory)!r}: no model.pt in it; give the directory MCUPruneCallback.export "
+                         "wrote (e.g. lightning_logs/version_0/mcuprune), or PKG.MODULE:CALLABLE with --checkpoint")
+    net = load_module(directory / "model.pt")
+    if hasattr(net, "net") and isinstance(net.net, torch.nn.Module):
+        net = net.net
+    shape = None
+    if (directory / "report.json").is_file():
+        shape = tuple(json.loads((directory / "report.json").read_text()).get("example_shape", [])[1:]) or None
+    return net, shape
+
+
 def _load_model(spec: str, checkpoint: Optional[str]):
     import importlib
     if ":" not in spec:
         p = Path(spec)
-        raise ValueError(f"MODEL {spec!r}: give PKG.MODULE:CALLABLE (the network factory) with --checkpoint and "
-                         f"--input-shape" + (" (an export directory holds only ONNX and a report, from which the "
-                                             "PyTorch network cannot be rebuilt)" if p.exists() else ""))
+        if p.is_dir():
+            return _load_export(p)[0]
+        raise ValueError(f"MODEL {spec!r}: give the callback's export directory, or PKG.MODULE:CALLABLE (the network "
+                         "factory) with --checkpoint and --input-shape")
     mod, fn = spec.split(":", 1)
     net = getattr(importlib.import_module(mod), fn)()
     if checkpoint:
@@ -328,6 +346,8 @@ def _cmd(args) -> int:
         console.print(f"[red]error:[/red] {e}")
         return 1
     shape = tuple(int(v) for v in args.input_shape.split(","))
+    if Path(args.model).is_dir() and args.input_shape == "1,28,28":
+        shape = _load_export(Path(args.model))[1] or shape
     example = torch.zeros(1, *shape)
     test = None
     if args.test_data == "fashion-mnist":
@@ -353,7 +373,8 @@ def _cmd(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="run the int8 network on a board and compare with the resource model")
-    p.add_argument("model", help="PKG.MODULE:CALLABLE building the network (with --checkpoint for a pruned run)")
+    p.add_argument("model", help="the export directory MCUPruneCallback wrote (model.pt + report.json), or "
+                                 "PKG.MODULE:CALLABLE building the network (with --checkpoint for a pruned run)")
     p.add_argument("--checkpoint", help="Lightning checkpoint of an MCUPruneCallback run (rebuilt with load_pruned)")
     p.add_argument("--input-shape", default="1,28,28", help="C,H,W of one input (default 1,28,28)")
     g = p.add_mutually_exclusive_group(required=True)

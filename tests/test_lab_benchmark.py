@@ -131,3 +131,27 @@ def test_cli_benchmark_writes_json_and_png(tmp_path):
     assert d["summary"]["bit_exact"] is True and d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"]
     assert (tmp_path / "b.png").is_file()
     assert main(["benchmark", "no_colon_here", "--emulate", "mps2-an386"]) != 0
+
+
+def test_cli_benchmark_takes_the_callbacks_export(tmp_path):
+    """MODEL = the directory MCUPruneCallback.export wrote: pruned by the callback, run on the board."""
+    require_hil_tools()
+    import warnings
+
+    from lit import Classifier, random_loader, trainer
+
+    import lab_nets
+    from lightning_mcuprune import MCUPruneCallback, analyze
+    from lightning_mcuprune.cli import main
+    net = lab_nets.tiny()
+    dense = analyze(net, torch.zeros(1, 1, 8, 8), board="mps2-an386")
+    cb = MCUPruneCallback("mps2-an386", {"sram": int(dense.peak_sram_bytes * 0.5)}, verbose=False, export=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([cb], max_steps=12).fit(Classifier(net), random_loader((1, 8, 8), classes=5, n=32, batch=8))
+    cb.export(tmp_path / "export")
+    rc = main(["benchmark", str(tmp_path / "export"), "--emulate", "mps2-an386", "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert d["summary"]["bit_exact"] is True
+    assert d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"] <= cb.budgets["sram"]

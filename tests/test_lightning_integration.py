@@ -91,6 +91,11 @@ def test_load_pruned_and_onnx_export(tmp_path):
     assert rep["peak_sram_bytes"] <= 3 * 1024 and rep["latency_is_estimate"] is (load_board("mps2-an386").latency_source == "estimate")
     for png in ("pi.png", "resources.png", "memory_profile.png"):
         assert (tmp_path / "mcuprune" / png).read_bytes()[:4] == b"\x89PNG"
+    # the export directory is what `mcuprune benchmark DIR` takes: the pruned network and its input shape
+    from lightning_mcuprune.lab import _load_export
+    net, shape = _load_export(tmp_path / "mcuprune")
+    assert shape == SHAPE
+    torch.testing.assert_close(net(x), expect, atol=1e-6, rtol=0)
 
 
 def test_load_pruned_into_the_bare_network(tmp_path):
