@@ -113,8 +113,9 @@ def test_qemu_stopped_on_error_and_ctrl_c():
 
 def test_qemu_exiting_mid_session_is_a_clear_error():
     require_hil_tools()
-    emu = EmulatedBoard("mps2-an386", timeout=0.3, retries=1)
+    emu = EmulatedBoard("mps2-an386")  # default timeouts to connect: a loaded machine can be slow to boot QEMU
     with emu as board:
+        board.timeout, board.retries = 0.3, 1
         emu.proc.kill()
         emu.proc.wait()
         with pytest.raises((PortError, HILTimeoutError), match="lost the connection|failed after 2 tries"):
