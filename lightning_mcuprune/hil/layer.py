@@ -187,9 +187,11 @@ class LayerSpec:
     # ---- host reference ----
     def reference(self, x: np.ndarray, x2: Optional[np.ndarray] = None, weights: Optional[np.ndarray] = None
                   ) -> np.ndarray:
-        """What the board must output for input x (HWC int8), via lightning_mcuprune.quantize.reference."""
+        """What the board must output for input x (HWC int8, or a batch NHWC), via lightning_mcuprune.quantize.reference."""
         w = self.weights if weights is None else weights
-        x = np.asarray(x, dtype=np.int8).reshape(self.input_shape)
+        x = np.asarray(x, dtype=np.int8)
+        lead = x.shape[:1] if x.ndim == 4 else ()  # a batch (the host executor) or one input (the board)
+        x = x.reshape(*lead, *self.input_shape)
         p = self.params_array()
         oc = self.output_shape[2]
         q = dict(act_min=self.act_min, act_max=self.act_max)
@@ -203,13 +205,13 @@ class LayerSpec:
                 return ref.depthwise_conv2d(x, w, *args, stride=self.stride, padding=self.padding, **q)
             if self.op == "pointwise_conv2d":
                 return ref.pointwise_conv2d(x, w, *args, stride=self.stride, **q)
-            return ref.dense(x, w, *args, **q).reshape(self.output_shape)
+            return ref.dense(x, w, *args, **q).reshape(*lead, *self.output_shape)
         if self.op == "max_pool":
             return ref.max_pool(x, self.kernel, self.stride, self.padding, **q)
         if self.op == "avg_pool":
             return ref.avg_pool(x, self.kernel, self.stride, self.padding, **q)
         if self.op == "global_avg_pool":
             return ref.global_avg_pool(x, self.input_zp, self.output_zp, p[:oc], p[oc:], **q)
-        x2 = np.asarray(x2, dtype=np.int8).reshape(self.input_shape)
+        x2 = np.asarray(x2, dtype=np.int8).reshape(*lead, *self.input_shape)
         ls, m1, s1, m2, s2, mo, so = (int(v) for v in p)
         return ref.add(x, x2, self.input_zp, self.input2_zp, self.output_zp, m1, s1, m2, s2, mo, so, ls, **q)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from lightning_mcuprune.graph import trace_graph
-from lightning_mcuprune.graph.trace import GraphError, ResourceGraph
+from lightning_mcuprune.graph.trace import ResourceGraph
 from lightning_mcuprune.hil.layer import WEIGHTED_OPS, LayerSpec
 from lightning_mcuprune.quantize import reference as ref
 
@@ -68,31 +68,9 @@ class QOp:
 
     def run(self, x: np.ndarray, x2: Optional[np.ndarray] = None) -> np.ndarray:
         """Run on a batch (N, H, W, C) int8 with the reference kernels; -> (N, OH, OW, OC)."""
-        s = self.spec
-        n = x.shape[0]
-        x = x.reshape(n, *s.input_shape)
-        p = s.params_array()
-        oc = s.output_shape[2]
-        q = dict(act_min=s.act_min, act_max=s.act_max)
-        if s.op in WEIGHTED_OPS:
-            bias, mult, shift = p[:oc], p[oc:2 * oc], p[2 * oc:]
-            args = (bias, s.input_zp, s.output_zp, mult, shift)
-            if s.op == "conv2d":
-                return ref.conv2d(x, self.weights, *args, stride=s.stride, padding=s.padding, **q)
-            if s.op == "depthwise_conv2d":
-                return ref.depthwise_conv2d(x, self.weights, *args, stride=s.stride, padding=s.padding, **q)
-            if s.op == "pointwise_conv2d":
-                return ref.pointwise_conv2d(x, self.weights, *args, stride=s.stride, **q)
-            return ref.dense(x, self.weights, *args, **q).reshape(n, *s.output_shape)
-        if s.op == "max_pool":
-            return ref.max_pool(x, s.kernel, s.stride, s.padding, **q)
-        if s.op == "avg_pool":
-            return ref.avg_pool(x, s.kernel, s.stride, s.padding, **q)
-        if s.op == "global_avg_pool":
-            return ref.global_avg_pool(x, s.input_zp, s.output_zp, p[:oc], p[oc:], **q)
-        ls, m1, s1, m2, s2, mo, so = (int(v) for v in p)
-        x2 = x2.reshape(n, *s.input_shape)
-        return ref.add(x, x2, s.input_zp, s.input2_zp, s.output_zp, m1, s1, m2, s2, mo, so, ls, **q)
+        n, shape = x.shape[0], self.spec.input_shape
+        return self.spec.reference(x.reshape(n, *shape), None if x2 is None else x2.reshape(n, *shape),
+                                   weights=self.weights)
 
 
 def hwc_shape(shape: tuple) -> tuple:
