@@ -1,13 +1,14 @@
-"""Issue 8: MCUPruneCallback beside its peers on Fashion-MNIST, same data, epochs, optimiser and seed.
+"""Issue 8: MCUPruneCallback beside its peers, same data, epochs, optimiser and seeds, on two tasks.
 
-Board mps2-an386; the reference CNN (`zoo.reference_cnn()`); budgets derived from the dense network:
-SRAM budget = 1/4 of its peak SRAM, latency budget = 1/4 of its predicted latency (the board profile's
-`latency_source` says whether that is an estimate or calibrated).
+Board mps2-an386. `--task fashion-mnist`: the reference CNN (`zoo.reference_cnn()`), budgets 1/4 of the
+dense network's peak SRAM and 1/4 of its latency. `--task kws`: keyword spotting (`zoo.ds_cnn`, 10 words
+synthesised with espeak-ng, `lightning_mcuprune.kws_data`), budgets 1/2 of dense peak SRAM and 1/3 of its
+latency. Latencies come from the board profile (its `latency_source` says estimate or calibrated).
 
   dense          the unpruned reference CNN
   ours-sram      MCUPruneCallback(board, {"sram": B_sram})
   ours-latency   MCUPruneCallback(board, {"latency_ms": B_lat})
-  uniform        zoo.reference_cnn(width=w), the largest w whose peak SRAM <= B_sram, trained plainly
+  uniform        the network at width w, the largest w whose peak SRAM <= B_sram, trained plainly
   tp-magnitude   Torch-Pruning MagnitudePruner + MagnitudeImportance(p=2), iterative (5 steps over the same
                  pruning phase as ours: 10%..60% of the run), the smallest uniform per-layer ratio whose final
                  MACs are <= ours-sram's; fine-tuned for the rest of the run
@@ -18,9 +19,10 @@ SRAM budget = 1/4 of its peak SRAM, latency budget = 1/4 of its predicted latenc
 Every method's final network is measured with our `analyze` (int8 peak SRAM, flash, MACs, latency) on the
 board: zeroed weights stay in Lightning's dense tensors, so their SRAM, MACs and latency do not fall.
 
-Each finished run is appended to benchmarks/results/peers.csv (re-running skips runs already there with
-the same settings); then benchmarks/results/peers.png and the `peers` section of BENCHMARKS.md are written.
-Run: python benchmarks/peers.py [--train-subset 6000 --epochs 3 --seeds 0]
+Each finished run is appended to benchmarks/results/peers.csv (peers_kws.csv) as it finishes (re-running
+skips runs already there with the same settings); then peers.png (peers_kws.png) and the `peers`
+(`peers-kws`) section of BENCHMARKS.md are written.
+Run: python benchmarks/peers.py [--task fashion-mnist|kws] [--seeds 0 1 2] [--epochs N]
 """
 from __future__ import annotations
 
@@ -51,10 +53,34 @@ from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
 from lightning_mcuprune.io import atomic_path  # noqa: E402
 
 BOARD = "mps2-an386"
-INPUT = (1, 1, 28, 28)
 RESULTS = Path(__file__).resolve().parent / "results"
-CSV = RESULTS / "peers.csv"
-PNG = RESULTS / "peers.png"
+
+
+def _kws_data(args, seed):
+    from lightning_mcuprune.kws_data import KWSDataModule
+    return KWSDataModule(batch_size=args.batch_size, seed=seed)
+
+
+def _fmnist_data(args, seed):
+    return FashionMNISTDataModule(batch_size=args.batch_size, train_subset=args.train_subset, val_size=args.val_size,
+                                  seed=seed)
+
+
+TASKS = {
+    "fashion-mnist": dict(title="Fashion-MNIST reference CNN", input=(1, 1, 28, 28), net=zoo.reference_cnn,
+                          data=_fmnist_data, csv="peers.csv", png="peers.png", section="peers", epochs=3, lr=2e-3,
+                          batch_size=128, sram_div=4, latency_div=4,
+                          data_text="{train_subset} training images of Fashion-MNIST; test accuracy on the full 10k test set"),
+    "kws": dict(title="keyword spotting DS-CNN", input=(1, 1, 49, 10), net=lambda width=1.0: zoo.ds_cnn(10, width=width),
+                data=_kws_data, csv="peers_kws.csv", png="peers_kws.png", section="peers-kws", epochs=12, lr=3e-3,
+                batch_size=64, sram_div=2, latency_div=3,
+                data_text="10 espeak-ng words (`KWSConfig()` defaults); test accuracy on the clips of 7 voices never heard "
+                          "in training"),
+}
+TASK = TASKS["fashion-mnist"]
+INPUT = TASK["input"]
+CSV = RESULTS / TASK["csv"]
+PNG = RESULTS / TASK["png"]
 METHODS = ["dense", "ours-sram", "ours-latency", "uniform", "tp-magnitude", "tp-taylor", "lightning-l1", "lightning-ln"]
 FIELDS = ["method", "seed", "train_subset", "epochs", "batch_size", "lr", "test_acc", "peak_sram_bytes", "latency_ms",
           "latency_source", "macs", "params", "nonzero_params", "flash_bytes", "sram_budget_bytes", "latency_budget_ms",
@@ -80,7 +106,7 @@ def uniform_width(budget: float, iters: int = 30) -> float:
     lo, hi = 1e-3, 1.0
     for _ in range(iters):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if measure(zoo.reference_cnn(width=mid)).peak_sram_bytes <= budget else (lo, mid)
+        lo, hi = (mid, hi) if measure(TASK["net"](width=mid)).peak_sram_bytes <= budget else (lo, mid)
     return lo
 
 
@@ -96,7 +122,7 @@ def _tp_pruner(net: nn.Module, kind: str, ratio: float, steps: int):
 def tp_ratio_for_macs(target_macs: int, iters: int = 20) -> float:
     """Per-layer channel pruning ratio (Torch-Pruning, local, uniform over layers) whose final MACs <= target."""
     def macs(r):
-        net = zoo.reference_cnn()
+        net = TASK["net"]()
         p = _tp_pruner(net, "magnitude", r, 1)
         p.step()
         return measure(net).macs
@@ -163,9 +189,9 @@ def lightning_pruning(net: nn.Module, kind: str, target_nonzero: int):
 # ---- one run -----------------------------------------------------------------------------------------
 def run_one(method: str, seed: int, ctx: dict, args) -> dict:
     pl.seed_everything(seed, workers=True, verbose=False)
-    net = zoo.reference_cnn(width=ctx["uniform_width"] if method == "uniform" else 1.0)
+    net = TASK["net"](width=ctx["uniform_width"] if method == "uniform" else 1.0)
     model = ImageClassifier(net, lr=args.lr, input_shape=INPUT)
-    dm = FashionMNISTDataModule(batch_size=args.batch_size, train_subset=args.train_subset, val_size=args.val_size, seed=seed)
+    dm = TASK["data"](args, seed)
     cbs, note = [], ""
     if method == "ours-sram":
         cbs.append(MCUPruneCallback(BOARD, {"sram": ctx["sram_budget"]}, module="net", verbose=False, export=False))
@@ -252,12 +278,12 @@ def plot(rows, ctx) -> None:
         ax.axvline(budget, color="grey", ls=":", lw=1)
         ax.text(budget, ax.get_ylim()[0], " budget", color="grey", fontsize=8, va="bottom")
         ax.set_xlabel(f"{label} on {BOARD}")
-        ax.set_ylabel("test accuracy (%), 10k test images")
+        ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0].set_title("accuracy vs peak SRAM")
     axes[1].set_title("accuracy vs latency")
     axes[1].legend(loc="lower right", fontsize=8)
-    fig.suptitle("Fashion-MNIST reference CNN: MCUPruneCallback vs peers (same data, epochs, seed)")
+    fig.suptitle(f"{TASK['title']}: MCUPruneCallback vs peers (same data, epochs, seeds; mean over seeds)")
     fig.tight_layout()
     with atomic_path(PNG) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -266,18 +292,19 @@ def plot(rows, ctx) -> None:
 
 def markdown(rows, ctx, args) -> str:
     src = ctx["latency_source"]
-    lines = ["## MCUPruneCallback vs its peers on Fashion-MNIST (issue 8)", "",
-             f"`benchmarks/peers.py`: the reference CNN on board `{BOARD}`. Dense: peak SRAM {ctx['dense_sram']} B, "
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"## MCUPruneCallback vs its peers: {TASK['title']} (issue 8)", "",
+             f"`benchmarks/peers.py --task {args.task}` on board `{BOARD}`. Dense: peak SRAM {ctx['dense_sram']} B, "
              f"latency {ctx['dense_latency']:.1f} ms ({src}), {ctx['dense_macs']:,} MACs. Budgets: **SRAM {ctx['sram_budget']} B** "
-             f"(1/4 of dense peak) and **latency {ctx['latency_budget']:.1f} ms** (1/4 of dense, {src}). "
-             f"Same data, Adam (lr {args.lr}, cosine over the run) and seed for all: **{args.train_subset} training images**, "
-             f"**{args.epochs} epochs**, batch {args.batch_size}, **seed(s) {', '.join(map(str, args.seeds))}**; test accuracy on "
-             "the full 10k test set. Short runs sized to finish in ~25 min on a loaded 2-core CPU: absolute accuracies are below "
-             "full training, and with one seed differences of ~1 pp are within noise (more seeds are left for later). "
-             "Every final network measured with our `analyze` (int8). Fit times are wall-clock on a machine shared with other "
-             "jobs: compare them loosely.", "",
+             f"(1/{TASK['sram_div']} of dense peak) and **latency {ctx['latency_budget']:.1f} ms** (1/{TASK['latency_div']} of "
+             f"dense, {src}). Same data, Adam (lr {args.lr}, cosine over the run) and seeds for all: "
+             f"{TASK['data_text'].format(train_subset=args.train_subset)}; **{args.epochs} epochs**, batch {args.batch_size}, "
+             f"**seeds {', '.join(map(str, seeds))}** (figures are means over the seeds; ± is the standard deviation). "
+             "Short runs sized for a 2-core CPU: absolute accuracies are below full training. "
+             "Every final network measured with our `analyze` (int8). Fit times are wall-clock with two runs sharing the "
+             "machine: compare them loosely.", "",
              "Methods: **ours-sram / ours-latency**: `MCUPruneCallback` with the one budget (defaults: warm-up 0.1, "
-             "hardening at 0.6). **uniform**: `zoo.reference_cnn(width=w)`, the largest w within the SRAM budget "
+             "hardening at 0.6). **uniform**: the same network at width w, the largest w within the SRAM budget "
              f"(w={ctx['uniform_width']:.4f}). **tp-magnitude / tp-taylor**: Torch-Pruning `MagnitudePruner` with "
              "`MagnitudeImportance(p=2)` / `TaylorImportance()`, 5 iterative steps over the same 10–60 % of the run, "
              f"per-layer ratio {ctx['tp_ratio']:.3f}, the smallest whose final MACs are <= ours-sram's "
@@ -294,12 +321,13 @@ def markdown(rows, ctx, args) -> str:
         if not rs:
             lines.append(f"| {m} | not run | | | | | | | | | |")
             continue
-        lines.append(f"| {m} | {mean(rs, 'test_acc', 100):.2f} | {mean(rs, 'peak_sram_bytes'):.0f} | {mean(rs, 'latency_ms'):.1f} | "
+        sd = statistics.stdev(r["test_acc"] * 100 for r in rs) if len(rs) > 1 else 0.0
+        lines.append(f"| {m} | {mean(rs, 'test_acc', 100):.2f} ± {sd:.2f} | {mean(rs, 'peak_sram_bytes'):.0f} | {mean(rs, 'latency_ms'):.1f} | "
                      f"{mean(rs, 'macs'):,.0f} | {mean(rs, 'params'):,.0f} | {mean(rs, 'nonzero_params'):,.0f} | "
                      f"{', '.join(sorted({r['channels'] for r in rs}))} | {yes(all(r['meets_sram'] for r in rs))} | "
                      f"{yes(all(r['meets_latency'] for r in rs))} | {mean(rs, 'fit_s'):.0f} |")
-    lines += ["", "Per-run figures: `benchmarks/results/peers.csv`; plot (accuracy vs peak SRAM and vs latency): "
-              "`benchmarks/results/peers.png`.", "", "Reading:"]
+    lines += ["", f"Per-run figures: `benchmarks/results/{CSV.name}`; plot (accuracy vs peak SRAM and vs latency): "
+              f"`benchmarks/results/{PNG.name}`.", "", f"![accuracy vs resources](benchmarks/results/{PNG.name})", "", "Reading:"]
     by = {m: [r for r in rows if r["method"] == m] for m in METHODS}
     if by["lightning-l1"] and by["dense"]:
         lines.append(f"- Lightning's `ModelPruning` zeroes weights inside dense tensors: its peak SRAM "
@@ -344,27 +372,35 @@ def table(rows) -> Table:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--train-subset", type=int, default=6000, help="training images (seeded subset of the 60k)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--task", choices=sorted(TASKS), default="fashion-mnist")
+    p.add_argument("--train-subset", type=int, default=6000, help="Fashion-MNIST training images (seeded subset of the 60k)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 3 (fashion-mnist), 12 (kws)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 (fashion-mnist), 64 (kws)")
+    p.add_argument("--lr", type=float, default=None, help="default: 2e-3 (fashion-mnist), 3e-3 (kws)")
     p.add_argument("--val-size", type=int, default=5000, help="held out of the 60k (not used for training)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=METHODS, nargs="+", default=METHODS)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of peers.csv and peers.png")
     p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md / the PNG")
     args = p.parse_args()
-    global CSV, PNG
-    CSV, PNG = args.results / "peers.csv", args.results / "peers.png"
+    global CSV, PNG, TASK, INPUT
+    TASK = TASKS[args.task]
+    INPUT = TASK["input"]
+    for k in ("epochs", "batch_size", "lr"):
+        if getattr(args, k) is None:
+            setattr(args, k, TASK[k])
+    if args.task == "kws":
+        args.train_subset = 0  # the whole generated training split
+    CSV, PNG = args.results / TASK["csv"], args.results / TASK["png"]
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
 
     board = load_board(BOARD)
-    dense = measure(zoo.reference_cnn())
+    dense = measure(TASK["net"]())
     ctx = {"dense_sram": dense.peak_sram_bytes, "dense_latency": dense.latency_ms, "dense_macs": dense.macs,
-           "sram_budget": dense.peak_sram_bytes // 4, "latency_budget": dense.latency_ms / 4,
+           "sram_budget": dense.peak_sram_bytes // TASK["sram_div"], "latency_budget": dense.latency_ms / TASK["latency_div"],
            "latency_source": board.latency_source}
     ctx["uniform_width"] = uniform_width(ctx["sram_budget"])
     console.print(f"dense on {BOARD}: peak SRAM {dense.peak_sram_bytes} B, latency {dense.latency_ms:.1f} ms "
@@ -401,7 +437,7 @@ def main() -> None:
     if not args.no_write and rows:
         plot(rows, ctx)
         md = markdown(rows, ctx, args)
-        write_section("peers", md)
+        write_section(TASK["section"], md)
         console.print(md)
 
 
