@@ -146,7 +146,10 @@ class TorchPruningCallback(pl.Callback):
         total = int(trainer.estimated_stepping_batches)
         a, b = int(self.start * total), int(self.end * total)
         self.at = {a + round((b - a) * j / max(1, self.steps - 1)) for j in range(self.steps)}
-        self.pruner = _tp_pruner(pl_module.net, self.kind, self.ratio, self.steps)
+        net = pl_module.net
+        was = net.training
+        self.pruner = _tp_pruner(net, self.kind, self.ratio, self.steps)
+        net.train(was)  # Torch-Pruning's DependencyGraph leaves the model in eval mode: BN would train on running stats
         self.done = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -157,7 +160,9 @@ class TorchPruningCallback(pl.Callback):
             net.zero_grad()
             x, y = batch
             F.cross_entropy(net(x), y).backward()
+        was = net.training
         self.pruner.step()
+        net.train(was)
         net.zero_grad()
         self.done += 1
         for opt in trainer.optimizers:
