@@ -299,10 +299,12 @@ class MCUPruneCallback(pl.Callback):
         st = self.state
         st.project(dict(self.budgets))
         kept = st.fill(st.guarantee(st.kept_counts()))
+        with torch.no_grad():  # pi follows the final integer counts, so history and progress bar show what is kept
+            st.pi.copy_(torch.tensor(kept, dtype=torch.float64) / st.C0[st.ids])
         st.update_masks(kept)
         self._set_masks()
         self.phase = "finetune"
-        self._record(trainer.global_step, st.integer_counts(), dict(self.budgets))
+        self._record(trainer.global_step, st.integer_counts(kept), dict(self.budgets))
         if self._deferred:
             return
         self._remove(trainer, final=True)

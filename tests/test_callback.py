@@ -65,6 +65,11 @@ def test_budgets_met_at_the_end(net_name, keys, frac, seed):
     h = cb.history
     assert list(h["phase"].unique()) == ["warmup", "pruning", "finetune"]
     assert all(f"{k}_target" in h for k in budgets)
+    # the last history row (and the progress bar) shows the final network: hardened counts, not pi's ceilings
+    last = h.iloc[-1]
+    for k, b in budgets.items():
+        assert last[k] <= b * (1 + 1e-9), f"history ends at {k} {last[k]} > budget {b}"
+        assert abs(last[k] - getattr(after, KEYS[k])) <= 1e-6 * max(1.0, b), (k, last[k], getattr(after, KEYS[k]))
 
 
 def _outputs(root, x):
