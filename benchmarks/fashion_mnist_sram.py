@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_section  # noqa: E402
+from _common import append_csv_row, plain_trainer, write_section  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -36,6 +35,7 @@ from lightning_mcuprune import analyze, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
 from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
 from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.io import save_figure  # noqa: E402
 
 BOARD = "mps2-an386"
 INPUT = (1, 1, 28, 28)
@@ -86,9 +86,7 @@ def run_one(method: str, fraction: float, budget: float, seed: int, width: float
     if method == "ours":
         cb = MCUPruneCallback(board=BOARD, budgets={"sram": int(budget)}, module="net")
         callbacks.append(cb)
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, deterministic=True)
+    trainer = plain_trainer(args.epochs, callbacks)
     t = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     fit_s = time.perf_counter() - t
@@ -127,17 +125,6 @@ def load_rows(args) -> list[dict]:
                     r[k] = int(r[k])
                 rows.append(r)
     return rows
-
-
-def append_row(row: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    new = not CSV.exists()
-    with CSV.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
-        f.flush()
 
 
 def ms(vals, scale=1.0, fmt="{:.2f}"):
@@ -179,8 +166,7 @@ def plot(rows, dense_peak) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(PNG, dpi=120)
-    plt.close(fig)
+    save_figure(fig, PNG, dpi=120)
 
 
 def markdown(rows, dense_peak, args, fractions, seeds) -> str:
@@ -319,7 +305,7 @@ def main() -> None:
         console.print(f"[bold]run {i + 1}/{len(todo)}[/]: {m} budget {frac_name(f)} seed {seed} "
                       f"(elapsed {time.perf_counter() - t0:.0f} s)")
         row = run_one(m, f, budget, seed, width, args)
-        append_row(row)
+        append_csv_row(CSV, FIELDS, row)
         rows.append(row)
         console.print(table(rows))
     rows = [r for r in rows if (r["method"], r["fraction"], r["seed"]) in set(plan)]

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_section  # noqa: E402
+from _common import append_csv_row, plain_trainer, write_section  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -53,7 +53,7 @@ from lightning_mcuprune import analyze, load_board, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
 from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
 from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
-from lightning_mcuprune.io import atomic_path  # noqa: E402
+from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.retrain import reinitialized  # noqa: E402
 
 BOARD = "mps2-an386"
@@ -219,17 +219,13 @@ def run_one(method: str, seed: int, ctx: dict, args) -> dict:
         cb, amount = lightning_pruning(net, method.split("-")[1], ctx["ours_params"])
         cbs.append(cb)
         note = f"amount {amount:.3f} of conv weights"
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, callbacks=cbs, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, deterministic=True)
+    trainer = plain_trainer(args.epochs, cbs)
     t = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     if name.endswith("+retrain"):  # search, then retrain: the found architecture from fresh weights
         pl.seed_everything(seed, workers=True, verbose=False)
         model = ImageClassifier(reinitialized(model.net, seed=seed), lr=args.lr, input_shape=INPUT)
-        trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                             limit_val_batches=0, deterministic=True)
+        trainer = plain_trainer(args.epochs)
         trainer.fit(model, datamodule=dm)
         method = name
     fit_s = time.perf_counter() - t
@@ -269,17 +265,6 @@ def load_rows(args, latency_source: str) -> list[dict]:
     return rows
 
 
-def append_row(row: dict) -> None:
-    CSV.parent.mkdir(parents=True, exist_ok=True)
-    new = not CSV.exists()
-    with CSV.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
-        f.flush()
-
-
 def mean(rows, key, scale=1.0):
     return statistics.mean(r[key] * scale for r in rows)
 
@@ -308,9 +293,7 @@ def plot(rows, ctx) -> None:
     axes[1].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{TASK['title']}: MCUPruneCallback vs peers (same data, epochs, seeds; mean over seeds)")
     fig.tight_layout()
-    with atomic_path(PNG) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, PNG)
 
 
 def markdown(rows, ctx, args) -> str:
@@ -469,7 +452,7 @@ def main() -> None:
                 ctx["tp_ratio"], ctx["tp_target"] = tp_ratio_for_macs(ctx["ours_macs"]), ctx["ours_macs"]
         console.print(f"[bold]run {i + 1}/{len(todo)}[/]: {m} seed {seed} (elapsed {time.perf_counter() - t0:.0f} s)")
         row = run_one(m, seed, ctx, args)
-        append_row(row)
+        append_csv_row(CSV, FIELDS, row)
         rows.append(row)
         console.print(table(rows))
     rows = [r for r in rows if (r["method"], r["seed"]) in set(plan)]

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_section  # noqa: E402
+from _common import plain_trainer, write_section  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -46,7 +46,7 @@ from lightning_mcuprune import analyze, load_board, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
 from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
 from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
-from lightning_mcuprune.io import atomic_path  # noqa: E402
+from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.retrain import reinitialized  # noqa: E402
 
 BOARD = "mps2-an386"
@@ -89,12 +89,6 @@ def uniform_width(max_macs: float, iters: int = 30) -> float:
     return lo
 
 
-def _trainer(args, cbs=()):
-    return pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, callbacks=list(cbs), logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, limit_val_batches=0, deterministic=True)
-
-
 def run_one(resource: str, factor: float, seed: int, dense: dict, runtime_flash: int, args) -> dict:
     pl.seed_everything(seed, workers=True, verbose=False)
     retrain = resource.endswith("+retrain")
@@ -106,13 +100,13 @@ def run_one(resource: str, factor: float, seed: int, dense: dict, runtime_flash:
     if resource in ("macs", "flash"):
         budgets = budget_for(resource, factor, dense, runtime_flash)
         cbs.append(MCUPruneCallback(BOARD, budgets, module="net", verbose=False, export=False))
-    trainer = _trainer(args, cbs)
+    trainer = plain_trainer(args.epochs, cbs)
     t = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     if retrain:  # the architecture the pruning found, trained again from fresh weights
         pl.seed_everything(seed, workers=True, verbose=False)
         model = ImageClassifier(reinitialized(model.net, seed=seed), lr=args.lr, input_shape=INPUT)
-        trainer = _trainer(args)
+        trainer = plain_trainer(args.epochs)
         trainer.fit(model, datamodule=dm)
         resource += "+retrain"
     fit_s = time.perf_counter() - t
@@ -182,9 +176,7 @@ def plot(summary: pd.DataFrame, dense_acc: float) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(PNG) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, PNG)
 
 
 def markdown(df: pd.DataFrame, summary: pd.DataFrame, args) -> str:
@@ -223,7 +215,7 @@ def markdown(df: pd.DataFrame, summary: pd.DataFrame, args) -> str:
         elif (summary.resource == res).any():
             lines.append(f"- {method_name(res)}: no factor tried stayed within 1 pp of dense.")
     claim = ok[ok["target factor"] >= 80]
-    lines.append(f"- **Claim: >= 80x on the budgeted resource with <= 1 pp accuracy loss: "
+    lines.append("- **Claim: >= 80x on the budgeted resource with <= 1 pp accuracy loss: "
                  + (f"met by {', '.join(method_name(r) for r in sorted(set(claim.resource)))}" if len(claim) else "not met")
                  + f"** ({args.train_subset} images x {args.epochs} epochs, {df.seed.nunique()} seed(s); seeds differ by up to "
                  "~1 pp at a factor).")

@@ -90,7 +90,7 @@ class Report:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from lightning_mcuprune.io import atomic_path
+        from lightning_mcuprune.io import save_figure
         df = self.layers
         fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(df) + 2), 4))
         kib = df["working_set_bytes"] / 1024
@@ -103,10 +103,7 @@ class Report:
         ax.set_title(f"Memory profile: peak {format_size(self.peak_sram_bytes)} at {self.bottleneck}")
         ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        return Path(path)
+        return save_figure(fig, path)
 
 
 def report_from_model(rm: ResourceModel, counts=None) -> Report:

@@ -27,6 +27,7 @@ from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.hil.board import HILError
 from lightning_mcuprune.hil.deploy import (BoardRun, DeployError, build_deployment, firmware_bytes, run_on_board,
                                            upload)
+from lightning_mcuprune.io import save_figure
 from lightning_mcuprune.quantize.ptq import QuantizedGraph, quantize
 from lightning_mcuprune.resources import ResourceModel
 
@@ -121,11 +122,7 @@ class LabResult:
         ax[1].set_title(f"total {self.summary.get('latency_error_pct', float('nan')):+.1f}%, "
                         f"{int((ratio.sub(1).abs() <= 0.1).sum())}/{len(d)} layers within ±10%")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
 def _jsonable(v):
@@ -267,7 +264,7 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
     rows = []
     order_idx = dep.order
     for k, i in enumerate(order_idx):
-        op, gop = q.ops[i], graph.ops[i]
+        op = q.ops[i]
         meas = run.cycles[k] if k < len(run.cycles) else np.nan
         out = run.outputs[k] if k < len(run.outputs) else None
         exact = None if out is None else bool(np.array_equal(out, host[op.output][0].reshape(out.shape)))

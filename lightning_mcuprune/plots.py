@@ -8,17 +8,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lightning_mcuprune.io import atomic_path  # noqa: E402
+from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.pruning.budgets import format_value  # noqa: E402
 
 _UNITS = {"sram": ("KiB", 1024), "flash": ("KiB", 1024), "latency_ms": ("ms", 1), "macs": ("M MACs", 1e6)}
-
-
-def _save(fig, path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
 
 
 def plot_history(history, budgets: dict, directory) -> dict:
@@ -35,7 +28,7 @@ def plot_history(history, budgets: dict, directory) -> dict:
     ax.set_title("Keep proportion per channel group")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    out["pi"] = _save(fig, directory / "pi.png")
+    out["pi"] = save_figure(fig, directory / "pi.png")
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.6), squeeze=False)
     for ax, k in zip(axes[0], budgets):
         unit, div = _UNITS[k]
@@ -47,7 +40,7 @@ def plot_history(history, budgets: dict, directory) -> dict:
         ax.set_ylabel(unit)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out["resources"] = _save(fig, directory / "resources.png")
+    out["resources"] = save_figure(fig, directory / "resources.png")
     return out
 
 
@@ -67,4 +60,4 @@ def plot_memory_before_after(dense, pruned, path, budget: float | None = None) -
         ax.set_ylabel("working set (KiB, int8)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch_pruning as tp
 from nets import NETS, hook_count
 

@@ -2,7 +2,6 @@
 report (table, JSON, PNG), and the bad-input errors (too big, unsupported op, board lost mid-run)."""
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn

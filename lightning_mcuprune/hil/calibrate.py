@@ -32,7 +32,7 @@ import pandas as pd
 from lightning_mcuprune.boards import LATENCY_FEATURES, OP_TYPES, builtin_boards, load_board
 from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_op
 from lightning_mcuprune.hil.layer import LayerSpec
-from lightning_mcuprune.io import write_json_atomic
+from lightning_mcuprune.io import save_figure, write_json_atomic
 
 MEASURED_OPS = tuple(OP_FEATURES)
 #: op types the firmware has no kernel for: their coefficients stay estimates (marked as such)
@@ -360,11 +360,7 @@ def plot(held: pd.DataFrame, path: Path, title: str) -> Path:
             title="held-out errors")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def accuracy_table(profile: dict) -> pd.DataFrame:

@@ -19,7 +19,6 @@ from typing import Optional
 import numpy as np
 
 from lightning_mcuprune.hil import protocol as P
-from lightning_mcuprune.hil.layer import LayerSpec
 
 
 class DeployError(ValueError):
