@@ -180,31 +180,6 @@ static void add(const layer_t *L)
     }
 }
 
-/* TFLite reference int8 Mul: out = out_zp + MBQM((a - zp1) * (b - zp2), m, s); b per channel if broadcast */
-static void mul(const layer_t *L)
-{
-    const int32_t pixels = (int32_t)L->out_h * L->out_w, C = L->out_c;
-    const int32_t m = L->mult[0], s = L->shift[0];
-    const int bcast = (L->flags & FLAG_MUL_BROADCAST) != 0;
-    for (int32_t p = 0; p < pixels; p++) {
-        const int8_t *a = L->in + p * C, *b = bcast ? L->in2 : L->in2 + p * C;
-        int8_t *o = L->out + p * C;
-        for (int32_t c = 0; c < C; c++) {
-            int32_t r = mbqm((a[c] - L->in_zp) * (b[c] - L->in2_zp), m, s) + L->out_zp;
-            o[c] = clamp8(r, L->act_min, L->act_max);
-        }
-    }
-}
-
-/* out[i] = table[in[i] + 128]; safe in place (out == in) */
-static void lut(const layer_t *L)
-{
-    const int32_t n = (int32_t)L->out_h * L->out_w * L->out_c;
-    const int8_t *t = L->w;
-    for (int32_t i = 0; i < n; i++)
-        L->out[i] = t[(uint8_t)(L->in[i] + 128)];
-}
-
 void run_layer(const layer_t *L)
 {
     switch (L->op) {
@@ -216,8 +191,6 @@ void run_layer(const layer_t *L)
     case OP_AVG_POOL: pool(L, 0); break;
     case OP_GLOBAL_AVG_POOL: global_avg_pool(L); break;
     case OP_ADD: add(L); break;
-    case OP_MUL: mul(L); break;
-    case OP_LUT: lut(L); break;
-    default: break;
+    default: run_layer_ext(L); break;   /* op codes 9.. (kernels_ext.c) */
     }
 }

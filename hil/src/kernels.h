@@ -23,5 +23,6 @@ typedef struct {
 
 int32_t mbqm(int32_t x, int32_t m, int32_t shift);
 void run_layer(const layer_t *L);
+void run_layer_ext(const layer_t *L);  /* op codes after ADD */
 
 #endif
