@@ -29,6 +29,8 @@ from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS
 WEIGHTED = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
 #: flash bytes per output channel of a weighted op: int32 bias + int32 multiplier + int32 shift
 REQUANT_BYTES_PER_CHANNEL = 12
+#: flash bytes of an int8 lookup-table activation (256 entries) and of a multiply's requantisation (int32 x 2)
+LUT_BYTES, MUL_PARAM_BYTES = 256, 8
 
 
 @dataclass
@@ -117,12 +119,21 @@ class ResourceModel:
             mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
             krcoef=krcoef, rtcoef=rtcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
+            table_bytes=torch.tensor([float(self._table_bytes(op)) for op in ops], dtype=f64),
         )
         self._cache: dict = {}
         self._producer = [bidx[op.output] for op in ops]
         self.dense_counts = graph.dense_counts
-        self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes)
+        self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes
+                                 + sum(self._table_bytes(op) for op in ops))
         self.set_order(order)
+
+    @staticmethod
+    def _table_bytes(op) -> int:
+        """Constant flash of an op beyond weights and per-channel parameters: the 256-byte int8 lookup table of an
+        activation other than ReLU/ReLU6 (standalone or fused), the int32 multiplier and shift of a multiply."""
+        lut = op.activation is not None and (op.type == "activation" or op.activation not in CLAMP_ACTIVATIONS)
+        return (LUT_BYTES if lut else 0) + (MUL_PARAM_BYTES if op.type == "mul" and not op.bn_params else 0)
 
     _ELEMENTWISE_FEATURES = {"output_elements": ("output_elements", "input_elements"), "output_pixels": ("output_pixels",),
                              "output_rows": ("output_rows",), "const": ("const",)}
@@ -282,7 +293,7 @@ class ResourceModel:
         weights = m["wcoef"] * lin * lout
         op_macs = m["mcoef"] * lin * lout
         op_params = weights + m["pcoef"] * lout
-        op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes)
+        op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes) + m["table_bytes"]
         ws = self.working_set(n)
         feats = self._latency_features(n, m, lin, lout)
         cycles = (m["C"] * feats).sum(1)
