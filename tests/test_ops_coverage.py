@@ -264,3 +264,33 @@ def test_cli_benchmark_se_network_end_to_end(tmp_path):
     assert d["summary"]["bit_exact"] is True and d["summary"]["board_bit_exact_samples"] == 1
     assert d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"]
     assert {"mul", "global_avg_pool"} <= {r["type"] for r in d["layers"]}
+
+
+# ---- TFLite Micro's own int8 arithmetic ---------------------------------------------------------------
+def test_sigmoid_and_hardswish_tables_equal_tflite_micro():
+    """The lookup tables quantize() builds for LOGISTIC- and HARD_SWISH-able activations equal what TFLite Micro's
+    interpreter computes for every int8 input at the same scales and zero points (so a .tflite export of these
+    ops runs bit-exact with our firmware)."""
+    import tflite
+    from tflm_ops import tflm_table
+    codes = {"sigmoid": tflite.BuiltinOperator.LOGISTIC, "hardswish": tflite.BuiltinOperator.HARD_SWISH}
+    checked = 0
+    for net in (_trained(mobilenet_v3_tiny()), _trained(se_resnet(spelling="view", gate="F.sigmoid"))):
+        x = torch.randn(32, *SHAPE)
+        q = quantize(net, x[:1], x)
+        for op in q.ops:
+            if op.activation in codes:
+                qi, qo = op.pre_qparams, q.qparams[op.output]
+                want = tflm_table(codes[op.activation], qi.scale, qi.zero_point, qo.scale, qo.zero_point)
+                assert np.array_equal(op.post.weights, want), (op.name, op.activation)
+                checked += 1
+    assert checked == 8   # 6 hard-swish, 2 sigmoid
+    # and over random quantisations, both directions of the range
+    from lightning_mcuprune.quantize.reference import hardswish_table_tflite, lut_table
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s, z = float(np.float32(10 ** rng.uniform(-3, 0))), int(rng.integers(-128, 128))
+        so, zo = float(np.float32(s * 10 ** rng.uniform(-1, 0.5))), int(rng.integers(-128, 128))
+        assert np.array_equal(hardswish_table_tflite(s, z, so, zo), tflm_table(codes["hardswish"], s, z, so, zo))
+        assert np.array_equal(lut_table(lambda v: 1 / (1 + np.exp(-v)), s, z, 1 / 256, -128),
+                              tflm_table(codes["sigmoid"], s, z, 1 / 256, -128))

@@ -12,7 +12,10 @@ activation buffers of the resource model (`trace_graph`), so what the board runs
 * fused ReLU / ReLU6 as act_min / act_max;
 * every other activation (sigmoid, hard-sigmoid, hard-swish, tanh, SiLU, LeakyReLU, GELU, ..., and scalar
   arithmetic such as `x + 3`) is an elementwise function of one int8 value: a ``lut`` op whose 256-entry
-  int8 table holds the quantised function of each dequantised input (rounding half away from zero).
+  int8 table holds the quantised function of each dequantised input (rounding half away from zero);
+  hard-swish tables follow TFLite's int8 HARD_SWISH fixed-point arithmetic instead (`reference.
+  hardswish_table_tflite`), and sigmoid's float table equals TFLite Micro's int8 LOGISTIC (tested against
+  its interpreter). Scales are float32 values, as a .tflite stores them.
   Fused after a conv/linear/add/mul/pool, it runs in place on that op's output (``QOp.post``), so the
   activation buffers and arena are those of the resource model; the intermediate (pre-activation) tensor
   has its own quantisation (``QOp.pre_qparams``). Outputs of sigmoid and hard-sigmoid are quantised with
@@ -182,7 +185,7 @@ def _qparams_from(values: np.ndarray) -> QParams:
     hi = max(0.0, float(values.max()))
     if hi - lo < 1e-3:        # a (nearly) constant tensor, e.g. a dead channel after pruning: keep scales sane
         hi = lo + 1e-3
-    scale = (hi - lo) / 255.0
+    scale = float(np.float32((hi - lo) / 255.0))   # float32, as a .tflite stores it
     zp = int(np.clip(round(-128 - lo / scale), -128, 127))
     return QParams(scale, zp)
 
@@ -236,8 +239,15 @@ def _elementwise_fn(graph: ResourceGraph, node_name: str):
 
 
 def _lut_spec(graph, op, hwc, qin: QParams, qout: QParams) -> LayerSpec:
-    fn = _elementwise_fn(graph, op.nodes[-1])
-    table = ref.lut_table(fn, qin.scale, qin.zero_point, qout.scale, qout.zero_point)
+    table = None
+    if op.activation == "hardswish":   # TFLite's own int8 HARD_SWISH arithmetic, entry by entry
+        try:
+            table = ref.hardswish_table_tflite(qin.scale, qin.zero_point, qout.scale, qout.zero_point)
+        except ValueError:             # an output scale TFLite refuses: fall back to the float function
+            table = None
+    if table is None:
+        fn = _elementwise_fn(graph, op.nodes[-1])
+        table = ref.lut_table(fn, qin.scale, qin.zero_point, qout.scale, qout.zero_point)
     return LayerSpec("lut", hwc, input_zp=qin.zero_point, output_zp=qout.zero_point, weights=table,
                      function=op.activation)
 

@@ -326,3 +326,72 @@ def lut_table(fn, input_scale: float, input_zp: int, output_scale: float, output
     v = y / output_scale
     r = np.sign(v) * np.floor(np.abs(v) + 0.5) + output_zp
     return np.clip(np.nan_to_num(r, nan=output_zp), -128, 127).astype(np.int8)
+
+
+# ---- TFLite's int8 HARD_SWISH (tensorflow/lite/kernels/internal/reference/hard_swish.h), per scalar --------
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _srdhm16(a: int, b: int) -> int:
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    return _trunc_div(ab + ((1 << 14) if ab >= 0 else 1 - (1 << 14)), 1 << 15)
+
+
+def _sdhm16(a: int, b: int) -> int:
+    if a == b == -32768:
+        return 32767
+    return _trunc_div(a * b, 1 << 15)
+
+
+def _rdbpot(x: int, e: int) -> int:
+    mask = (1 << e) - 1
+    return (x >> e) + ((x & mask) > (mask >> 1) + (x < 0))
+
+
+def _sat_left16(v: int, amount: int) -> int:
+    return max(-32768, min(32767, v * (1 << amount)))
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier: (int16 multiplier, exponent)."""
+    q, e = math.frexp(real)
+    m = int(math.floor(q * (1 << 31) + 0.5)) if real else 0
+    if m == 1 << 31:
+        m, e = m // 2, e + 1
+    if e < -31:
+        m, e = 0, 0
+    if m >= _I32_MAX - (1 << 15):
+        return 32767, e
+    return (m + (1 << 15)) >> 16, e
+
+
+def hardswish_table_tflite(input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 table of TFLite's int8 HARD_SWISH arithmetic (what TFLite Micro's reference kernel
+    outputs for every int8 input; scales are taken as float32, as a .tflite stores them)."""
+    f32 = np.float32
+    hires = f32(1.0 / 128.0) * f32(input_scale)
+    out_m, out_e = _int16_multiplier(float(hires / f32(output_scale)))
+    rel_m, rel_e = _int16_multiplier(float(hires / f32(3.0 / 32768.0)))
+    if out_e > 0:
+        raise ValueError(f"HARD_SWISH needs output_scale >= input_scale / 128 (TFLite), got {output_scale} < {input_scale}/128")
+    table = np.empty(256, dtype=np.int8)
+    for i, q in enumerate(range(-128, 128)):
+        x = q - int(input_zp)
+        hi = x * 128
+        pre_out = _srdhm16(hi, out_m)
+        r = hi
+        if rel_e > 0:
+            r = _sat_left16(r, rel_e - 1)
+        r = _srdhm16(r, rel_m)
+        if rel_e > 0:
+            r = _sat_left16(r, 1)
+        if rel_e < 0:
+            r = _rdbpot(r, -rel_e)
+        r = (r + (1 << 15)) >> 1
+        out = _rdbpot(_sdhm16(r, pre_out), -out_e) + int(output_zp)
+        table[i] = max(-128, min(127, out))
+    return table
