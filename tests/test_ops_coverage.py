@@ -294,3 +294,28 @@ def test_sigmoid_and_hardswish_tables_equal_tflite_micro():
         assert np.array_equal(hardswish_table_tflite(s, z, so, zo), tflm_table(codes["hardswish"], s, z, so, zo))
         assert np.array_equal(lut_table(lambda v: 1 / (1 + np.exp(-v)), s, z, 1 / 256, -128),
                               tflm_table(codes["sigmoid"], s, z, 1 / 256, -128))
+
+
+@pytest.mark.parametrize("broadcast", [True, False], ids=["channel-wise", "elementwise"])
+def test_mul_equals_tflite_micro(broadcast):
+    """Our int8 MUL (host reference = firmware) equals TFLite Micro's MUL, channel-wise [1,1,1,C] broadcast
+    (squeeze-excitation) and same-shape, over random quantisations and inputs with extremes."""
+    import tflite
+    from tflm_ops import op_model, run_tflm
+
+    from lightning_mcuprune.quantize.reference import mul, quantize_multiplier
+    rng = np.random.default_rng(1 + broadcast)
+    for _ in range(25):
+        h, w, c = (int(v) for v in rng.integers(1, 7, 3))
+        s1, s2 = (float(np.float32(10 ** rng.uniform(-3, 0))) for _ in range(2))
+        so = float(np.float32(s1 * s2 * 127 * 10 ** rng.uniform(-0.5, 1.5)))
+        z1, z2, zo = (int(v) for v in rng.integers(-128, 128, 3))
+        shape2 = (1, 1, 1, c) if broadcast else (1, h, w, c)
+        x1 = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8)
+        x2 = rng.integers(-128, 128, shape2).astype(np.int8)
+        x1.flat[:2], x2.flat[:1] = (-128, 127), -128
+        model = op_model(tflite.BuiltinOperator.MUL, [((1, h, w, c), s1, z1), (shape2, s2, z2)], ((1, h, w, c), so, zo))
+        want = run_tflm(model, x1, x2).reshape(h, w, c)
+        m, sh = quantize_multiplier(s1 * s2 / so)   # as quantize() and TFLM: in double, of float32 scales
+        got = mul(x1[0], x2[0], z1, z2, zo, m, sh)
+        assert np.array_equal(got.reshape(h, w, c), want), (s1, s2, so, z1, z2, zo)

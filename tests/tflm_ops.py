@@ -1,6 +1,6 @@
-"""Run one int8 TFLite builtin (LOGISTIC, HARD_SWISH, ...) on every int8 input value with TensorFlow Lite Micro's
-own interpreter (`tflite-micro`), for comparing our int8 arithmetic with TFLM's bit for bit. The model is
-written here with the `tflite` schema bindings: one op, input and output int8 [1, 256]."""
+"""Run one int8 TFLite builtin (LOGISTIC, HARD_SWISH, MUL, ...) with TensorFlow Lite Micro's own interpreter
+(`tflite-micro`), for comparing our int8 arithmetic with TFLM's bit for bit. The one-op model is written here
+with the `tflite` schema bindings."""
 import flatbuffers
 import numpy as np
 import tflite
@@ -26,35 +26,39 @@ def _quant(b, scale, zp):
     return tflite.QuantizationParametersEnd(b)
 
 
-def unary_model(op: int, in_scale, in_zp, out_scale, out_zp, n: int = 256) -> bytes:
-    """A .tflite with one builtin `op` (tflite.BuiltinOperator.*) from int8 [1, n] to int8 [1, n]."""
+def op_model(op: int, inputs: list, output: tuple) -> bytes:
+    """A .tflite with one builtin `op` (tflite.BuiltinOperator.*): `inputs` [(shape, scale, zp)], `output`
+    (shape, scale, zp), all int8 tensors without data (buffer 0)."""
     b = flatbuffers.Builder(1024)
     tensors = []
-    for name, (s, z) in (("x", (in_scale, in_zp)), ("y", (out_scale, out_zp))):
-        nm = b.CreateString(name)
-        shape = _ivec(b, tflite.TensorStartShapeVector, [1, n])
+    for k, (shape, s, z) in enumerate(list(inputs) + [output]):
+        nm = b.CreateString(f"t{k}")
+        sh = _ivec(b, tflite.TensorStartShapeVector, list(shape))
         q = _quant(b, s, z)
         tflite.TensorStart(b)
-        tflite.TensorAddShape(b, shape)
+        tflite.TensorAddShape(b, sh)
         tflite.TensorAddType(b, tflite.TensorType.INT8)
         tflite.TensorAddBuffer(b, 0)
         tflite.TensorAddName(b, nm)
         tflite.TensorAddQuantization(b, q)
         tensors.append(tflite.TensorEnd(b))
-    ins, outs = _ivec(b, tflite.OperatorStartInputsVector, [0]), _ivec(b, tflite.OperatorStartOutputsVector, [1])
+    n_in = len(inputs)
+    ins = _ivec(b, tflite.OperatorStartInputsVector, list(range(n_in)))
+    outs = _ivec(b, tflite.OperatorStartOutputsVector, [n_in])
     tflite.OperatorStart(b)
     tflite.OperatorAddOpcodeIndex(b, 0)
     tflite.OperatorAddInputs(b, ins)
     tflite.OperatorAddOutputs(b, outs)
     oper = tflite.OperatorEnd(b)
-    tflite.SubGraphStartTensorsVector(b, 2)
+    tflite.SubGraphStartTensorsVector(b, len(tensors))
     for t in reversed(tensors):
         b.PrependUOffsetTRelative(t)
     tv = b.EndVector()
     tflite.SubGraphStartOperatorsVector(b, 1)
     b.PrependUOffsetTRelative(oper)
     ov = b.EndVector()
-    sg_in, sg_out = _ivec(b, tflite.SubGraphStartInputsVector, [0]), _ivec(b, tflite.SubGraphStartOutputsVector, [1])
+    sg_in = _ivec(b, tflite.SubGraphStartInputsVector, list(range(n_in)))
+    sg_out = _ivec(b, tflite.SubGraphStartOutputsVector, [n_in])
     tflite.SubGraphStart(b)
     tflite.SubGraphAddTensors(b, tv)
     tflite.SubGraphAddInputs(b, sg_in)
@@ -84,10 +88,17 @@ def unary_model(op: int, in_scale, in_zp, out_scale, out_zp, n: int = 256) -> by
     return bytes(b.Output())
 
 
-def tflm_table(op: int, in_scale, in_zp, out_scale, out_zp) -> np.ndarray:
-    """TFLM's int8 output for every int8 input -128..127 (entry i for input i - 128)."""
+def run_tflm(model: bytes, *xs) -> np.ndarray:
+    """Run a model on TFLite Micro's interpreter with int8 inputs `xs`; its int8 output."""
     from tflite_micro.python.tflite_micro import runtime
-    it = runtime.Interpreter.from_bytes(unary_model(op, in_scale, in_zp, out_scale, out_zp), arena_size=16384)
-    it.set_input(np.arange(-128, 128, dtype=np.int8).reshape(1, 256), 0)
+    it = runtime.Interpreter.from_bytes(model, arena_size=65536)
+    for i, x in enumerate(xs):
+        it.set_input(np.asarray(x, dtype=np.int8), i)
     it.invoke()
-    return np.asarray(it.get_output(0), dtype=np.int8).reshape(256)
+    return np.asarray(it.get_output(0), dtype=np.int8)
+
+
+def tflm_table(op: int, in_scale, in_zp, out_scale, out_zp) -> np.ndarray:
+    """TFLM's int8 output of a unary op for every int8 input -128..127 (entry i for input i - 128)."""
+    model = op_model(op, [((1, 256), in_scale, in_zp)], ((1, 256), out_scale, out_zp))
+    return run_tflm(model, np.arange(-128, 128, dtype=np.int8).reshape(1, 256)).reshape(256)
