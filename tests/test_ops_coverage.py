@@ -319,3 +319,33 @@ def test_mul_equals_tflite_micro(broadcast):
         m, sh = quantize_multiplier(s1 * s2 / so)   # as quantize() and TFLM: in double, of float32 scales
         got = mul(x1[0], x2[0], z1, z2, zo, m, sh)
         assert np.array_equal(got.reshape(h, w, c), want), (s1, s2, so, z1, z2, zo)
+
+
+# ---- what no int8 kernel runs: said before training ------------------------------------------------------
+def test_callback_says_before_training_what_the_firmware_cannot_run():
+    """A network ending in Softmax trains and prunes, but the callback warns at the first batch, before any step,
+    naming the module and the alternative (quantize/benchmark would refuse it after training)."""
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 12 * 12, 10), nn.Softmax(1))
+    dense = analyze(net, torch.zeros(1, *SHAPE))
+    cb = MCUPruneCallback("mps2-an386", {"sram": int(dense.peak_sram_bytes * 0.7)}, verbose=False, export=False)
+    model = Classifier(net)
+    seen = {}
+    original = cb._warn_deployment_gaps
+
+    def spy():
+        seen["step"] = model.trainer.global_step
+        original()
+    cb._warn_deployment_gaps = spy
+    with pytest.warns(UserWarning, match=r"firmware cannot run 1 op\(s\).*op 'net.5' \(Linear\) ends in a softmax.*Drop it"):
+        trainer([cb], max_steps=4).fit(model, random_loader(SHAPE, n=32, batch=8))
+    assert seen["step"] == 0
+    with pytest.raises(UnsupportedOnBoardError, match="softmax"):
+        quantize(model.net.eval(), torch.zeros(1, *SHAPE), torch.randn(8, *SHAPE))
+
+
+def test_callback_does_not_warn_for_se_networks():
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        _pruned(mobilenet_v3_tiny, steps=4)
+    assert not [x for x in w if "firmware cannot run" in str(x.message)]

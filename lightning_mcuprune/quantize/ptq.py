@@ -208,6 +208,35 @@ def _refuse_non_elementwise(op):
         f"Drop it from the network (the argmax is unchanged; train on logits with cross-entropy)")
 
 
+def firmware_gaps(graph: ResourceGraph) -> list[str]:
+    """What in the traced network the int8 firmware cannot run: one message per op, naming it (module path or
+    node) and the supported alternative. Empty when `quantize` and `mcuprune benchmark` can take it."""
+    gaps = []
+    mods = dict(graph.gm.named_modules()) if graph.gm is not None else {}
+    for op in graph.ops:
+        where = f"op {op.label!r} ({op.target})"
+        if op.type == "concat":
+            gaps.append(f"{where}: the firmware has no concat kernel; join branches with add (same channels) "
+                        "instead of torch.cat, or deploy on another runtime")
+        elif op.type not in FIRMWARE_OPS:
+            gaps.append(f"{where}, resource-model type {op.type!r}, is not in the firmware, which runs "
+                        f"{', '.join(FIRMWARE_OPS)}")
+        elif op.activation in NON_ELEMENTWISE_ACTIVATIONS:
+            gaps.append(f"{where} ends in a {op.activation}, which is not elementwise: no int8 kernel runs it. "
+                        "Drop it from the network (the argmax is unchanged; train on logits with cross-entropy)")
+        elif op.type == "mul" and len(op.inputs) != 2:
+            gaps.append(f"BatchNorm {op.label!r} follows no conv or linear, so it cannot be folded and the firmware has "
+                        "no per-channel affine kernel; put it right after a conv/linear (or remove it)")
+        elif op.type == "conv2d" and op.groups != 1:
+            gaps.append(f"grouped convolution {op.label!r} (groups={op.groups}) is not in the firmware; use depthwise "
+                        "(groups = channels) or dense convolutions")
+        elif op.type in ("conv2d", "depthwise_conv2d") and op.module in mods and \
+                any(d != 1 for d in getattr(mods[op.module], "dilation", (1,))):
+            gaps.append(f"dilated convolution {op.label!r} is not in the firmware; use dilation=1 (a larger kernel or "
+                        "a pool before the conv)")
+    return gaps
+
+
 def _lut_qparams(name: str, values: np.ndarray) -> QParams:
     """Output quantisation of a lookup-table activation: fixed for bounded ones, else from calibration."""
     if name in FIXED_OUTPUT_QPARAMS:
@@ -318,19 +347,9 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
         if graph is None:
             graph = trace_graph(model, example_input)
         calib = _calib_tensor(calib_data)
-        for op in graph.ops:  # check support before any work
-            if op.type not in FIRMWARE_OPS:
-                raise UnsupportedOnBoardError(
-                    f"op {op.label!r} ({op.target}, resource-model type {op.type!r}) is not in the firmware, which runs "
-                    f"{', '.join(FIRMWARE_OPS)} (with fused ReLU/ReLU6)")
-            if op.activation in NON_ELEMENTWISE_ACTIVATIONS:
-                _act_range(op, QParams(1.0, 0))
-            if op.type == "mul" and len(op.inputs) != 2:
-                raise UnsupportedOnBoardError(
-                    f"BatchNorm {op.label!r} follows no conv or linear, so it cannot be folded and the firmware has no "
-                    "per-channel affine kernel; put it right after a conv/linear (or remove it)")
-            if op.type in ("conv2d", "depthwise_conv2d") and op.groups not in (1,) and op.type == "conv2d":
-                raise UnsupportedOnBoardError(f"grouped convolution {op.label!r} (groups={op.groups}) is not in the firmware")
+        gaps = firmware_gaps(graph)   # check support before any work
+        if gaps:
+            raise UnsupportedOnBoardError(gaps[0])
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise QuantizationError("the board runs networks with one input and one output")
         values = _capture(graph, calib)
@@ -462,4 +481,4 @@ def _calib_tensor(calib_data) -> torch.Tensor:
 
 
 __all__ = ["quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError",
-           "FIRMWARE_OPS", "to_nhwc", "hwc_shape"]
+           "FIRMWARE_OPS", "firmware_gaps", "to_nhwc", "hwc_shape"]
