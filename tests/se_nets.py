@@ -10,7 +10,7 @@ class SE(nn.Module):
 
     `spelling` picks how the gate is broadcast back onto [N, C, H, W] (what user code does):
     "conv" (mean keepdim + 1x1 convs), "none_index" (s[:, :, None, None]), "unsqueeze", "view" (view(b, c, 1, 1)),
-    "reshape" (reshape(-1, c, 1, 1)). `gate`: "sigmoid" (nn.Sigmoid), "torch.sigmoid", "F.sigmoid",
+    "reshape" (reshape(-1, c, 1, 1)), "expand_as" (view(b, c, 1, 1).expand_as(x)). `gate`: "sigmoid" (nn.Sigmoid), "torch.sigmoid", "F.sigmoid",
     "hardsigmoid" (nn.Hardsigmoid), "F.hardsigmoid".
     """
 
@@ -43,6 +43,8 @@ class SE(nn.Module):
             s = s.unsqueeze(-1).unsqueeze(-1)
         elif self.spelling == "view":
             s = s.view(b, c, 1, 1)
+        elif self.spelling == "expand_as":
+            s = s.view(b, c, 1, 1).expand_as(x)
         else:
             s = s.reshape(-1, c, 1, 1)
         return x * s

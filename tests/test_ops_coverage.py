@@ -21,7 +21,7 @@ from lightning_mcuprune.lab import benchmark
 from lightning_mcuprune.quantize import UnsupportedOnBoardError, quantize
 
 SHAPE = (1, 16, 16)
-SPELLINGS = ["conv", "none_index", "unsqueeze", "view", "reshape"]
+SPELLINGS = ["conv", "none_index", "unsqueeze", "view", "reshape", "expand_as"]
 GATES = ["sigmoid", "torch.sigmoid", "F.sigmoid", "hardsigmoid", "F.hardsigmoid"]
 
 
@@ -196,14 +196,14 @@ class _Acts(nn.Module):
             x = act(conv(x))
         x = x * torch.sigmoid(x)
         x = x * (F.relu6(x + 3) / 6)
-        return self.fc(x.mean((2, 3)))
+        return self.fc(F.hardswish(x.mean((2, 3))))      # a table fused after global average pooling
 
 
 def test_quantize_lut_activations_track_float():
     net = _Acts().eval()
     x = torch.randn(64, *SHAPE)
     q = quantize(net, x[:1], x)
-    assert {op.activation for op in q.ops} >= {"silu", "leaky_relu", "tanh", "gelu", "sigmoid"}
+    assert {op.activation for op in q.ops} >= {"silu", "leaky_relu", "tanh", "gelu", "sigmoid", "hardswish"}
     assert [op.spec.op for op in q.ops].count("lut") >= 3      # the unfused sigmoid, + 3, relu6, / 6
     with torch.no_grad():
         f = net(x).numpy()
