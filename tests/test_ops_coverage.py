@@ -121,15 +121,17 @@ def test_analyze_refuses_other_indexing_with_module_path_and_alternative(index, 
 
 
 # ---- prune (MCUPruneCallback in Trainer.fit) ------------------------------------------------------------
-@pytest.mark.parametrize("name", ["se_resnet", "mobilenet_v3"])
+@pytest.mark.parametrize("name", ["se_resnet", "se_resnet-unsqueeze", "se_resnet-expand_as", "mobilenet_v3"])
 def test_callback_prunes_se_networks_to_budget(name):
-    factory = {"se_resnet": lambda: se_resnet(spelling="none_index"), "mobilenet_v3": mobilenet_v3_tiny}[name]
+    factory = {"se_resnet": lambda: se_resnet(spelling="none_index"), "mobilenet_v3": mobilenet_v3_tiny,
+               "se_resnet-unsqueeze": lambda: se_resnet(spelling="unsqueeze", gate="F.hardsigmoid"),
+               "se_resnet-expand_as": lambda: se_resnet(spelling="expand_as", gate="torch.sigmoid")}[name]
     cb, net, dense = _pruned(factory)
     after = analyze(net, torch.zeros(1, *SHAPE))
     assert after.peak_sram_bytes <= cb.budgets["sram"] < dense.peak_sram_bytes
     # the SE's inner channels and the gated channels are pruned as two groups; the network still runs
     labels = {op.label: op for op in after.graph.ops}
-    blk = "3" if name == "se_resnet" else "4"
+    blk = "4" if name == "mobilenet_v3" else "3"
     fc1, fc2 = labels[f"{blk}.se.fc1"], labels[f"{blk}.se.fc2"]
     gated = net.get_submodule(f"{blk}.se.fc2").out_features if hasattr(net.get_submodule(f"{blk}.se.fc2"), "out_features") \
         else net.get_submodule(f"{blk}.se.fc2").out_channels
@@ -294,6 +296,7 @@ def test_sigmoid_and_hardswish_tables_equal_tflite_micro():
         assert np.array_equal(hardswish_table_tflite(s, z, so, zo), tflm_table(codes["hardswish"], s, z, so, zo))
         assert np.array_equal(lut_table(lambda v: 1 / (1 + np.exp(-v)), s, z, 1 / 256, -128),
                               tflm_table(codes["sigmoid"], s, z, 1 / 256, -128))
+        assert np.array_equal(lut_table(np.tanh, s, z, 1 / 128, 0), tflm_table(tflite.BuiltinOperator.TANH, s, z, 1 / 128, 0))
 
 
 @pytest.mark.parametrize("broadcast", [True, False], ids=["channel-wise", "elementwise"])

@@ -229,8 +229,8 @@ _SCALAR_ARITH = {operator.add, operator.iadd, torch.add, operator.mul, operator.
                  operator.sub, operator.truediv, torch.sub, torch.div, operator.neg}
 _CAT = {torch.cat, torch.concat}
 _SUPPORTED_HINT = ("supported: Conv1d/Conv2d (dense, depthwise, grouped), Linear, BatchNorm1d/2d, ReLU/ReLU6/Hardswish/"
-                   "Sigmoid/Hardsigmoid, MaxPool/AvgPool/AdaptiveAvgPool, Dropout, flatten/view/reshape, add, cat, "
-                   "channel-wise mul, mean over spatial dims")
+                   "Sigmoid/Hardsigmoid/SiLU/LeakyReLU/Tanh/GELU, MaxPool/AvgPool/AdaptiveAvgPool, Dropout, "
+                   "flatten/view/reshape/unsqueeze/s[:, :, None, None], add, cat, channel-wise mul, mean over spatial dims")
 
 
 class _UnionFind:
