@@ -152,6 +152,7 @@ class MCUPruneCallback(pl.Callback):
     def _start(self, trainer, pl_module, batch) -> None:
         self._build(pl_module, self._example(pl_module, batch))
         self._schedule(trainer)
+        self._warn_deployment_gaps()
         if all(self.dense_values[k] <= b for k, b in self.budgets.items()):
             warnings.warn(f"mcuprune: the dense network already fits every budget on {self.board.name} "
                           f"({self._budget_text(self.dense_values)}); it is left unpruned", stacklevel=2)
@@ -167,6 +168,15 @@ class MCUPruneCallback(pl.Callback):
         self._ever_kept = [k.clone() for k in self.state.keep]
         self.phase = "warmup"
         self._record(trainer.global_step, self.rm.dense_counts, {k: self.dense_values[k] for k in self.budgets})
+
+    def _warn_deployment_gaps(self) -> None:
+        """Before the first step: say which ops the int8 firmware (`mcuprune benchmark`, `quantize`) cannot run."""
+        from lightning_mcuprune.quantize import firmware_gaps
+        gaps = firmware_gaps(self.plan.graph)
+        if gaps:
+            warnings.warn(f"mcuprune: the int8 firmware cannot run {len(gaps)} op(s) of this network, so `mcuprune "
+                          "benchmark` and `quantize` will refuse it after training (pruning goes on; other runtimes may "
+                          "run them): " + "; ".join(gaps), stacklevel=2)
 
     def _install(self) -> None:
         self.hooks.set_masks(self.state.keep, device=self.example.device)

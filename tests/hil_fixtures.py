@@ -107,6 +107,14 @@ def random_layer(op: str, rng: np.random.Generator, upload: bool = False) -> tup
     elif op == "add":
         kw = dict(input_shape=(int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 9))),
                   input2_zp=int(rng.integers(-128, 128)))
+    elif op == "mul":
+        kw = dict(input_shape=(int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 17))),
+                  input2_zp=int(rng.integers(-128, 128)), broadcast=bool(rng.random() < 0.5))
+    elif op == "lut":
+        kw = dict(input_shape=(int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 17))),
+                  function="random")
+        if rng.random() < 0.3:   # in place, as the int8 executor runs a fused activation
+            common["output_offset"] = common["input_offset"]
     spec = LayerSpec(op, **kw, **common)
     oc = spec.output_shape[2]
     if op in ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense"):
@@ -118,6 +126,10 @@ def random_layer(op: str, rng: np.random.Generator, upload: bool = False) -> tup
         m = rng.integers(1 << 30, 1 << 31, 3)
         spec.add_params = (20, int(m[0]), int(rng.integers(-3, 0)), int(m[1]), int(rng.integers(-3, 0)),
                            int(m[2]), int(rng.integers(-20, -17)))
+    elif op == "mul":   # products of up to 256 x 255 onto int8, and extremes
+        spec.mult, spec.shift = quantize_multiplier(40.0 / (74 * 74) * 2.0 ** rng.uniform(-3, 3))
+        if rng.random() < 0.1:
+            spec.shift = int(rng.choice([-31, 1]))
     data: dict = {}
     if upload:
         def tensor(shape):
@@ -126,8 +138,8 @@ def random_layer(op: str, rng: np.random.Generator, upload: bool = False) -> tup
             v[extreme] = rng.choice([-128, 127], int(extreme.sum()))
             return v.astype(np.int8)
         data["x"] = tensor(spec.input_shape)
-        if op == "add":
-            data["x2"] = tensor(spec.input_shape)
+        if op in ("add", "mul"):
+            data["x2"] = tensor(spec.input2_shape)
         if spec.weights_shape:
             spec.weights = tensor(spec.weights_shape)
     return spec, data

@@ -38,7 +38,7 @@ def _bad_config(rng, arena):
         struct.pack_into("<I", cfg, 36, 0)
         struct.pack_into("<3H", cfg, 2, 4000, 4000, 64)      # 1 GB input
     elif kind == 2:
-        cfg[0] = int(rng.choice([0, 9, 200]))                # unknown op
+        cfg[0] = int(rng.choice([0, 11, 200]))               # unknown op (9 mul and 10 lut exist)
     return P.encode_frame(P.T_CONFIG, 0, bytes(cfg.ljust(P.CONFIG_BYTES, b"\0")))
 
 

@@ -191,6 +191,6 @@ void run_layer(const layer_t *L)
     case OP_AVG_POOL: pool(L, 0); break;
     case OP_GLOBAL_AVG_POOL: global_avg_pool(L); break;
     case OP_ADD: add(L); break;
-    default: break;
+    default: run_layer_ext(L); break;   /* op codes 9.. (kernels_ext.c) */
     }
 }

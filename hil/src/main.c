@@ -253,6 +253,7 @@ static int cmd_config(uint8_t seq, const uint8_t *p, uint32_t len)
     layer_t L;
     if (len != CONFIG_BYTES) { send_error(E_BAD_LENGTH, T_CONFIG, seq, CONFIG_BYTES, "config length"); return -1; }
     L.op = p[0];
+    L.flags = p[1];
     L.in_h = (uint16_t)rd16(p + 2); L.in_w = (uint16_t)rd16(p + 4); L.in_c = (uint16_t)rd16(p + 6);
     L.out_h = (uint16_t)rd16(p + 8); L.out_w = (uint16_t)rd16(p + 10); L.out_c = (uint16_t)rd16(p + 12);
     L.k_h = (uint16_t)rd16(p + 14); L.k_w = (uint16_t)rd16(p + 16);
@@ -264,7 +265,8 @@ static int cmd_config(uint8_t seq, const uint8_t *p, uint32_t len)
     uint32_t w_off = rd32(p + 48), prm_off = rd32(p + 52);
     L.depth_mult = (uint16_t)rd16(p + 56);
 
-    if (L.op < OP_CONV2D || L.op > OP_ADD) return config_error(seq, E_BAD_CONFIG, "unknown op");
+    if (L.op < OP_CONV2D || L.op > OP_LAST) return config_error(seq, E_BAD_CONFIG, "unknown op");
+    if (L.flags & ~(L.op == OP_MUL ? FLAG_MUL_BROADCAST : 0u)) return config_error(seq, E_BAD_CONFIG, "unknown flags");
     if (!L.in_h || !L.in_w || !L.in_c || !L.out_h || !L.out_w || !L.out_c)
         return config_error(seq, E_BAD_CONFIG, "zero dimension");
     if (L.in_zp < -128 || L.in_zp > 127 || L.in2_zp < -128 || L.in2_zp > 127 || L.out_zp < -128 || L.out_zp > 127)
@@ -291,16 +293,17 @@ static int cmd_config(uint8_t seq, const uint8_t *p, uint32_t len)
         oc_expected = (uint32_t)L.in_c * L.depth_mult;
     }
     if ((L.op == OP_DEPTHWISE_CONV2D || L.op == OP_MAX_POOL || L.op == OP_AVG_POOL || L.op == OP_GLOBAL_AVG_POOL ||
-         L.op == OP_ADD) && L.out_c != oc_expected)
+         L.op == OP_ADD || L.op == OP_MUL || L.op == OP_LUT) && L.out_c != oc_expected)
         return config_error(seq, E_BAD_CONFIG, "output channels");
     if ((L.op == OP_DENSE || L.op == OP_GLOBAL_AVG_POOL) && (L.out_h != 1 || L.out_w != 1))
         return config_error(seq, E_BAD_CONFIG, "output must be 1x1");
-    if (L.op == OP_ADD && (L.out_h != L.in_h || L.out_w != L.in_w))
-        return config_error(seq, E_BAD_CONFIG, "add shapes differ");
+    if ((L.op == OP_ADD || L.op == OP_MUL || L.op == OP_LUT) && (L.out_h != L.in_h || L.out_w != L.in_w))
+        return config_error(seq, E_BAD_CONFIG, "elementwise shapes differ");
 
     uint64_t in_n = (uint64_t)L.in_h * L.in_w * L.in_c, out_n = (uint64_t)L.out_h * L.out_w * L.out_c;
+    uint64_t in2_n = L.op == OP_ADD ? in_n : L.op == OP_MUL ? ((L.flags & FLAG_MUL_BROADCAST) ? L.in_c : in_n) : 0;
     if (!fits(in_off, in_n, ARENA_BYTES) || !fits(out_off, out_n, ARENA_BYTES) ||
-        (L.op == OP_ADD && !fits(in2_off, in_n, ARENA_BYTES)))
+        (in2_n && !fits(in2_off, in2_n, ARENA_BYTES)))
         return config_error(seq, E_ARENA, "tensors exceed the arena");
 
     uint64_t w_n = 0, prm_n = 0;
@@ -311,6 +314,8 @@ static int cmd_config(uint8_t seq, const uint8_t *p, uint32_t len)
     case OP_DENSE: w_n = (uint64_t)L.out_c * in_n; prm_n = 12u * L.out_c; break;
     case OP_GLOBAL_AVG_POOL: prm_n = 8u * L.out_c; break;
     case OP_ADD: prm_n = 28u; break;
+    case OP_MUL: prm_n = 8u; break;
+    case OP_LUT: w_n = 256u; break;
     default: break;
     }
     if ((prm_n && (prm_off & 3u)) || !fits(w_off, w_n, WSTORE_BYTES) || !fits(prm_off, prm_n, WSTORE_BYTES))
@@ -322,14 +327,14 @@ static int cmd_config(uint8_t seq, const uint8_t *p, uint32_t len)
     L.w = (const int8_t *)(__wstore_start + w_off);
     const int32_t *prm = (const int32_t *)(void *)(__wstore_start + prm_off);
     L.bias = prm;
-    L.mult = L.op == OP_GLOBAL_AVG_POOL ? prm : prm + L.out_c;
-    L.shift = L.mult + L.out_c;
+    L.mult = (L.op == OP_GLOBAL_AVG_POOL || L.op == OP_MUL) ? prm : prm + L.out_c;
+    L.shift = L.op == OP_MUL ? prm + 1 : L.mult + L.out_c;
     L.add_params = prm;
     layer = L;
     layer_ok = 1;
     uint32_t end = (uint32_t)(in_off + in_n);
     if (out_off + out_n > end) end = (uint32_t)(out_off + out_n);
-    if (L.op == OP_ADD && in2_off + in_n > end) end = (uint32_t)(in2_off + in_n);
+    if (in2_n && in2_off + in2_n > end) end = (uint32_t)(in2_off + in2_n);
     wr32(tx, end);
     send_frame(T_CONFIG | 0x80u, seq, tx, 4);
     return 0;
@@ -350,7 +355,9 @@ static void cmd_run(uint8_t seq, const uint8_t *p, uint32_t len)
             send_error(E_BAD_PARAMS, T_RUN, seq, 0, "add shifts out of range");
             return;
         }
-    } else if (L->op != OP_MAX_POOL && L->op != OP_AVG_POOL) {
+    } else if (L->op == OP_MUL) {
+        if (!shift_ok(L->shift[0])) { send_error(E_BAD_PARAMS, T_RUN, seq, 0, "shift outside -31..30"); return; }
+    } else if (L->op != OP_MAX_POOL && L->op != OP_AVG_POOL && L->op != OP_LUT) {
         for (uint32_t i = 0; i < L->out_c; i++)
             if (!shift_ok(L->shift[i])) { send_error(E_BAD_PARAMS, T_RUN, seq, i, "shift outside -31..30"); return; }
     }
@@ -367,8 +374,9 @@ static void cmd_run(uint8_t seq, const uint8_t *p, uint32_t len)
     uint32_t end = (uint32_t)((const uint8_t *)L->out - __arena_start) + (uint32_t)L->out_h * L->out_w * L->out_c;
     uint32_t in_end = (uint32_t)((const uint8_t *)L->in - __arena_start) + (uint32_t)L->in_h * L->in_w * L->in_c;
     if (in_end > end) end = in_end;
-    if (L->op == OP_ADD) {
-        uint32_t e2 = (uint32_t)((const uint8_t *)L->in2 - __arena_start) + (uint32_t)L->in_h * L->in_w * L->in_c;
+    if (L->op == OP_ADD || L->op == OP_MUL) {
+        uint32_t n2 = (L->op == OP_MUL && (L->flags & FLAG_MUL_BROADCAST)) ? L->in_c : (uint32_t)L->in_h * L->in_w * L->in_c;
+        uint32_t e2 = (uint32_t)((const uint8_t *)L->in2 - __arena_start) + n2;
         if (e2 > end) end = e2;
     }
     if (end > arena_hwm) arena_hwm = end;

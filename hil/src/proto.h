@@ -60,6 +60,10 @@
 #define OP_AVG_POOL 6u
 #define OP_GLOBAL_AVG_POOL 7u
 #define OP_ADD 8u
+#define OP_MUL 9u   /* elementwise or channel-wise (flags bit 0: in2 is 1x1xC) int8 multiply, TFLite Mul */
+#define OP_LUT 10u  /* elementwise 256-entry int8 lookup table (sigmoid, hard-swish, ... ): out = w[in + 128] */
+#define OP_LAST OP_LUT
+#define FLAG_MUL_BROADCAST 1u
 
 #define CONFIG_BYTES 64u
 

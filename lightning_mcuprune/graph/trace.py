@@ -195,19 +195,28 @@ class ResourceGraph:
 _ACTIVATION_MODULES = {
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Sigmoid: "sigmoid",
     nn.Hardsigmoid: "hardsigmoid", nn.Tanh: "tanh", nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax",
-    nn.SiLU: "silu", nn.LeakyReLU: "leaky_relu",
+    nn.SiLU: "silu", nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu", nn.ELU: "elu", nn.Hardtanh: "hardtanh",
+    nn.Mish: "mish",
 }
 _ACTIVATION_FUNCS = {
     F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "hardsigmoid", torch.tanh: "tanh",
     F.tanh: "tanh", F.softmax: "softmax", F.log_softmax: "log_softmax", torch.softmax: "softmax",
-    F.silu: "silu", F.leaky_relu: "leaky_relu",
+    F.silu: "silu", F.leaky_relu: "leaky_relu", F.gelu: "gelu", F.elu: "elu", F.hardtanh: "hardtanh",
+    F.mish: "mish",
 }
 _ACTIVATION_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
                        "log_softmax": "log_softmax", "relu_": "relu"}
 _ALIAS_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten)
 _ALIAS_FUNCS = {torch.flatten, F.dropout, F.dropout2d, torch.reshape}
-_ALIAS_METHODS = {"view", "reshape", "flatten", "contiguous"}
+_ALIAS_METHODS = {"view", "reshape", "flatten", "contiguous", "unsqueeze", "squeeze"}
+_UNSQUEEZE_FUNCS = {torch.unsqueeze, torch.squeeze}
+#: activations that int8 runtimes run as a clamp of the producer's output (act_min/act_max): no extra op.
+#: Every other activation (and scalar arithmetic such as `x + 3`, `x / 6`) is an elementwise function of
+#: one int8 value, which the int8 paths run as a 256-entry lookup table (see lightning_mcuprune.quantize).
+CLAMP_ACTIVATIONS = ("relu", "relu6")
+#: activations that are not elementwise and so have no int8 lookup table: analyze/prune only
+NON_ELEMENTWISE_ACTIVATIONS = ("softmax", "log_softmax")
 _POOL_FUNCS = {F.max_pool1d: "max_pool", F.max_pool2d: "max_pool", F.avg_pool1d: "avg_pool", F.avg_pool2d: "avg_pool",
                F.adaptive_avg_pool1d: "avg_pool", F.adaptive_avg_pool2d: "avg_pool",
                F.adaptive_max_pool1d: "max_pool", F.adaptive_max_pool2d: "max_pool"}
@@ -220,8 +229,8 @@ _SCALAR_ARITH = {operator.add, operator.iadd, torch.add, operator.mul, operator.
                  operator.sub, operator.truediv, torch.sub, torch.div, operator.neg}
 _CAT = {torch.cat, torch.concat}
 _SUPPORTED_HINT = ("supported: Conv1d/Conv2d (dense, depthwise, grouped), Linear, BatchNorm1d/2d, ReLU/ReLU6/Hardswish/"
-                   "Sigmoid/Hardsigmoid, MaxPool/AvgPool/AdaptiveAvgPool, Dropout, flatten/view/reshape, add, cat, "
-                   "channel-wise mul, mean over spatial dims")
+                   "Sigmoid/Hardsigmoid/SiLU/LeakyReLU/Tanh/GELU, MaxPool/AvgPool/AdaptiveAvgPool, Dropout, "
+                   "flatten/view/reshape/unsqueeze/s[:, :, None, None], add, cat, channel-wise mul, mean over spatial dims")
 
 
 class _UnionFind:
@@ -267,6 +276,26 @@ def _node_where(node: torch.fx.Node) -> str:
         if last:
             return f" ({last[-1]})"
     return ""
+
+
+def _module_text(node: torch.fx.Node) -> str:
+    """' in module <path> (<class>)' from fx's module stack, or '' at the top level."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, cls = list(stack.values())[-1]
+    name = getattr(cls, "__name__", str(cls))
+    return f" in module {path!r} ({name})" if path else f" in {name}.forward"
+
+
+def _index_text(i) -> str:
+    if i is None:
+        return "None"
+    if i is Ellipsis:
+        return "..."
+    if isinstance(i, slice):
+        return ":".join("" if v is None else str(v) for v in (i.start, i.stop)) + ("" if i.step is None else f":{i.step}")
+    return repr(i)
 
 
 def _channels_and_spatial(shape: tuple) -> tuple[int, int]:
@@ -498,8 +527,10 @@ class _Tracer:
             return self.activation(node, args[0], _ACTIVATION_FUNCS[t])
         if t in _POOL_FUNCS:
             return self.pool(node, args[0], _POOL_FUNCS[t], _function_pool_params(t, args, node.kwargs))
-        if t in _ALIAS_FUNCS:
+        if t in _ALIAS_FUNCS or t in _UNSQUEEZE_FUNCS:
             return self.alias(node, args[0])
+        if t is operator.getitem and tensor_args and args[0] is tensor_args[0]:
+            return self.getitem(node)
         if t in _CAT:
             return self.cat(node)
         if t is torch.mean:
@@ -519,6 +550,8 @@ class _Tracer:
             return self.activation(node, node.args[0], _ACTIVATION_METHODS[t])
         if t in _ALIAS_METHODS:
             return self.alias(node, node.args[0])
+        if t in ("expand_as", "expand"):
+            return self.expand(node)
         if t == "mean":
             return self.mean(node)
         tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node) and a.name in self.views]
@@ -634,6 +667,24 @@ class _Tracer:
             return
         raise UnsupportedOpError(f"{self.describe(node)}: reshape {v.shape} -> {shape} mixes channels with other "
                                  "dimensions; only flattening [N, C, ...] to [N, C*...] is supported")
+
+    def getitem(self, node):
+        """`s[:, :, None, None]` and the like (full slices, None, Ellipsis only) alias their input."""
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if all(i is None or i is Ellipsis or i == slice(None) for i in index):
+            return self.alias(node, node.args[0])
+        raise UnsupportedOpError(
+            f"indexing {node.args[0].name}[{', '.join(_index_text(i) for i in index)}] at node {node.name!r}"
+            f"{_module_text(node)} is not supported: only indexing that adds dims (s[:, :, None, None]) is. "
+            "To pick channels, use a conv with fewer output channels; to pick positions, use a pool or a strided conv")
+
+    def expand(self, node):
+        """`s.expand_as(x)` of a [N, C, 1, 1] gate before a channel-wise multiply: the gate is not copied."""
+        v = self.view_of(node.args[0], node)
+        if v.spatial != 1:
+            raise UnsupportedOpError(f"{self.describe(node)}{_module_text(node)}: expand of {v.shape} is supported only "
+                                     "for a [N, C, 1, 1] tensor before a channel-wise multiply; write x * s instead")
+        self.views[node.name] = _View(v.buffer, v.channels, 1, v.shape)
 
     def binary(self, node, kind, args):
         va, vb = (self.view_of(a, node) for a in args)

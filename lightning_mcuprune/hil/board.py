@@ -260,13 +260,14 @@ class Board:
         if prm.size:
             self.write(P.REGION_WEIGHTS, s.params_offset, prm.astype("<i4"))
         for key, data, off, sd in (("x", x, s.input_offset, seed * 3 + 2), ("x2", x2, s.input2_offset, seed * 3 + 3)):
-            if key == "x2" and s.op != "add":
+            if key == "x2" and s.op not in ("add", "mul"):
                 continue
+            shape = s.input2_shape if key == "x2" else s.input_shape
             if data is not None:
-                arr = np.asarray(data, dtype=np.int8).reshape(s.input_shape)
+                arr = np.asarray(data, dtype=np.int8).reshape(shape)
                 self.write(P.REGION_ARENA, off, arr)
             else:
-                arr = self.fill(P.REGION_ARENA, off, s.input_bytes, sd).reshape(s.input_shape)
+                arr = self.fill(P.REGION_ARENA, off, int(np.prod(shape)), sd).reshape(shape)
             out[key] = arr
         return out
 

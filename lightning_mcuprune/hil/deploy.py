@@ -131,6 +131,8 @@ class Deployment:
     weights_image: bytes = field(repr=False)
     plan: ArenaPlan = None
     order: list = None
+    #: per spec: the fused lookup-table activation run in place on its output right after it (or None)
+    posts: list = None
 
     @property
     def weights_bytes(self) -> int:
@@ -158,23 +160,29 @@ def build_deployment(qgraph, order=None) -> Deployment:
     order = list(range(len(qgraph.ops))) if order is None else list(order)
     plan = plan_arena(qgraph, order)
     blob = bytearray()
-    specs = []
+    specs, posts = [], []
+
+    def store(s, weights):
+        w_off = len(blob)
+        if s.weights_bytes:
+            blob.extend(np.asarray(weights, dtype=np.int8).reshape(s.weights_shape).tobytes())
+        p_off = _align4(len(blob))
+        blob.extend(b"\0" * (p_off - len(blob)))
+        blob.extend(s.params_array().astype("<i4").tobytes())
+        blob.extend(b"\0" * (_align4(len(blob)) - len(blob)))
+        return dict(weights_offset=w_off, params_offset=p_off)
+
     for i in order:
         op = qgraph.ops[i]
         s = op.spec
-        w_off = len(blob)
-        if s.weights_bytes:
-            blob += np.asarray(op.weights, dtype=np.int8).reshape(s.weights_shape).tobytes()
-        p_off = _align4(len(blob))
-        blob += b"\0" * (p_off - len(blob))
-        blob += s.params_array().astype("<i4").tobytes()
-        blob += b"\0" * (_align4(len(blob)) - len(blob))
-        kw = dict(input_offset=plan.offsets[op.inputs[0]], output_offset=plan.offsets[op.output],
-                  weights_offset=w_off, params_offset=p_off)
-        if s.op == "add":
+        kw = dict(input_offset=plan.offsets[op.inputs[0]], output_offset=plan.offsets[op.output], **store(s, op.weights))
+        if s.op in ("add", "mul"):
             kw["input2_offset"] = plan.offsets[op.inputs[1]]
         specs.append(replace(s, **kw))
-    return Deployment(qgraph, specs, bytes(blob), plan, order)
+        post = getattr(op, "post", None)
+        posts.append(None if post is None else replace(
+            post, input_offset=plan.offsets[op.output], output_offset=plan.offsets[op.output], **store(post, post.weights)))
+    return Deployment(qgraph, specs, bytes(blob), plan, order, posts)
 
 
 @dataclass
@@ -220,10 +228,12 @@ def run_on_board(board, dep: Deployment, xq: np.ndarray, read_layers: bool = Tru
     res = result if result is not None else BoardRun()
     q = dep.qgraph
     write_robust(board, P.REGION_ARENA, dep.plan.offsets[q.input], np.asarray(xq, dtype=np.int8).reshape(q.shapes[q.input]))
-    for spec in dep.specs:
-        board.configure(spec)
-        r = board.run(repeats, macs=spec.macs)
-        res.cycles.append(int(r.min))
+    for spec, post in zip(dep.specs, dep.posts or [None] * len(dep.specs)):
+        cycles = 0
+        for s in (spec, post) if post is not None else (spec,):   # a fused lookup-table activation runs in place
+            board.configure(s)
+            cycles += int(board.run(repeats, macs=s.macs).min)
+        res.cycles.append(cycles)
         res.outputs.append(board.read_output(spec) if read_layers else None)
     last = dep.specs[-1]
     res.output = res.outputs[-1] if read_layers else board.read_output(last)

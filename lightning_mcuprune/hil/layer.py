@@ -51,6 +51,10 @@ class LayerSpec:
     mult: Optional[np.ndarray] = field(default=None, repr=False)
     shift: Optional[np.ndarray] = field(default=None, repr=False)
     add_params: tuple = (20, 1 << 30, -1, 1 << 30, -1, 1 << 30, -8)  # left_shift, m1, s1, m2, s2, mo, so
+    #: mul: the second input is channel-wise, (1, 1, C), broadcast over H and W (config flags bit 0)
+    broadcast: bool = False
+    #: lut: the elementwise function the 256-entry table holds (e.g. "sigmoid", "hardswish"); not sent to the board
+    function: str = ""
 
     def __post_init__(self) -> None:
         if self.op not in OP_CODES:
@@ -84,7 +88,16 @@ class LayerSpec:
             return 1, 1, self.out_channels
         if self.op == "global_avg_pool":
             return 1, 1, c
-        return h, w, c  # add
+        return h, w, c  # add, mul, lut
+
+    @property
+    def input2_shape(self) -> tuple:
+        """Shape of the second input (add, mul): the input's, or (1, 1, C) for a channel-wise mul."""
+        return (1, 1, self.input_shape[2]) if self.op == "mul" and self.broadcast else self.input_shape
+
+    @property
+    def input2_bytes(self) -> int:
+        return int(np.prod(self.input2_shape))
 
     @property
     def input_bytes(self) -> int:
@@ -109,6 +122,8 @@ class LayerSpec:
             "avg_pool": oh * ow * oc * kh * kw,
             "global_avg_pool": h * w * c,
             "add": h * w * c,
+            "mul": h * w * c,
+            "lut": h * w * c,
         }[self.op]
 
     @property
@@ -117,7 +132,7 @@ class LayerSpec:
         oc = self.output_shape[2]
         kh, kw = self.kernel
         return {"conv2d": (oc, kh, kw, c), "depthwise_conv2d": (kh, kw, oc),
-                "pointwise_conv2d": (oc, c), "dense": (oc, h * w * c)}.get(self.op)
+                "pointwise_conv2d": (oc, c), "dense": (oc, h * w * c), "lut": (256,)}.get(self.op)
 
     @property
     def weights_bytes(self) -> int:
@@ -129,17 +144,17 @@ class LayerSpec:
         oc = self.output_shape[2]
         if self.op in WEIGHTED_OPS:
             return 12 * oc
-        return {"global_avg_pool": 8 * oc, "add": 28}.get(self.op, 0)
+        return {"global_avg_pool": 8 * oc, "add": 28, "mul": 8}.get(self.op, 0)
 
     # ---- placement ----
     def placed(self) -> "LayerSpec":
         """A copy with every None offset resolved (inputs, then output; weights, then params; 4-byte aligned)."""
         s = replace(self)
         end = s.input_offset + s.input_bytes
-        if s.op == "add" and s.input2_offset is None:
+        if s.op in ("add", "mul") and s.input2_offset is None:
             s.input2_offset = _align4(end)
-        if s.op == "add":
-            end = max(end, s.input2_offset + s.input_bytes)
+        if s.op in ("add", "mul"):
+            end = max(end, s.input2_offset + s.input2_bytes)
         if s.output_offset is None:
             s.output_offset = _align4(end)
         if s.params_offset is None:
@@ -151,8 +166,8 @@ class LayerSpec:
         """Highest arena byte (exclusive) the layer touches."""
         s = self.placed()
         ends = [s.input_offset + s.input_bytes, s.output_offset + s.output_bytes]
-        if s.op == "add":
-            ends.append(s.input2_offset + s.input_bytes)
+        if s.op in ("add", "mul"):
+            ends.append(s.input2_offset + s.input2_bytes)
         return max(ends)
 
     def config_bytes(self) -> bytes:
@@ -163,17 +178,22 @@ class LayerSpec:
         kh, kw = s.kernel if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
         sh, sw = s.stride if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
         t, _, l, _ = s.padding
-        b = struct.pack("<BB6H6H5h5IH", OP_CODES[s.op], 0, h, w, c, oh, ow, oc, kh, kw, sh, sw, t, l,
+        flags = 1 if s.op == "mul" and s.broadcast else 0
+        b = struct.pack("<BB6H6H5h5IH", OP_CODES[s.op], flags, h, w, c, oh, ow, oc, kh, kw, sh, sw, t, l,
                         s.input_zp, s.input2_zp, s.output_zp, s.act_min, s.act_max,
                         s.input_offset, s.input2_offset or 0, s.output_offset, s.weights_offset, s.params_offset,
                         s.depth_multiplier if s.op == "depthwise_conv2d" else 0)
         return b.ljust(CONFIG_BYTES, b"\0")
 
     def params_array(self) -> np.ndarray:
-        """The int32 parameter block: bias, mult, shift (per output channel); gap: mult, shift; add: 7 values."""
+        """The int32 parameter block: bias, mult, shift (per output channel); gap: mult, shift; add: 7 values;
+        mul: one mult, one shift; lut: none (the table is its weights)."""
         oc = self.output_shape[2]
         if self.op == "add":
             return np.asarray(self.add_params, dtype=np.int32)
+        if self.op == "mul":
+            return np.array([1 << 30 if self.mult is None else int(np.asarray(self.mult).reshape(-1)[0]),
+                             -8 if self.shift is None else int(np.asarray(self.shift).reshape(-1)[0])], dtype=np.int32)
 
         def vec(v, default):
             return np.broadcast_to(np.asarray(default if v is None else v, dtype=np.int32), (oc,))
@@ -212,6 +232,10 @@ class LayerSpec:
             return ref.avg_pool(x, self.kernel, self.stride, self.padding, **q)
         if self.op == "global_avg_pool":
             return ref.global_avg_pool(x, self.input_zp, self.output_zp, p[:oc], p[oc:], **q)
-        x2 = np.asarray(x2, dtype=np.int8).reshape(*lead, *self.input_shape)
+        if self.op == "lut":
+            return ref.lut(x, w)
+        x2 = np.asarray(x2, dtype=np.int8).reshape(*lead, *self.input2_shape)
+        if self.op == "mul":
+            return ref.mul(x, x2, self.input_zp, self.input2_zp, self.output_zp, int(p[0]), int(p[1]), **q)
         ls, m1, s1, m2, s2, mo, so = (int(v) for v in p)
         return ref.add(x, x2, self.input_zp, self.input2_zp, self.output_zp, m1, s1, m2, s2, mo, so, ls, **q)

@@ -39,7 +39,8 @@ E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS = 8, 9, 10, 
 
 #: op codes of the firmware, by resource-model op name
 OP_CODES = {"conv2d": 1, "depthwise_conv2d": 2, "pointwise_conv2d": 3, "dense": 4,
-            "max_pool": 5, "avg_pool": 6, "global_avg_pool": 7, "add": 8}
+            "max_pool": 5, "avg_pool": 6, "global_avg_pool": 7, "add": 8,
+            "mul": 9, "lut": 10}   # appended; never renumbered
 CONFIG_BYTES = 64
 COUNTER_KINDS = {1: "dwt", 2: "systick"}
 

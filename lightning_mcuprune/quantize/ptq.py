@@ -9,7 +9,19 @@ activation buffers of the resource model (`trace_graph`), so what the board runs
   include 0); max/avg pooling keep their input's scale and zero point (as TFLite);
 * requantisation: TFLite's (per-channel int32 multiplier and shift, `reference.quantize_multiplier`),
   add with left_shift 20, global average pooling with 1/(H*W) folded into the multiplier;
-* fused ReLU / ReLU6 as act_min / act_max.
+* fused ReLU / ReLU6 as act_min / act_max;
+* every other activation (sigmoid, hard-sigmoid, hard-swish, tanh, SiLU, LeakyReLU, GELU, ..., and scalar
+  arithmetic such as `x + 3`) is an elementwise function of one int8 value: a ``lut`` op whose 256-entry
+  int8 table holds the quantised function of each dequantised input (rounding half away from zero);
+  hard-swish tables follow TFLite's int8 HARD_SWISH fixed-point arithmetic instead (`reference.
+  hardswish_table_tflite`), and sigmoid's float table equals TFLite Micro's int8 LOGISTIC (tested against
+  its interpreter). Scales are float32 values, as a .tflite stores them.
+  Fused after a conv/linear/add/mul/pool, it runs in place on that op's output (``QOp.post``), so the
+  activation buffers and arena are those of the resource model; the intermediate (pre-activation) tensor
+  has its own quantisation (``QOp.pre_qparams``). Outputs of sigmoid and hard-sigmoid are quantised with
+  scale 1/256, zero point -128 and tanh with 1/128, 0 (TFLite's fixed LOGISTIC/TANH output parameters);
+* multiply (``mul``, elementwise or channel-wise [N, C, 1, 1] as in squeeze-excitation): TFLite's
+  reference int8 Mul, one multiplier s1*s2/s_out.
 
 The host executor (`QuantizedGraph.run`) runs the graph over the int8 reference kernels in
 `lightning_mcuprune.quantize.reference`, which are bit-exact with the firmware.
@@ -24,12 +36,14 @@ import torch
 import torch.nn as nn
 
 from lightning_mcuprune.graph import trace_graph
-from lightning_mcuprune.graph.trace import ResourceGraph
+from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS, NON_ELEMENTWISE_ACTIVATIONS, ResourceGraph
 from lightning_mcuprune.hil.layer import WEIGHTED_OPS, LayerSpec
 from lightning_mcuprune.quantize import reference as ref
 
-#: op types the firmware runs (resource-model names)
-FIRMWARE_OPS = ref.OPS
+#: op types the firmware runs (resource-model names; an "activation" op runs as the firmware's ``lut``)
+FIRMWARE_OPS = tuple(o for o in ref.OPS if o != "lut") + ("activation",)
+#: fixed output quantisation of bounded activations (TFLite's LOGISTIC and TANH int8 output parameters)
+FIXED_OUTPUT_QPARAMS = {"sigmoid": (1.0 / 256, -128), "hardsigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 
 
 class QuantizationError(ValueError):
@@ -56,7 +70,14 @@ class QParams:
 
 @dataclass
 class QOp:
-    """One quantised op: the LayerSpec the firmware runs (offsets unset), its int8 weights, and its buffers."""
+    """One quantised op: the LayerSpec the firmware runs (offsets unset), its int8 weights, and its buffers.
+
+    For an exporter, everything is explicit: ``spec.op`` is the kernel ("conv2d" ... "add", "mul", "lut"),
+    input and output scales/zero points are ``QuantizedGraph.qparams[name]`` of ``inputs`` and ``output``,
+    a ``lut`` spec carries its 256-entry table in ``spec.weights`` (entry i for input i - 128) and the function
+    in ``spec.function``. A fused non-clamp activation is ``post`` (a ``lut`` spec run in place on the
+    output), with ``activation`` naming it and ``pre_qparams`` the quantisation of the tensor between the two.
+    """
 
     name: str
     type: str
@@ -65,12 +86,16 @@ class QOp:
     output: str
     spec: LayerSpec
     weights: Optional[np.ndarray] = field(default=None, repr=False)   # in the firmware's layout
+    post: Optional[LayerSpec] = None
+    pre_qparams: Optional["QParams"] = None
+    activation: Optional[str] = None
 
     def run(self, x: np.ndarray, x2: Optional[np.ndarray] = None) -> np.ndarray:
         """Run on a batch (N, H, W, C) int8 with the reference kernels; -> (N, OH, OW, OC)."""
         n, shape = x.shape[0], self.spec.input_shape
-        return self.spec.reference(x.reshape(n, *shape), None if x2 is None else x2.reshape(n, *shape),
-                                   weights=self.weights)
+        y = self.spec.reference(x.reshape(n, *shape), None if x2 is None else x2.reshape(n, *self.spec.input2_shape),
+                                weights=self.weights)
+        return y if self.post is None else self.post.reference(y)
 
 
 def hwc_shape(shape: tuple) -> tuple:
@@ -134,13 +159,14 @@ class QuantizedGraph:
 
     @property
     def weights_bytes(self) -> int:
-        return sum(op.spec.weights_bytes + 4 * op.spec.params_array().size for op in self.ops)
+        return sum(op.spec.weights_bytes + 4 * op.spec.params_array().size + (op.post.weights_bytes if op.post else 0)
+                   for op in self.ops)
 
 
 # ---- building ---------------------------------------------------------------------------------
 def _capture(graph: ResourceGraph, calib: torch.Tensor) -> dict:
     """Float value of every buffer on the calibration batch (fx node outputs, eval mode)."""
-    names = set(graph.buffers)
+    names = set(graph.buffers) | {n for op in graph.ops for n in op.nodes}
     out: dict = {}
 
     class Rec(torch.fx.Interpreter):
@@ -159,21 +185,100 @@ def _qparams_from(values: np.ndarray) -> QParams:
     hi = max(0.0, float(values.max()))
     if hi - lo < 1e-3:        # a (nearly) constant tensor, e.g. a dead channel after pruning: keep scales sane
         hi = lo + 1e-3
-    scale = (hi - lo) / 255.0
+    scale = float(np.float32((hi - lo) / 255.0))   # float32, as a .tflite stores it
     zp = int(np.clip(round(-128 - lo / scale), -128, 127))
     return QParams(scale, zp)
 
 
 def _act_range(op, qp: QParams) -> tuple[int, int]:
-    if op.activation is None:
-        return -128, 127
+    if op.activation is None or op.type == "activation" or op.activation not in CLAMP_ACTIVATIONS:
+        if op.activation in NON_ELEMENTWISE_ACTIVATIONS:
+            _refuse_non_elementwise(op)
+        return -128, 127      # no clamp, or an elementwise activation that runs as a lookup table
     if op.activation == "relu":
         return max(-128, qp.zero_point), 127
     if op.activation == "relu6":
         return max(-128, qp.zero_point), int(min(127, qp.zero_point + round(6.0 / qp.scale)))
+    _refuse_non_elementwise(op)
+
+
+def _refuse_non_elementwise(op):
     raise UnsupportedOnBoardError(
-        f"op {op.label!r} ({op.type}) ends in a {op.activation} activation; the firmware fuses only ReLU and "
-        f"ReLU6 (use nn.ReLU / nn.ReLU6, or run the network on another runtime)")
+        f"op {op.label!r} ({op.type}) ends in a {op.activation}, which is not elementwise: no int8 kernel runs it. "
+        f"Drop it from the network (the argmax is unchanged; train on logits with cross-entropy)")
+
+
+def firmware_gaps(graph: ResourceGraph) -> list[str]:
+    """What in the traced network the int8 firmware cannot run: one message per op, naming it (module path or
+    node) and the supported alternative. Empty when `quantize` and `mcuprune benchmark` can take it."""
+    gaps = []
+    mods = dict(graph.gm.named_modules()) if graph.gm is not None else {}
+    for op in graph.ops:
+        where = f"op {op.label!r} ({op.target})"
+        if op.type == "concat":
+            gaps.append(f"{where}: the firmware has no concat kernel; join branches with add (same channels) "
+                        "instead of torch.cat, or deploy on another runtime")
+        elif op.type not in FIRMWARE_OPS:
+            gaps.append(f"{where}, resource-model type {op.type!r}, is not in the firmware, which runs "
+                        f"{', '.join(FIRMWARE_OPS)}")
+        elif op.activation in NON_ELEMENTWISE_ACTIVATIONS:
+            gaps.append(f"{where} ends in a {op.activation}, which is not elementwise: no int8 kernel runs it. "
+                        "Drop it from the network (the argmax is unchanged; train on logits with cross-entropy)")
+        elif op.type == "mul" and len(op.inputs) != 2:
+            gaps.append(f"BatchNorm {op.label!r} follows no conv or linear, so it cannot be folded and the firmware has "
+                        "no per-channel affine kernel; put it right after a conv/linear (or remove it)")
+        elif op.type == "conv2d" and op.groups != 1:
+            gaps.append(f"grouped convolution {op.label!r} (groups={op.groups}) is not in the firmware; use depthwise "
+                        "(groups = channels) or dense convolutions")
+        elif op.type in ("conv2d", "depthwise_conv2d") and op.module in mods and \
+                any(d != 1 for d in getattr(mods[op.module], "dilation", (1,))):
+            gaps.append(f"dilated convolution {op.label!r} is not in the firmware; use dilation=1 (a larger kernel or "
+                        "a pool before the conv)")
+    return gaps
+
+
+def _lut_qparams(name: str, values: np.ndarray) -> QParams:
+    """Output quantisation of a lookup-table activation: fixed for bounded ones, else from calibration."""
+    if name in FIXED_OUTPUT_QPARAMS:
+        return QParams(*FIXED_OUTPUT_QPARAMS[name])
+    return _qparams_from(values)
+
+
+def _elementwise_fn(graph: ResourceGraph, node_name: str):
+    """The float function of one elementwise fx node (module, function or method with one tensor operand):
+    numpy float64 array -> numpy float64 array, computed by the node's own target."""
+    gm = graph.gm
+    node = next(n for n in gm.graph.nodes if n.name == node_name)
+    src = next(a for a in node.all_input_nodes if a.meta.get("tensor_meta") is not None)
+    mods = dict(gm.named_modules())
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(x, dtype=torch.float64)
+        args = torch.fx.node.map_arg(node.args, lambda a: t if a is src else a)
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: t if a is src else a)
+        with torch.no_grad():
+            if node.op == "call_module":
+                y = mods[node.target](*args, **kwargs)
+            elif node.op == "call_method":
+                y = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                y = node.target(*args, **kwargs)
+        return torch.as_tensor(y, dtype=torch.float64).numpy()
+    return fn
+
+
+def _lut_spec(graph, op, hwc, qin: QParams, qout: QParams) -> LayerSpec:
+    table = None
+    if op.activation == "hardswish":   # TFLite's own int8 HARD_SWISH arithmetic, entry by entry
+        try:
+            table = ref.hardswish_table_tflite(qin.scale, qin.zero_point, qout.scale, qout.zero_point)
+        except ValueError:             # an output scale TFLite refuses: fall back to the float function
+            table = None
+    if table is None:
+        fn = _elementwise_fn(graph, op.nodes[-1])
+        table = ref.lut_table(fn, qin.scale, qin.zero_point, qout.scale, qout.zero_point)
+    return LayerSpec("lut", hwc, input_zp=qin.zero_point, output_zp=qout.zero_point, weights=table,
+                     function=op.activation)
 
 
 def _fold(gm_modules: dict, op) -> tuple[np.ndarray, np.ndarray]:
@@ -242,15 +347,9 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
         if graph is None:
             graph = trace_graph(model, example_input)
         calib = _calib_tensor(calib_data)
-        for op in graph.ops:  # check support before any work
-            if op.type not in FIRMWARE_OPS:
-                raise UnsupportedOnBoardError(
-                    f"op {op.label!r} ({op.target}, resource-model type {op.type!r}) is not in the firmware, which runs "
-                    f"{', '.join(FIRMWARE_OPS)} (with fused ReLU/ReLU6)")
-            if op.activation not in (None, "relu", "relu6"):
-                _act_range(op, QParams(1.0, 0))
-            if op.type in ("conv2d", "depthwise_conv2d") and op.groups not in (1,) and op.type == "conv2d":
-                raise UnsupportedOnBoardError(f"grouped convolution {op.label!r} (groups={op.groups}) is not in the firmware")
+        gaps = firmware_gaps(graph)   # check support before any work
+        if gaps:
+            raise UnsupportedOnBoardError(gaps[0])
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise QuantizationError("the board runs networks with one input and one output")
         values = _capture(graph, calib)
@@ -262,10 +361,24 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
             ins = op.inputs
             in_hwc, out_hwc = shapes[ins[0]], shapes[op.output]
             qi = qp[ins[0]]
+            lut_act = op.activation is not None and op.activation not in CLAMP_ACTIVATIONS
+            if op.type == "activation":       # a standalone elementwise op: one lookup table
+                qo = qp[op.output] = (_lut_qparams(op.activation, values[op.output]) if lut_act
+                                      else _qparams_from(values[op.output]))
+                spec = _lut_spec(graph, op, in_hwc, qi, qo)
+                spec.function = op.activation
+                ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, spec.weights,
+                               activation=op.activation))
+                continue
             if op.type in ("max_pool", "avg_pool"):
-                qo = qp[op.output] = QParams(qi.scale, qi.zero_point)
-            else:
-                qo = qp[op.output] = _qparams_from(values[op.output])
+                qo = QParams(qi.scale, qi.zero_point)
+            else:   # the op's own output: before a fused lookup-table activation, else the buffer
+                qo = _qparams_from(values[op.nodes[-2] if lut_act else op.output])
+            qp[op.output] = qo
+            post = None
+            if lut_act:
+                qp[op.output] = _lut_qparams(op.activation, values[op.output])
+                post = _lut_spec(graph, op, out_hwc, qo, qp[op.output])
             amin, amax = _act_range(op, qo)
             common = dict(input_zp=qi.zero_point, output_zp=qo.zero_point, act_min=amin, act_max=amax)
             weights = None
@@ -323,6 +436,14 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 mq = ref.quantize_multiplier(qi.scale / (qo.scale * h * w_))
                 spec = LayerSpec("global_avg_pool", in_hwc, mult=np.full(c, mq[0], np.int32),
                                  shift=np.full(c, mq[1], np.int32), **common)
+            elif op.type == "mul":
+                q2 = qp[ins[1]]
+                m, sh = ref.quantize_multiplier(qi.scale * q2.scale / qo.scale)
+                spec = LayerSpec("mul", in_hwc, input2_zp=q2.zero_point, mult=m, shift=sh,
+                                 broadcast=shapes[ins[1]] != in_hwc, **common)
+                if spec.broadcast and shapes[ins[1]] != (1, 1, in_hwc[2]):
+                    raise UnsupportedOnBoardError(f"mul {op.label!r} of {in_hwc} and {shapes[ins[1]]}: the firmware "
+                                                  "multiplies same-shape or channel-wise (1, 1, C) operands only")
             else:  # add
                 q2 = qp[ins[1]]
                 twice = 2 * max(qi.scale, q2.scale)
@@ -335,7 +456,9 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 raise QuantizationError(f"op {op.label!r}: the firmware's {spec.op} gives {spec.output_shape}, "
                                         f"PyTorch {out_hwc}")
             spec.weights = weights
-            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights))
+            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights, post=post,
+                           pre_qparams=qo if post is not None else None,
+                           activation=op.activation if post is not None else None))
         return QuantizedGraph(graph, ops, qp, shapes, graph.inputs[0], graph.outputs[0])
     finally:
         model.train(was)
@@ -358,4 +481,4 @@ def _calib_tensor(calib_data) -> torch.Tensor:
 
 
 __all__ = ["quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError",
-           "FIRMWARE_OPS", "to_nhwc", "hwc_shape"]
+           "FIRMWARE_OPS", "firmware_gaps", "to_nhwc", "hwc_shape"]

@@ -21,11 +21,12 @@ Padding = Union[int, Sequence[int]]
 __all__ = [
     "quantize_multiplier", "multiply_by_quantized_multiplier", "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot", "conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense", "max_pool",
-    "avg_pool", "global_avg_pool", "add", "conv_output_size", "normalize_padding", "OPS",
+    "avg_pool", "global_avg_pool", "add", "mul", "lut", "lut_table", "conv_output_size", "normalize_padding", "OPS",
 ]
 
 #: Op types implemented here and in the firmware (names as in the resource model).
-OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense", "max_pool", "avg_pool", "global_avg_pool", "add")
+OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense", "max_pool", "avg_pool", "global_avg_pool", "add",
+       "mul", "lut")
 
 _I32_MIN, _I32_MAX = -(2 ** 31), 2 ** 31 - 1
 
@@ -284,3 +285,113 @@ def add(x1, x2, input1_zp, input2_zp, output_zp, input1_mult, input1_shift, inpu
     s = multiply_by_quantized_multiplier(sa, input1_mult, input1_shift).astype(np.int64) + \
         multiply_by_quantized_multiplier(sb, input2_mult, input2_shift)
     return _requant(s, output_mult, output_shift, output_zp, act_min, act_max)
+
+
+def mul(x1, x2, input1_zp, input2_zp, output_zp, mult, shift, act_min=-128, act_max=127) -> np.ndarray:
+    """int8 elementwise multiply (TFLite reference int8 Mul):
+    ``out = clamp(out_zp + MBQM((x1 - zp1) * (x2 - zp2), mult, shift))`` with
+    ``(mult, shift) = quantize_multiplier(s1 * s2 / s_out)``.
+
+    x2 has x1's shape, or is channel-wise: one value per channel and sample, shape (..., 1, 1, C) (or (C,) for
+    one HWC sample), broadcast over H and W (TFLite's broadcasting Mul does the same per element).
+    """
+    a = np.asarray(x1)
+    b = np.asarray(x2)
+    if a.dtype != np.int8 or b.dtype != np.int8:
+        raise ValueError(f"mul needs two int8 tensors, got {a.dtype} and {b.dtype}")
+    if b.shape != a.shape:
+        if b.size * a.shape[-3] * a.shape[-2] != a.size or b.shape[-1] != a.shape[-1]:
+            raise ValueError(f"mul: x2 of shape {b.shape} is neither x1's shape {a.shape} nor channel-wise (1, 1, C)")
+        b = b.reshape(*a.shape[:-3], 1, 1, a.shape[-1])
+    prod = (a.astype(np.int64) - int(input1_zp)) * (b.astype(np.int64) - int(input2_zp))
+    return _requant(prod, mult, shift, output_zp, act_min, act_max)
+
+
+def lut(x, table) -> np.ndarray:
+    """int8 lookup: ``out = table[x + 128]`` elementwise (`table`: 256 int8, entry i for input i - 128)."""
+    x = np.asarray(x)
+    t = np.asarray(table, dtype=np.int8).reshape(256)
+    if x.dtype != np.int8:
+        raise ValueError(f"expected an int8 tensor, got {x.dtype}")
+    return t[x.astype(np.int16) + 128]
+
+
+def lut_table(fn, input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 table of an elementwise function: entry i = quantised fn(dequantised i - 128).
+
+    `fn` maps a float64 numpy array to a float64 array. Rounding is half away from zero (as TFLite's).
+    """
+    q = np.arange(-128, 128, dtype=np.float64)
+    y = np.asarray(fn(input_scale * (q - input_zp)), dtype=np.float64)
+    v = y / output_scale
+    r = np.sign(v) * np.floor(np.abs(v) + 0.5) + output_zp
+    return np.clip(np.nan_to_num(r, nan=output_zp), -128, 127).astype(np.int8)
+
+
+# ---- TFLite's int8 HARD_SWISH (tensorflow/lite/kernels/internal/reference/hard_swish.h), per scalar --------
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _srdhm16(a: int, b: int) -> int:
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    return _trunc_div(ab + ((1 << 14) if ab >= 0 else 1 - (1 << 14)), 1 << 15)
+
+
+def _sdhm16(a: int, b: int) -> int:
+    if a == b == -32768:
+        return 32767
+    return _trunc_div(a * b, 1 << 15)
+
+
+def _rdbpot(x: int, e: int) -> int:
+    mask = (1 << e) - 1
+    return (x >> e) + ((x & mask) > (mask >> 1) + (x < 0))
+
+
+def _sat_left16(v: int, amount: int) -> int:
+    return max(-32768, min(32767, v * (1 << amount)))
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier: (int16 multiplier, exponent)."""
+    q, e = math.frexp(real)
+    m = int(math.floor(q * (1 << 31) + 0.5)) if real else 0
+    if m == 1 << 31:
+        m, e = m // 2, e + 1
+    if e < -31:
+        m, e = 0, 0
+    if m >= _I32_MAX - (1 << 15):
+        return 32767, e
+    return (m + (1 << 15)) >> 16, e
+
+
+def hardswish_table_tflite(input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 table of TFLite's int8 HARD_SWISH arithmetic (what TFLite Micro's reference kernel
+    outputs for every int8 input; scales are taken as float32, as a .tflite stores them)."""
+    f32 = np.float32
+    hires = f32(1.0 / 128.0) * f32(input_scale)
+    out_m, out_e = _int16_multiplier(float(hires / f32(output_scale)))
+    rel_m, rel_e = _int16_multiplier(float(hires / f32(3.0 / 32768.0)))
+    if out_e > 0:
+        raise ValueError(f"HARD_SWISH needs output_scale >= input_scale / 128 (TFLite), got {output_scale} < {input_scale}/128")
+    table = np.empty(256, dtype=np.int8)
+    for i, q in enumerate(range(-128, 128)):
+        x = q - int(input_zp)
+        hi = x * 128
+        pre_out = _srdhm16(hi, out_m)
+        r = hi
+        if rel_e > 0:
+            r = _sat_left16(r, rel_e - 1)
+        r = _srdhm16(r, rel_m)
+        if rel_e > 0:
+            r = _sat_left16(r, 1)
+        if rel_e < 0:
+            r = _rdbpot(r, -rel_e)
+        r = (r + (1 << 15)) >> 1
+        out = _rdbpot(_sdhm16(r, pre_out), -out_e) + int(output_zp)
+        table[i] = max(-128, min(127, out))
+    return table

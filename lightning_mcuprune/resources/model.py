@@ -12,7 +12,8 @@ then MACs = k*HW_out*Lin*Lout, weights = k*Lin*Lout, etc. For integer n the resu
   still needed, plus the op's output and its scratch buffer; peak = max over ops in the execution order.
   The max is differentiated by subgradient: the gradient flows through the bottleneck op only.
 - Latency (cycles; ms via the board clock): per op a linear model in LATENCY_FEATURES with per-op-type
-  coefficients from the board profile.
+  coefficients from the board profile. An op with a fused activation other than ReLU/ReLU6 (a clamp) also
+  pays an "activation" op (a lookup table run in place) over its output elements.
 """
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ import torch
 from lightning_mcuprune.boards import LATENCY_FEATURES, BoardProfile, load_board
 from lightning_mcuprune.boards.profile import SCRATCH_FEATURES
 from lightning_mcuprune.graph import ResourceGraph
+from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS
 
 WEIGHTED = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
 #: flash bytes per output channel of a weighted op: int32 bias + int32 multiplier + int32 shift
 REQUANT_BYTES_PER_CHANNEL = 12
+#: flash bytes of an int8 lookup-table activation (256 entries) and of a multiply's requantisation (int32 x 2)
+LUT_BYTES, MUL_PARAM_BYTES = 256, 8
 
 
 @dataclass
@@ -103,7 +107,8 @@ class ResourceModel:
                 A_buf[bidx[name], g] += cf * buf.spatial
         # latency coefficients per op, features in LATENCY_FEATURES order
         coefs = self.board.latency_coefficients
-        C = torch.tensor([[coefs[op.type].get(f, 0.0) for f in LATENCY_FEATURES] for op in ops], dtype=f64).reshape(O, len(LATENCY_FEATURES))
+        C = torch.tensor([[coefs[op.type].get(f, 0.0) + self._fused_activation_coef(op, f) for f in LATENCY_FEATURES]
+                          for op in ops], dtype=f64).reshape(O, len(LATENCY_FEATURES))
         rules = self.board.scratch_rules
         S = torch.tensor([[rules.get(op.type, {}).get(f, 0.0) for f in SCRATCH_FEATURES] for op in ops], dtype=f64).reshape(O, len(SCRATCH_FEATURES))
         kern = torch.tensor([float(op.kernel_elems) for op in ops], dtype=f64)
@@ -114,12 +119,32 @@ class ResourceModel:
             mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
             krcoef=krcoef, rtcoef=rtcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
+            table_bytes=torch.tensor([float(self._table_bytes(op)) for op in ops], dtype=f64),
         )
         self._cache: dict = {}
         self._producer = [bidx[op.output] for op in ops]
         self.dense_counts = graph.dense_counts
-        self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes)
+        self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes
+                                 + sum(self._table_bytes(op) for op in ops))
         self.set_order(order)
+
+    @staticmethod
+    def _table_bytes(op) -> int:
+        """Constant flash of an op beyond weights and per-channel parameters: the 256-byte int8 lookup table of an
+        activation other than ReLU/ReLU6 (standalone or fused), the int32 multiplier and shift of a multiply."""
+        lut = op.activation is not None and (op.type == "activation" or op.activation not in CLAMP_ACTIVATIONS)
+        return (LUT_BYTES if lut else 0) + (MUL_PARAM_BYTES if op.type == "mul" and not op.bn_params else 0)
+
+    _ELEMENTWISE_FEATURES = {"output_elements": ("output_elements", "input_elements"), "output_pixels": ("output_pixels",),
+                             "output_rows": ("output_rows",), "const": ("const",)}
+
+    def _fused_activation_coef(self, op, feature: str) -> float:
+        """Coefficient of `feature` added to op's latency row by a fused lookup-table activation: the profile's
+        "activation" coefficients on the op's output (its input elements are the op's output elements)."""
+        if op.type == "activation" or op.activation is None or op.activation in CLAMP_ACTIVATIONS:
+            return 0.0
+        act = self.board.latency_coefficients["activation"]
+        return sum(act.get(f, 0.0) for f in self._ELEMENTWISE_FEATURES.get(feature, ()))
 
     # ---- execution order -------------------------------------------------------------------
     def set_order(self, order="traced", counts=None) -> list[int]:
@@ -268,7 +293,7 @@ class ResourceModel:
         weights = m["wcoef"] * lin * lout
         op_macs = m["mcoef"] * lin * lout
         op_params = weights + m["pcoef"] * lout
-        op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes)
+        op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes) + m["table_bytes"]
         ws = self.working_set(n)
         feats = self._latency_features(n, m, lin, lout)
         cycles = (m["C"] * feats).sum(1)
