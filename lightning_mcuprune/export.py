@@ -89,14 +89,14 @@ def _read(path: Path, map_location, unsafe_pickle: bool) -> dict:
     try:
         data = torch.load(path, map_location=map_location, weights_only=not unsafe_pickle)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+        why = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "Unsupported class" in ln]
+        if why:  # a pickled object that is not plain data: it would run code when loaded
             raise ValueError(
-                f"{path}: the file holds Python objects other than tensors and plain containers, and load_pruned "
-                "reads files weights-only so that nothing in them runs (" + str(e).split("\n")[0][:200] + "). "
-                "A checkpoint of MCUPruneCallback loads that way unless the LightningModule saved such objects "
-                "(e.g. in its hyperparameters). Only for a file you trust like code: load_pruned(..., "
-                "unsafe_pickle=True)") from None
-        raise ValueError(f"{path}: not a torch checkpoint ({e})") from None
+                f"{path}: the file holds Python objects other than tensors and plain containers ({why[0][:200]}), "
+                "and load_pruned reads files weights-only so that nothing in them runs. A checkpoint of "
+                "MCUPruneCallback loads that way unless the LightningModule saved such objects (e.g. in its "
+                "hyperparameters). Only for a file you trust like code: load_pruned(..., unsafe_pickle=True)") from None
+        raise ValueError(f"{path}: not a torch checkpoint (it does not unpickle as tensors and plain containers)") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"{path}: not a torch checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if not isinstance(data, dict):
