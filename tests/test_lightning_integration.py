@@ -325,3 +325,30 @@ def test_resume_with_other_budgets_applies_them_or_refuses(tmp_path):
     cb = MCUPruneCallback("mps2-an386", {"sram": "2KiB"}, verbose=False, export=False)
     run(tmp_path / "d", cb, make_model(), max_epochs=6, ckpt_path=str(tmp_path / "d" / "last.ckpt"))
     assert cb.report.peak_sram_bytes <= 2048 and cb.history["sram_budget"].iloc[-1] == 2048
+
+
+def test_cli_benchmark_checkpoint_of_a_whole_module_run(tmp_path):
+    """`mcuprune benchmark PKG.MODULE:CALLABLE --checkpoint FILE`: the callable returns the bare network while
+    the callback pruned the whole LightningModule (`net.` prefix); FILE is last.ckpt or the weights-only
+    pruned_state.pt of the export. Both load without unpickling code and run on the emulated board."""
+    from hil_fixtures import require_hil_tools
+    require_hil_tools()
+    import lab_nets
+
+    from lightning_mcuprune import analyze
+    from lightning_mcuprune.cli import main
+    dense = analyze(lab_nets.tiny(), torch.zeros(1, 1, 8, 8), board="mps2-an386")
+    cb = MCUPruneCallback("mps2-an386", {"sram": int(dense.peak_sram_bytes * 0.5)}, verbose=False)
+    trainer = pl.Trainer(max_steps=12, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
+                         callbacks=[cb, ModelCheckpoint(dirpath=tmp_path, save_last=True)], enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Classifier(lab_nets.tiny()), random_loader((1, 8, 8), classes=5, n=32, batch=8))
+    for i, ckpt in enumerate((tmp_path / "last.ckpt", cb.export_dir / "pruned_state.pt")):
+        rc = main(["benchmark", "lab_nets:tiny", "--checkpoint", str(ckpt), "--input-shape", "1,8,8",
+                   "--emulate", "mps2-an386", "--json", str(tmp_path / f"b{i}.json")])
+        assert rc == 0
+        d = json.loads((tmp_path / f"b{i}.json").read_text())
+        assert d["summary"]["bit_exact"] is True
+        assert d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"] <= cb.budgets["sram"]
