@@ -361,7 +361,7 @@ class MCUPruneCallback(pl.Callback):
     # ---- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         d = {"version": STATE_VERSION, "phase": self.phase, "budgets": dict(self.budgets), "board": self.board.name,
-             "history": list(self._rows)}
+             "history": list(self._rows), "rng": _rng_state()}
         if self.state is not None:
             d.update(module=self.module, exclude=list(self.exclude), example_shape=list(self.example.shape), signature=self.plan.signature(),
                      state=self.state.state_dict(), ever_kept=[k.clone() for k in self._ever_kept],
@@ -374,6 +374,8 @@ class MCUPruneCallback(pl.Callback):
         # the structure and state were restored in `_restore`, before the weights; only check agreement here
         if self.state is not None and "architecture" in state_dict and self.architecture_hash() != state_dict["architecture"]:
             raise RuntimeError("mcuprune: the restored pruning state does not match the checkpoint")
+        if "rng" in state_dict and not self._deferred:  # one process: the checkpoint holds its random state
+            _set_rng_state(state_dict["rng"])
 
     def _restore(self, pl_module, saved: dict) -> None:
         if saved.get("version") != STATE_VERSION:
@@ -562,3 +564,31 @@ def _fresh_directory(path: Path) -> Path:
     fresh = path.with_name(f"{path.name}_{n}")
     warnings.warn(f"mcuprune: {path} holds an earlier export; this run's export goes to {fresh}", stacklevel=3)
     return fresh
+
+
+def _rng_state() -> dict:
+    """The process's random states (torch, CUDA, numpy, Python) as tensors and plain containers (loadable with
+    torch.load(weights_only=True)). Lightning does not checkpoint them; without them a resumed run draws another
+    shuffle order and other dropout masks than the uninterrupted one."""
+    import random
+
+    import numpy as np
+    py = random.getstate()
+    npst = np.random.get_state()
+    d = {"torch": torch.get_rng_state(), "python": [py[0], list(py[1]), py[2]],
+         "numpy": [npst[0], torch.from_numpy(npst[1].astype("int64")), int(npst[2]), int(npst[3]), float(npst[4])]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        d["cuda"] = torch.cuda.get_rng_state_all()
+    return d
+
+
+def _set_rng_state(d: dict) -> None:
+    import random
+
+    import numpy as np
+    torch.set_rng_state(d["torch"])
+    random.setstate((d["python"][0], tuple(d["python"][1]), d["python"][2]))
+    n = d["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    if "cuda" in d and torch.cuda.is_available() and len(d["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(d["cuda"])

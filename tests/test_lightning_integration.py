@@ -352,3 +352,35 @@ def test_cli_benchmark_checkpoint_of_a_whole_module_run(tmp_path):
         d = json.loads((tmp_path / f"b{i}.json").read_text())
         assert d["summary"]["bit_exact"] is True
         assert d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"] <= cb.budgets["sram"]
+
+
+def test_resume_from_an_epoch_end_is_exact_with_shuffled_data(tmp_path):
+    """A run interrupted after epoch 0 and resumed from last.ckpt ends with the same widths, masks and weights as
+    the uninterrupted run, with a shuffling DataLoader (the checkpoint carries the random states, which
+    Lightning does not save: without them the resumed run drew another data order and pruned differently)."""
+    from torch.utils.data import DataLoader
+
+    def shuffled():
+        return DataLoader(random_loader(SHAPE, n=40, batch=8).dataset, batch_size=8, shuffle=True)
+
+    def fit(root, cb, model, extra=(), ckpt_path=None):
+        trainer = pl.Trainer(max_epochs=6, accelerator="cpu", devices=1, logger=False, deterministic=True,
+                             callbacks=[cb, ModelCheckpoint(dirpath=root, save_last=True), *extra],
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, shuffled(), ckpt_path=ckpt_path)
+
+    pl.seed_everything(0)
+    cb_a, model_a = MCUPruneCallback("mps2-an386", BUDGET, verbose=False, export=False), make_model()
+    fit(tmp_path / "a", cb_a, model_a)
+    pl.seed_everything(0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "b", MCUPruneCallback("mps2-an386", BUDGET, verbose=False, export=False), make_model(),
+            extra=[_Crash(5)])  # 5 steps per epoch: last.ckpt is the end of epoch 0
+    pl.seed_everything(1)  # whatever the process did since: the checkpoint's random state wins
+    cb_b, model_b = MCUPruneCallback("mps2-an386", BUDGET, verbose=False, export=False), make_model(seed=123)
+    fit(tmp_path / "b", cb_b, model_b, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert cb_b.state.current == cb_a.state.current and cb_b.architecture_hash() == cb_a.architecture_hash()
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
