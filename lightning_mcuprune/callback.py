@@ -47,7 +47,8 @@ class MCUPruneCallback(pl.Callback):
         update_every: optimiser steps between pi/mask updates. removals: physical removals during pruning.
         pi_lr: learning rate of pi's own Adam. importance_decay: EMA decay of channel importance.
         order: execution order for peak SRAM: "traced" or "optimal".
-        export: write the pruned model (ONNX), the report (JSON) and plots (PNG) to the log dir after fit.
+        export: after fit, write the export (see `export`) to `mcuprune/` in the log dir (the Trainer's
+            default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
     """
 
     def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
