@@ -186,8 +186,11 @@ def load_pruned(module: torch.nn.Module, checkpoint_path, map_location="cpu", *,
         raise ValueError(f"{path}: {e}{where}") from None
     state = saved["state"]
     apply_present(root, example, plan, state["present"])
+    target = module
+    if root is not module and data.get("format") == PRUNED_STATE_FORMAT:  # holds the pruned network's weights only
+        target, weights = root, {k[len(lm_prefix):]: v for k, v in weights.items()}
     try:
-        module.load_state_dict(weights)
+        target.load_state_dict(weights)
     except RuntimeError as e:
         raise ValueError(f"{path}: the pruned weights do not fit this module: {e}") from None
     masked = {name: (~k.bool()).nonzero().flatten().tolist() for name, k in zip(plan.producers, state.get("keep", []))}

@@ -384,3 +384,22 @@ def test_resume_from_an_epoch_end_is_exact_with_shuffled_data(tmp_path):
     assert cb_b.state.current == cb_a.state.current and cb_b.architecture_hash() == cb_a.architecture_hash()
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+class _WithLossWeights(Classifier):
+    """A LightningModule with a parameter outside the pruned network."""
+
+    def __init__(self, net):
+        super().__init__(net)
+        self.temperature = nn.Parameter(torch.ones(1))
+
+
+def test_pruned_state_of_a_submodule_run_loads_into_the_lightning_module(tmp_path):
+    cb = MCUPruneCallback("mps2-an386", BUDGET, module="net", verbose=False)
+    model = _WithLossWeights(zoo.reference_cnn(width=0.5))
+    run(tmp_path, cb, model, max_epochs=4)
+    x = torch.randn(3, *SHAPE)
+    fresh = load_pruned(_WithLossWeights(zoo.reference_cnn(width=0.5)), cb.export_dir / "pruned_state.pt")
+    torch.testing.assert_close(fresh.net(x), model.eval().net(x), atol=1e-6, rtol=0)
+    net = load_pruned(zoo.reference_cnn(width=0.5), cb.export_dir / "pruned_state.pt")
+    torch.testing.assert_close(net(x), model.net(x), atol=1e-6, rtol=0)
