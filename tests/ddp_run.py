@@ -16,7 +16,7 @@ from lightning_mcuprune import MCUPruneCallback, analyze, load_pruned, zoo  # no
 
 warnings.simplefilter("ignore")
 out = sys.argv[1]
-CONFIGS = [(False, False), (True, True), (False, True)]  # (logger, checkpointing)
+CONFIGS = [(False, False), (True, True), (False, True), (True, False)]  # (logger, checkpointing)
 for logger, ckpt in CONFIGS:
     tag = f"logger{int(logger)}_ckpt{int(ckpt)}"
     root = f"{out}/{tag}"

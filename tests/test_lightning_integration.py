@@ -165,7 +165,7 @@ def test_ddp_two_cpu_processes_agree_and_export(tmp_path):
     r = subprocess.run([sys.executable, str(Path(__file__).parent / "ddp_run.py"), str(tmp_path)], env=env,
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
-    for tag in ("logger0_ckpt0", "logger1_ckpt1", "logger0_ckpt1"):
+    for tag in ("logger0_ckpt0", "logger1_ckpt1", "logger0_ckpt1", "logger1_ckpt0"):
         ranks = [json.loads((tmp_path / f"{tag}.rank{i}.json").read_text()) for i in (0, 1)]
         assert ranks[0]["hash"] == ranks[1]["hash"]
         assert ranks[0]["channels"] == ranks[1]["channels"] and ranks[0]["pi"] == ranks[1]["pi"]
@@ -322,6 +322,10 @@ def test_resume_with_other_budgets_applies_them_or_refuses(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "d", MCUPruneCallback("mps2-an386", BUDGET, verbose=False, export=False), make_model(),
             max_epochs=6, extra=[_Crash(12)])
+    # that checkpoint is from the pruning phase: load_pruned says its network does not meet the budgets yet
+    with pytest.raises(ValueError, match="pruning phase, before hardening"):
+        load_pruned(make_model(), tmp_path / "d" / "last.ckpt")
+    load_pruned(make_model(), tmp_path / "d" / "last.ckpt", allow_unfinished=True)
     cb = MCUPruneCallback("mps2-an386", {"sram": "2KiB"}, verbose=False, export=False)
     run(tmp_path / "d", cb, make_model(), max_epochs=6, ckpt_path=str(tmp_path / "d" / "last.ckpt"))
     assert cb.report.peak_sram_bytes <= 2048 and cb.history["sram_budget"].iloc[-1] == 2048
