@@ -35,18 +35,55 @@ NETS = ("resnet8", "ds_cnn", "mobilenet_v2")
 FRACS = (1.0, 0.5, 0.25)
 
 
+def cache_dir() -> Path:
+    """Per-user cache of the trained networks ($XDG_CACHE_HOME or ~/.cache, /lightning-mcuprune/lab_benchmark),
+    private to the user; files in it are weights-only (read with torch.load(weights_only=True)), so a planted
+    file cannot run code."""
+    import os
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    d = base / "lightning-mcuprune" / "lab_benchmark"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def save_net(net, factory, shape, path: Path, **extra) -> None:
+    """`net` (a pruned or dense instance of `factory()`) as a weights-only pruned_state file, plus `extra`
+    tensors/numbers beside it."""
+    from lightning_mcuprune.export import save_pruned_state
+    from lightning_mcuprune.io import atomic_path
+    from lightning_mcuprune.pruning.plan import make_plan
+    example = torch.zeros(1, *shape)
+    plan = make_plan(factory(), example)
+    present = [torch.arange(net.get_submodule(p).weight.shape[0]) for p in plan.producers]  # widths; weights follow
+    save_pruned_state(net, path, module=None, example_shape=example.shape, signature=plan.signature(), present=present)
+    with atomic_path(path.with_suffix(".extra.pt")) as tmp:
+        torch.save(extra, tmp)
+
+
+def load_net(factory, path: Path):
+    """(network, extra) saved by save_net, or None if not cached; nothing is unpickled."""
+    from lightning_mcuprune.export import load_pruned
+    extra_path = path.with_suffix(".extra.pt")
+    if not (path.is_file() and extra_path.is_file()):
+        return None
+    return load_pruned(factory(), path), torch.load(extra_path, weights_only=True)
+
+
 def matrix(rows: list) -> None:
-    from lab_nets import make_net
-    cache = Path("/tmp/mcuprune_lab_nets.pt")
-    nets = torch.load(cache, weights_only=False) if cache.exists() else {}
+    from lab_nets import NETS, make_net
+    nets = {}
     for name in NETS:
         for frac in FRACS:
-            if (name, frac) in nets:
+            factory, shape = NETS[name]
+            path = cache_dir() / f"{name}_{frac}.pt"
+            cached = load_net(factory, path)
+            if cached is not None:
+                nets[(name, frac)] = (cached[0], shape, cached[1]["calib"])
                 continue
             t = time.time()
             nets[(name, frac)] = make_net(name, "mps2-an386", frac, steps=16)
             print(f"built {name} {frac}: {time.time() - t:.0f} s", flush=True)
-            torch.save(nets, cache)
+            save_net(nets[(name, frac)][0], factory, shape, path, calib=nets[(name, frac)][2])
     for board in BOARDS:
         prof = load_board(board)
         with EmulatedBoard(board) as b:
@@ -76,9 +113,10 @@ def fmnist(epochs: int, board_images: int) -> dict:
     data = FashionMNISTDataModule(batch_size=128, train_subset=12000, seed=0)
     model = ImageClassifier(ReferenceCNN(), lr=2e-3, input_shape=(1, 28, 28))
     cb = MCUPruneCallback("mps2-an386", {"sram": "16KiB"}, verbose=False, export=False)
-    cache = Path(f"/tmp/mcuprune_lab_fmnist_e{epochs}.pt")
-    if cache.exists():
-        net, train_s = torch.load(cache, weights_only=False)
+    path = cache_dir() / f"fmnist_e{epochs}.pt"
+    cached = load_net(ReferenceCNN, path)
+    if cached is not None:
+        net, train_s = cached[0], float(cached[1]["train_s"])
     else:
         t = time.time()
         with warnings.catch_warnings():
@@ -88,7 +126,7 @@ def fmnist(epochs: int, board_images: int) -> dict:
                        num_sanity_val_steps=0).fit(model, datamodule=data)
         train_s = time.time() - t
         net = model.net
-        torch.save((net, train_s), cache)
+        save_net(net, ReferenceCNN, (1, 28, 28), path, train_s=train_s)
     net = net.eval()
     xtr, _ = to_tensors(*load_fashion_mnist("train"))
     xte, yte = to_tensors(*load_fashion_mnist("test"))

@@ -47,7 +47,8 @@ class MCUPruneCallback(pl.Callback):
         update_every: optimiser steps between pi/mask updates. removals: physical removals during pruning.
         pi_lr: learning rate of pi's own Adam. importance_decay: EMA decay of channel importance.
         order: execution order for peak SRAM: "traced" or "optimal".
-        export: write the pruned model (ONNX), the report (JSON) and plots (PNG) to the log dir after fit.
+        export: after fit, write the export (see `export`) to `mcuprune/` in the log dir (the Trainer's
+            default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
     """
 
     def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
@@ -77,6 +78,7 @@ class MCUPruneCallback(pl.Callback):
         self.report: Report | None = None
         self.dense_report: Report | None = None
         self.export_dir: Path | None = None
+        self.export_errors: dict[str, str] = {}
         self._rows: list[dict] = []
         self.state: PruningState | None = None
         self.hooks: MaskHooks | None = None
@@ -249,17 +251,47 @@ class MCUPruneCallback(pl.Callback):
         self._log(pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        changed = False
         if self.phase in ("warmup", "pruning"):
             self._harden(trainer)  # the run ended before the schedule did: the budgets still hold
+            changed = True
         if self._deferred and self.phase == "finetune" and self.hooks.handles:
             self._remove(trainer, final=True)  # DDP: channels leave only after training (see _harden)
             self.hooks.remove()
             self._finish()
+            changed = True
+        if changed:
+            self._checkpoint_after_training(trainer)
+
+    def _checkpoint_after_training(self, trainer) -> None:
+        """The network changed after the last checkpoint (hardening or DDP's final removal in on_train_end):
+        write it to every ModelCheckpoint's last checkpoint, so load_pruned(last.ckpt) gives the network that
+        meets the budgets. Every rank calls this (saving a checkpoint is a collective under DDP)."""
+        import os
+
+        from lightning.pytorch.callbacks import ModelCheckpoint
+        for cb in trainer.checkpoint_callbacks:
+            if not isinstance(cb, ModelCheckpoint) or cb.dirpath is None:
+                continue
+            path = cb.last_model_path or os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+            path = trainer.strategy.broadcast(path)
+            if trainer.is_global_zero and os.path.islink(path):
+                os.unlink(path)  # save_last="link" points at a top-k checkpoint: keep that one as it was
+            trainer.strategy.barrier("mcuprune_last_checkpoint")
+            trainer.save_checkpoint(path)
+            cb.last_model_path = path
+            if self.verbose and trainer.is_global_zero:
+                print(f"mcuprune: the network was hardened after the last checkpoint; saved it to {path}")
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self.export_after_fit and self.report is not None and self.state is not None and trainer.is_global_zero:
-            base = Path(trainer.log_dir or trainer.default_root_dir)
-            self.export(base / "mcuprune")
+        if not (self.export_after_fit and self.report is not None and self.state is not None):
+            return  # the same on every rank
+        base = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir broadcasts under DDP: every rank calls it
+        directory = _fresh_directory(base / "mcuprune") if trainer.is_global_zero else None
+        directory = trainer.strategy.broadcast(directory)
+        if trainer.is_global_zero:
+            self.export(directory)
+        self.export_dir = directory
 
     # ---- the steps ----------------------------------------------------------------------------
     def targets(self, step: int) -> dict[str, float]:
@@ -340,9 +372,9 @@ class MCUPruneCallback(pl.Callback):
     # ---- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         d = {"version": STATE_VERSION, "phase": self.phase, "budgets": dict(self.budgets), "board": self.board.name,
-             "history": list(self._rows)}
+             "history": list(self._rows), "rng": _rng_state()}
         if self.state is not None:
-            d.update(module=self.module, example_shape=list(self.example.shape), signature=self.plan.signature(),
+            d.update(module=self.module, exclude=list(self.exclude), example_shape=list(self.example.shape), signature=self.plan.signature(),
                      state=self.state.state_dict(), ever_kept=[k.clone() for k in self._ever_kept],
                      schedule=dict(total=self.total_steps, warmup=self.warmup_step, harden=self.harden_step,
                                    removals=list(self.removal_steps)),
@@ -353,6 +385,8 @@ class MCUPruneCallback(pl.Callback):
         # the structure and state were restored in `_restore`, before the weights; only check agreement here
         if self.state is not None and "architecture" in state_dict and self.architecture_hash() != state_dict["architecture"]:
             raise RuntimeError("mcuprune: the restored pruning state does not match the checkpoint")
+        if "rng" in state_dict and not self._deferred:  # one process: the checkpoint holds its random state
+            _set_rng_state(state_dict["rng"])
 
     def _restore(self, pl_module, saved: dict) -> None:
         if saved.get("version") != STATE_VERSION:
@@ -372,35 +406,95 @@ class MCUPruneCallback(pl.Callback):
         s = saved["schedule"]
         self.total_steps, self.warmup_step, self.harden_step = s["total"], s["warmup"], s["harden"]
         self.removal_steps = list(s["removals"])
+        saved_budgets = {k: float(v) for k, v in saved.get("budgets", {}).items()}
+        if saved_budgets != {k: float(v) for k, v in self.budgets.items()}:
+            self._check_new_budgets(saved_budgets)
         if self.phase in ("warmup", "pruning") or (self.phase == "finetune" and self._deferred):
             self._install()
-        elif self.phase in ("finetune",):
+        elif self.phase in ("finetune", "dense-fits"):
             self.report = analyze(self.root, example, board=self.board, order=self.order)
 
+    def _check_new_budgets(self, saved: dict) -> None:
+        """Resuming with budgets other than the checkpoint's: before hardening, pruning continues toward the new
+        budgets; after it, the network is kept only if it already meets them (it is never reported against
+        budgets it does not meet)."""
+        def text(b):
+            return ", ".join(f"{k} {format_value(k, v)}" for k, v in b.items()) or "none"
+        change = f"the checkpoint's budgets are {text(saved)}, this callback's {text(self.budgets)}"
+        if self.phase in ("warmup", "pruning"):
+            self.state.check_reachable()
+            warnings.warn(f"mcuprune: {change}; pruning continues toward the new budgets", stacklevel=2)
+            return
+        st = self.state
+        values = st.resources(st.integer_counts([int(k.sum()) for k in st.keep]))
+        bad = {k: v for k, v in values.items() if v > self.budgets[k]}
+        if bad:
+            raise ValueError(
+                f"mcuprune: {change}, but the checkpoint's network was already hardened (phase {self.phase!r}) and "
+                f"exceeds the new budgets: {self._budget_text({**self.budgets, **bad})}. A hardened network is not "
+                "pruned again on resume; to prune it further start a new run from it: "
+                "lightning_mcuprune.load_pruned(model, CKPT), then trainer.fit(model) with a new MCUPruneCallback "
+                "and no ckpt_path. Or resume with the checkpoint's budgets.")
+        warnings.warn(f"mcuprune: {change}; the hardened network meets the new budgets "
+                      f"({self._budget_text(values)})", stacklevel=2)
+
     # ---- export -------------------------------------------------------------------------------
+    def artefacts(self) -> list:
+        """What `export` writes, most valuable first: (name, writer) pairs, writer(directory) -> {key: path}.
+        Each is written on its own: one that fails (e.g. ONNX) is reported and the others are still written."""
+        return [("pruned_state", self._write_pruned_state), ("module", self._write_module),
+                ("report", self._write_report), ("onnx", self._write_onnx), ("plots", self._write_plots)]
+
     def export(self, directory) -> dict:
-        """Write model.onnx (opset 17), model.pt (the pruned torch network), report.json and the PNG plots into
-        `directory`; returns their paths. `mcuprune benchmark DIRECTORY` runs the export on a board."""
-        from lightning_mcuprune.export import export_onnx, save_module
-        from lightning_mcuprune.io import write_json_atomic
-        from lightning_mcuprune.plots import plot_history, plot_memory_before_after
+        """Write into `directory`, each on its own and atomically: pruned_state.pt (weights, kept channels and
+        architecture signature: data only, for `load_pruned(dense_module, path)`), model.pt (the pruned network
+        pickled: code, load only your own), report.json, model.onnx (opset 17) and the PNG plots. Returns the
+        paths written; an artefact that fails is warned about and listed in `self.export_errors`, it does not
+        raise. `mcuprune benchmark DIRECTORY` runs the export on a board."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        paths = {"onnx": export_onnx(self.root, self.example, directory / "model.onnx"),
-                 "module": save_module(self.root, directory / "model.pt")}
+        paths, self.export_errors = {}, {}
+        for name, write in self.artefacts():
+            try:
+                paths.update(write(directory))
+            except Exception as e:  # noqa: BLE001 - the pruned network must survive any one failing writer
+                self.export_errors[name] = f"{type(e).__name__}: {e}"
+                warnings.warn(f"mcuprune: export of {name} to {directory} failed ({type(e).__name__}: {e}); "
+                              "the other files were written", stacklevel=2)
+        self.export_dir = directory
+        return paths
+
+    def _write_pruned_state(self, directory: Path) -> dict:
+        from lightning_mcuprune.export import save_pruned_state
+        return {"pruned_state": save_pruned_state(
+            self.root, directory / "pruned_state.pt", module=self.module, example_shape=self.example.shape,
+            signature=self.plan.signature(), present=self.state.present, exclude=self.exclude, board=self.board.name,
+            budgets=self.budgets, architecture=self.architecture_hash())}
+
+    def _write_module(self, directory: Path) -> dict:
+        from lightning_mcuprune.export import save_module
+        return {"module": save_module(self.root, directory / "model.pt")}
+
+    def _write_report(self, directory: Path) -> dict:
+        from lightning_mcuprune.io import write_json_atomic
         rep = self.report.to_dict()
         rep.update(budgets=self.budgets, dense=self.dense_report.to_dict() if self.dense_report else None,
                    latency_is_estimate=self.board.latency_source == "estimate", architecture=self.architecture_hash(),
                    channels={n: {"dense": int(self.state.C0[g]), "kept": c}
                              for n, g, c in zip(self.plan.producers, self.state.ids, self.state.current)},
                    example_shape=list(self.example.shape))
-        paths["report"] = write_json_atomic(directory / "report.json", rep)
-        if self._rows:
-            paths.update(plot_history(self.history, self.budgets, directory))
+        return {"report": write_json_atomic(directory / "report.json", rep)}
+
+    def _write_onnx(self, directory: Path) -> dict:
+        from lightning_mcuprune.export import export_onnx
+        return {"onnx": export_onnx(self.root, self.example, directory / "model.onnx")}
+
+    def _write_plots(self, directory: Path) -> dict:
+        from lightning_mcuprune.plots import plot_history, plot_memory_before_after
+        paths = dict(plot_history(self.history, self.budgets, directory)) if self._rows else {}
         if self.dense_report is not None:
             paths["memory"] = plot_memory_before_after(self.dense_report, self.report, directory / "memory_profile.png",
                                                       budget=self.budgets.get("sram"))
-        self.export_dir = directory
         return paths
 
     # ---- history, logging, summary -----------------------------------------------------------
@@ -421,7 +515,10 @@ class MCUPruneCallback(pl.Callback):
         if not self._rows:
             return ""
         row = self._rows[-1]
-        k = max(self.budgets, key=lambda key: row[key] / self.budgets[key])
+        keys = [key for key in self.budgets if key in row]  # a resume may have added a budget
+        if not keys:
+            return ""
+        k = max(keys, key=lambda key: row[key] / self.budgets[key])
         if k in ("sram", "flash"):
             return f"{k} {row[k] / 1024:.1f}/{self.budgets[k] / 1024:.1f} KiB"
         if k == "latency_ms":
@@ -432,8 +529,9 @@ class MCUPruneCallback(pl.Callback):
         if not self._rows or pl_module._trainer is None or not pl_module.trainer.loggers:
             return
         row = self._rows[-1]
-        metrics = {f"mcuprune/{k}{'_bytes' if k in ('sram', 'flash') else ''}": float(row[k]) for k in self.budgets}
-        metrics.update({f"mcuprune/{k}_target": float(row[f'{k}_target']) for k in self.budgets})
+        keys = [k for k in self.budgets if k in row]  # a resume may have added a budget
+        metrics = {f"mcuprune/{k}{'_bytes' if k in ('sram', 'flash') else ''}": float(row[k]) for k in keys}
+        metrics.update({f"mcuprune/{k}_target": float(row[f'{k}_target']) for k in keys})
         metrics.update({f"mcuprune/pi/{n}": float(row[f'pi/{n}']) for n in self.plan.producers})
         for logger in pl_module.trainer.loggers:
             logger.log_metrics(metrics, step=row["step"])
@@ -462,3 +560,46 @@ class MCUPruneCallback(pl.Callback):
         console = Console()
         for t in self.summary_table():
             console.print(t)
+
+
+def _fresh_directory(path: Path) -> Path:
+    """`path` if it holds no earlier export, else the first free `path_1`, `path_2`, ... (with a warning):
+    an export never overwrites another run's."""
+    def used(p: Path) -> bool:
+        return p.exists() and (not p.is_dir() or any(p.iterdir()))
+    if not used(path):
+        return path
+    n = 1
+    while used(path.with_name(f"{path.name}_{n}")):
+        n += 1
+    fresh = path.with_name(f"{path.name}_{n}")
+    warnings.warn(f"mcuprune: {path} holds an earlier export; this run's export goes to {fresh}", stacklevel=3)
+    return fresh
+
+
+def _rng_state() -> dict:
+    """The process's random states (torch, CUDA, numpy, Python) as tensors and plain containers (loadable with
+    torch.load(weights_only=True)). Lightning does not checkpoint them; without them a resumed run draws another
+    shuffle order and other dropout masks than the uninterrupted one."""
+    import random
+
+    import numpy as np
+    py = random.getstate()
+    npst = np.random.get_state()
+    d = {"torch": torch.get_rng_state(), "python": [py[0], list(py[1]), py[2]],
+         "numpy": [npst[0], torch.from_numpy(npst[1].astype("int64")), int(npst[2]), int(npst[3]), float(npst[4])]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        d["cuda"] = torch.cuda.get_rng_state_all()
+    return d
+
+
+def _set_rng_state(d: dict) -> None:
+    import random
+
+    import numpy as np
+    torch.set_rng_state(d["torch"])
+    random.setstate((d["python"][0], tuple(d["python"][1]), d["python"][2]))
+    n = d["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    if "cuda" in d and torch.cuda.is_available() and len(d["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(d["cuda"])

@@ -300,7 +300,10 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
 
 # ---- CLI ------------------------------------------------------------------------------------------
 def _load_export(directory: Path):
-    """The network and input shape (C, H, W) of an export directory written by MCUPruneCallback."""
+    """The network and input shape (C, H, W) of an export directory written by MCUPruneCallback.
+
+    Reads model.pt, a pickled module: loading it runs code named in the file, so give only export directories
+    you wrote or trust like code; for others use CALLABLE --checkpoint DIR/pruned_state.pt (weights only)."""
     import json
 
     from lightning_mcuprune.export import load_module
@@ -370,9 +373,11 @@ def _cmd(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="run the int8 network on a board and compare with the resource model")
-    p.add_argument("model", help="the export directory MCUPruneCallback wrote (model.pt + report.json), or "
-                                 "PKG.MODULE:CALLABLE building the network (with --checkpoint for a pruned run)")
-    p.add_argument("--checkpoint", help="Lightning checkpoint of an MCUPruneCallback run (rebuilt with load_pruned)")
+    p.add_argument("model", help="the export directory MCUPruneCallback wrote (model.pt + report.json; model.pt is "
+                                 "a pickle, i.e. code: only your own or trusted ones), or PKG.MODULE:CALLABLE "
+                                 "building the dense network (with --checkpoint for a pruned run)")
+    p.add_argument("--checkpoint", help="Lightning checkpoint of an MCUPruneCallback run, or the export's "
+                                        "pruned_state.pt; read weights-only (no code runs) and applied with load_pruned")
     p.add_argument("--input-shape", default="1,28,28", help="C,H,W of one input (default 1,28,28)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--port", help="serial port of a board flashed with the HIL firmware")

@@ -29,7 +29,8 @@ def plot_history(history, budgets: dict, directory) -> dict:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     out["pi"] = save_figure(fig, directory / "pi.png")
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.6), squeeze=False)
+    budgets = {k: v for k, v in budgets.items() if k in history.columns}  # a resume may have added a budget
+    fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(4.2 * max(1, len(budgets)), 3.6), squeeze=False)
     for ax, k in zip(axes[0], budgets):
         unit, div = _UNITS[k]
         ax.plot(history["step"], history[k] / div, label="network (integer masks)")
