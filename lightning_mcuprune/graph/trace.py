@@ -1,8 +1,9 @@
 """Trace an nn.Module into a resource graph: fused ops in execution order, int8 activation buffers,
 and for every channel dimension the channel group it belongs to.
 
-How it works: torch.fx traces the module (modules and functional calls alike); fx's ShapeProp gives
-every tensor's shape at batch 1 (and at batch 2, to catch models whose shapes depend on the batch).
+How it works: torch.fx traces the module (modules and functional calls alike); every tensor's shape
+is propagated on meta tensors (shapes only, no arithmetic) at batch 1, and at batch 2 to catch models
+whose shapes depend on the batch; a model that fails at batch 1 is reported with the failing node.
 Nodes are then folded into the ops an MCU runtime executes: BatchNorm folds into the conv/linear
 before it, activations fuse into their producer, flatten/view/reshape/dropout alias their input.
 
@@ -20,7 +21,6 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
 
 Segments = tuple  # tuple[tuple[int, float], ...]: (group id, channels per group channel)
 
@@ -282,6 +282,104 @@ def _seg_count(segs: Segments, sizes: list[int]) -> float:
     return sum(c * sizes[g] for g, c in segs)
 
 
+
+class _NodeFailed(Exception):
+    """Running an fx node raised `error`."""
+
+    def __init__(self, node, error: BaseException):
+        super().__init__(str(error))
+        self.node, self.error = node, error
+
+
+def _error_text(e: BaseException) -> str:
+    """An exception as one readable line: its type and first lines, without fx's graph dump."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    text = " ".join(lines[:3])
+    return f"{type(e).__name__}: {text[:400]}"
+
+
+class _ShapeInterpreter(torch.fx.Interpreter):
+    """Runs a GraphModule node by node and records the output shape of every tensor node.
+
+    meta=True: inputs, parameters and buffers are meta tensors (shapes only, no arithmetic); the
+    module's own tensors are not touched. A failing node raises _NodeFailed naming the node."""
+
+    def __init__(self, gm: torch.fx.GraphModule, meta: bool):
+        super().__init__(gm, garbage_collect_values=True)
+        self.meta = meta
+        self.recorded: dict[str, tuple] = {}
+        self.record = True
+
+    def shapes(self, example_inputs, batch: int, record: bool = True) -> dict:
+        self.record = record
+        xs = []
+        for x in example_inputs:
+            shape = (batch, *x.shape[1:])
+            xs.append(torch.empty(shape, dtype=x.dtype, device="meta") if self.meta
+                      else x[:1].expand(*shape).contiguous())
+        self.run(*xs)
+        return self.recorded
+
+    def _to_meta(self, v):
+        if self.meta and isinstance(v, torch.Tensor) and v.device.type != "meta":
+            return v.to("meta")
+        return v
+
+    def run_node(self, n):
+        try:
+            result = super().run_node(n)
+        except _NodeFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - any error of the user's forward is reported with its node
+            raise _NodeFailed(n, e) from e
+        if isinstance(result, torch.Tensor):
+            self.recorded[n.name] = tuple(result.shape)
+            if self.record:
+                n.meta["tensor_meta"] = _ShapeMeta(tuple(result.shape), result.dtype)
+        elif self.record:
+            n.meta.pop("tensor_meta", None)
+        return result
+
+    def call_module(self, target, args, kwargs):
+        submod = self.fetch_attr(target)
+        if not self.meta:
+            return submod(*args, **kwargs)
+        x = args[0] if args else None
+        if isinstance(submod, _SHAPE_KEEPING_MODULES) and isinstance(x, torch.Tensor) and len(args) == 1 and not kwargs:
+            # the output has the input's shape (meta batch_norm runs a slow Python decomposition)
+            features = getattr(submod, "num_features", None)
+            if features is not None and (x.dim() < 2 or x.shape[1] != features):
+                raise RuntimeError(f"{type(submod).__name__}({features}) got an input of shape {tuple(x.shape)}")
+            return torch.empty_like(x)
+        state = {k: v.to("meta") for k, v in submod.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)}
+        return torch.func.functional_call(submod, state, args, kwargs, strict=False)
+
+    def get_attr(self, target, args, kwargs):
+        return self._to_meta(super().get_attr(target, args, kwargs))
+
+    def call_function(self, target, args, kwargs):
+        if self.meta:  # tensors made inside forward (torch.ones, constants) join the meta tensors
+            args, kwargs = torch.fx.node.map_aggregate((args, kwargs), self._to_meta)
+        return super().call_function(target, args, kwargs)
+
+    def call_method(self, target, args, kwargs):
+        if self.meta:
+            args, kwargs = torch.fx.node.map_aggregate((args, kwargs), self._to_meta)
+        return super().call_method(target, args, kwargs)
+
+
+_SHAPE_KEEPING_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Dropout1d,
+                          nn.Dropout2d)
+
+
+@dataclass(frozen=True)
+class _ShapeMeta:
+    """What the tracer keeps of a node's tensor: its shape at batch 1 and dtype."""
+
+    shape: tuple
+    dtype: torch.dtype
+
+
 class _Tracer:
     def __init__(self, model: nn.Module, example_inputs: tuple, exclude: set[str]):
         self.model = model
@@ -310,28 +408,43 @@ class _Tracer:
                 "move it out of forward() or make the shapes static.") from None
 
     def _propagate_shapes(self, example_inputs):
-        def shapes(batch):
-            xs = tuple(x[:1].expand(batch, *x.shape[1:]).contiguous() for x in example_inputs)
-            ShapeProp(self.gm).propagate(*xs)
-            return {n.name: tuple(n.meta["tensor_meta"].shape) for n in self.gm.graph.nodes
-                    if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
+        """Record every node's shape at batch 1 (node.meta["tensor_meta"]) and check that batch 2 changes
+        only dimension 0. Shapes are propagated on meta tensors (no arithmetic, linear in the graph size);
+        only where meta tensors fail does a real float forward at batch 1 tell a user error from an op
+        meta tensors cannot run."""
         self.gm.eval()  # modes are restored by trace_graph
         with torch.no_grad():
             try:
-                s2 = shapes(2)
-            except Exception as e:
+                s1 = _ShapeInterpreter(self.gm, meta=True).shapes(example_inputs, 1)
+                meta = True
+            except _NodeFailed:
+                try:
+                    s1 = _ShapeInterpreter(self.gm, meta=False).shapes(example_inputs, 1)
+                except _NodeFailed as f:
+                    raise GraphError(self._failure_text(f, example_inputs)) from None
+                meta = False
+            try:
+                s2 = _ShapeInterpreter(self.gm, meta=meta).shapes(example_inputs, 2, record=False)
+            except _NodeFailed as f:
                 raise GraphError(
-                    f"the model fails on a batch of 2 ({type(e).__name__}: {e}); its shapes seem to depend on the "
-                    "batch size (e.g. view(1, -1) or a hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
-            s1 = shapes(1)
-        for name, sh in s1.items():
-            other = s2.get(name)
+                    f"the model runs at batch 1 but fails at batch 2 at {self.describe(f.node)} "
+                    f"({_error_text(f.error)}); its shapes depend on the batch size (e.g. view(1, -1) or a "
+                    "hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
+        for node in self.gm.graph.nodes:
+            sh, other = s1.get(node.name), s2.get(node.name)
+            if sh is None:
+                continue
             if other is None or len(other) != len(sh) or other[1:] != sh[1:] or (len(sh) and sh[0] != 1) or other[0] != 2:
-                node = next(n for n in self.gm.graph.nodes if n.name == name)
                 raise GraphError(
-                    f"the shape of {name!r} ({node.op} {_fn_name(node.target) if callable(node.target) else node.target}) "
+                    f"the shape of {node.name!r} ({self.describe(node)}) "
                     f"depends on the batch: {sh} at batch 1, {other} at batch 2; the batch must stay dimension 0 "
                     "everywhere (use x.flatten(1) or x.view(x.size(0), -1), not view(-1) or view(1, -1))")
+
+    def _failure_text(self, f: "_NodeFailed", example_inputs) -> str:
+        given = ", ".join(str(list(x.shape)) for x in example_inputs)
+        return (f"the model fails on the example input (shape {given}) at {self.describe(f.node)}: "
+                f"{_error_text(f.error)}. Check the input shape (batch first, e.g. [1, C, H, W]) and that the "
+                "weights belong to this architecture.")
 
     # ---- groups -----------------------------------------------------------------------------
     def new_group(self, size: int, producer: str | None = None, module: str | None = None) -> int:
@@ -673,9 +786,12 @@ class _Tracer:
         def remap(segs):
             return tuple((new_id[self.uf.find(g)], c) for g, c in segs)
 
+        members_of: dict[int, list] = {r: [] for r in roots}
+        for g in range(len(self.group_size)):
+            members_of[self.uf.find(g)].append(g)
         groups = []
         for r in roots:
-            members = [g for g in range(len(self.group_size)) if self.uf.find(g) == r]
+            members = members_of[r]
             sizes = {self.group_size[g] for g in members}
             if len(sizes) != 1:
                 raise GraphError(f"channel group joins dimensions of different sizes {sorted(sizes)}")
