@@ -283,6 +283,103 @@ def _seg_count(segs: Segments, sizes: list[int]) -> float:
 
 
 
+#: torch.nn layers no MCU kernel of ours runs; named up front (see _Tracer._refuse_unsupported_layers)
+_NO_KERNEL_MODULES = (nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Embedding, nn.EmbeddingBag,
+                      nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+                      nn.TransformerDecoder, nn.Transformer)
+
+
+def _children_text(model: nn.Module) -> str:
+    names = [n for n, _ in model.named_children()]
+    return ", ".join(repr(n) for n in names[:6]) + (" ..." if len(names) > 6 else "") if names else "none"
+
+
+def _symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """torch.fx.symbolic_trace with errors that say what to do."""
+    if getattr(type(model).forward, "__qualname__", "") in ("_forward_unimplemented", "LightningModule.forward"):
+        raise GraphError(
+            f"{type(model).__name__} has no forward() of its own, so there is no network to trace. Name the "
+            f"network inside it: MCUPruneCallback(module='net') or analyze(model.net, ...) "
+            f"(its submodules: {_children_text(model)})")
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as e:  # fx raises many types for untraceable code
+        text = f"{type(e).__name__}: {e}"
+        if "cannot be iterated" in str(e):
+            raise GraphError(
+                f"torch.fx could not trace {type(model).__name__}: {text}. Its forward() unpacks or iterates its "
+                "input (e.g. `x, y = batch`); trace the network that takes the input tensor itself: "
+                f"MCUPruneCallback(module='net') or analyze(model.net, ...) (its submodules: {_children_text(model)})"
+            ) from None
+        raise GraphError(
+            f"torch.fx could not trace {type(model).__name__}: {text}. "
+            "Data-dependent Python control flow (if/for on tensor values) cannot be traced; "
+            "move it out of forward() or make the shapes static.") from None
+
+
+#: ops that only act in training (identity at inference): a mode-dependent call of these is harmless
+_TRAINING_ONLY_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_DROPOUT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
+
+
+def _structure(gm: torch.fx.GraphModule) -> list:
+    """(description, where) of every call in the traced graph, dropout left out."""
+    mods = dict(gm.named_modules())
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            m = mods[node.target]
+            if isinstance(m, _TRAINING_ONLY_IDENTITIES):
+                continue
+            what = f"{type(m).__name__} at {node.target!r}"
+        elif node.op == "call_function":
+            if node.target in _DROPOUT_FUNCS:
+                continue
+            what = _fn_name(node.target)
+        elif node.op == "call_method":
+            what = f"Tensor.{node.target}()"
+        else:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        owners = [(path, cls) for path, cls in stack.values() if path != node.target]
+        where = f" in {getattr(owners[-1][1], '__name__', owners[-1][1])} at {owners[-1][0]!r}" if owners else ""
+        out.append(what + where)
+    return out
+
+
+def check_train_eval_structure(model: nn.Module) -> None:
+    """Refuse a network that runs other layers in training than in eval mode (e.g. `if self.training:
+    y = y + self.b(x)`): pruning needs one structure, the one that is trained and deployed. Traces the
+    model symbolically in both modes (no forward pass; modes restored). Dropout is ignored."""
+    if not isinstance(model, nn.Module):
+        raise GraphError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.train(True)
+        train = _structure(_symbolic_trace(model))
+        model.train(False)
+        infer = _structure(_symbolic_trace(model))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if train == infer:
+        return
+    from collections import Counter
+    only_train = list((Counter(train) - Counter(infer)).elements())
+    only_eval = list((Counter(infer) - Counter(train)).elements())
+    parts = []
+    if only_train:
+        parts.append(f"only in training mode: {'; '.join(only_train[:4])}{' ...' if len(only_train) > 4 else ''}")
+    if only_eval:
+        parts.append(f"only in eval mode: {'; '.join(only_eval[:4])}{' ...' if len(only_eval) > 4 else ''}")
+    if not parts:
+        parts.append("the same layers run in another order")
+    raise GraphError(
+        f"{type(model).__name__} runs other layers in training than in eval mode ({', '.join(parts)}). "
+        "Pruning needs one structure, trained and deployed alike: remove the branch under `if self.training:` "
+        "(or move it into training_step), or run it in both modes.")
+
+
 class _NodeFailed(Exception):
     """Running an fx node raised `error`."""
 
@@ -395,17 +492,21 @@ class _Tracer:
         self.op_of_buffer: dict[str, Op] = {}
         self.gm = self._trace(model)
         self.modules = dict(self.gm.named_modules())
+        self._refuse_unsupported_layers()
         self._propagate_shapes(example_inputs)
+
+    def _refuse_unsupported_layers(self) -> None:
+        """Name a recurrent, attention or embedding layer itself, before the reshapes around it are refused."""
+        for node in self.gm.graph.nodes:
+            if node.op == "call_module" and isinstance(self.modules[node.target], _NO_KERNEL_MODULES):
+                raise UnsupportedOpError(
+                    f"{type(self.modules[node.target]).__name__} at {node.target!r} is not supported: recurrent, "
+                    f"attention and embedding layers have no int8 MCU kernel here; {_SUPPORTED_HINT} (for sequences: "
+                    "Conv1d over time, e.g. a temporal CNN or a DS-CNN on MFCCs)")
 
     # ---- tracing ----------------------------------------------------------------------------
     def _trace(self, model):
-        try:
-            return torch.fx.symbolic_trace(model)
-        except Exception as e:  # fx raises many types for untraceable code
-            raise GraphError(
-                f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}. "
-                "Data-dependent Python control flow (if/for on tensor values) cannot be traced; "
-                "move it out of forward() or make the shapes static.") from None
+        return _symbolic_trace(model)
 
     def _propagate_shapes(self, example_inputs):
         """Record every node's shape at batch 1 (node.meta["tensor_meta"]) and check that batch 2 changes
