@@ -543,6 +543,12 @@ class _Tracer:
 
     def _failure_text(self, f: "_NodeFailed", example_inputs) -> str:
         given = ", ".join(str(list(x.shape)) for x in example_inputs)
+        n = f.node
+        if n.op == "call_function" and n.target is operator.getitem and getattr(n.args[0], "op", "") == "placeholder":
+            return (f"the model fails on the example input (shape {given}) at {self.describe(n)}: "
+                    f"{_error_text(f.error)}. Its forward() indexes or unpacks its input (e.g. `x, y = batch`); "
+                    "trace the network that takes the input tensor itself: MCUPruneCallback(module='net') or "
+                    f"analyze(model.net, ...) (its submodules: {_children_text(self.model)})")
         return (f"the model fails on the example input (shape {given}) at {self.describe(f.node)}: "
                 f"{_error_text(f.error)}. Check the input shape (batch first, e.g. [1, C, H, W]) and that the "
                 "weights belong to this architecture.")
