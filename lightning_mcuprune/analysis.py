@@ -206,7 +206,11 @@ def _cmd_analyze(args) -> int:
             raise ValueError("--input-shape is required (the input without the batch, e.g. 1,28,28)")
         shape = zoo.INPUT_SHAPES[name]
     model.eval()
-    rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order)
+    from lightning_mcuprune.resources.order import OrderSearchTooLarge
+    try:
+        rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order)
+    except OrderSearchTooLarge as e:
+        raise ValueError(f"{e} (--order traced)") from None
     console = cli_console()
     console.print(rep.rich_table())
     console.print(rep.totals_table())
