@@ -2,7 +2,6 @@
 through its public entry point, and the errors a new user meets (issues 12 and 13)."""
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -158,12 +157,11 @@ def test_wrong_channel_count_reports_the_real_error():
     assert "batch" not in msg.replace("batch first", "") and "ShapeProp" not in msg
 
 
-def test_cli_wrong_input_shape_is_one_clean_line():
-    out = subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "analyze", "lightning_mcuprune.zoo:reference_cnn",
-                          "--input-shape", "3,28,28"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    assert "to have 1 channels" in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_cli_wrong_input_shape_is_one_clean_line(capsys):
+    assert main(["analyze", "lightning_mcuprune.zoo:reference_cnn", "--input-shape", "3,28,28"]) == 2
+    err = capsys.readouterr().err
+    assert "to have 1 channels" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_another_models_weights_report_the_real_error():
@@ -256,40 +254,37 @@ def test_lstm_is_named_not_the_transpose_before_it():
 
 
 # ---- issue 12 item 9: the CLI ------------------------------------------------------------------
-def _user_folder(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "mymodels.py").write_text(textwrap.dedent("""
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch):
+    """A folder with the user's own mymodels.py as the working directory, not on sys.path (as for the
+    `mcuprune` console script, whose sys.path[0] is its bin folder); stdout captured, so not a terminal."""
+    (tmp_path / "mymodels.py").write_text(textwrap.dedent("""
         import torch.nn as nn
         def make():
-            return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+            return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 16, 1),
+                                 nn.Flatten(), nn.Linear(16 * 26 * 26, 10))
     """))
-    runner = tmp_path / "bin" / "mcuprune_runner.py"  # like the console script: its folder, not the cwd, is sys.path[0]
-    runner.parent.mkdir()
-    runner.write_text("import sys\nfrom lightning_mcuprune.cli import main\nsys.exit(main())\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("COLUMNS", None)
-    return work, runner, env
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    yield tmp_path
+    sys.modules.pop("mymodels", None)
 
 
-def test_cli_imports_from_the_working_directory(tmp_path):
-    work, runner, env = _user_folder(tmp_path)
-    out = subprocess.run([sys.executable, str(runner), "analyze", "mymodels:make", "--input-shape", "1,28,28"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "bottleneck" in out.stdout
-    out = subprocess.run([sys.executable, str(runner), "analyze", "mymodel:make", "--input-shape", "1,28,28"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "working directory" in out.stderr and "PYTHONPATH" in out.stderr
+def test_cli_imports_from_the_working_directory(user_folder, capsys):
+    assert main(["analyze", "mymodels:make", "--input-shape", "1,28,28"]) == 0
+    assert "bottleneck" in capsys.readouterr().out
+    assert main(["analyze", "mymodel:make", "--input-shape", "1,28,28"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "working directory" in err and "PYTHONPATH" in err
 
 
-def test_cli_tables_are_not_cut_when_piped(tmp_path):
-    _, runner, env = _user_folder(tmp_path)
-    out = subprocess.run([sys.executable, str(runner), "analyze", "lightning_mcuprune.zoo:mobilenet_v2_tiny"],
-                         env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "…" not in out.stdout and "pointwise_conv2d" in out.stdout and "latency ms" in out.stdout
+def test_cli_tables_are_not_cut_when_piped(user_folder, capsys):
+    assert main(["analyze", "mymodels:make", "--input-shape", "1,28,28"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "pointwise_conv2d" in out and "latency ms" in out
+    assert max(len(line) for line in out.splitlines()) > 80
 
 
 def test_report_repr_is_short():
