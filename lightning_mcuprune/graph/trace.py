@@ -282,7 +282,6 @@ def _seg_count(segs: Segments, sizes: list[int]) -> float:
     return sum(c * sizes[g] for g, c in segs)
 
 
-
 #: torch.nn layers no MCU kernel of ours runs; named up front (see _Tracer._refuse_unsupported_layers)
 _NO_KERNEL_MODULES = (nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Embedding, nn.EmbeddingBag,
                       nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
@@ -323,7 +322,7 @@ _DROPOUT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_drop
 
 
 def _structure(gm: torch.fx.GraphModule) -> list:
-    """(description, where) of every call in the traced graph, dropout left out."""
+    """Every call in the traced graph as "what in OwnerModule at 'path'", in order, dropout left out."""
     mods = dict(gm.named_modules())
     out = []
     for node in gm.graph.nodes:
@@ -350,12 +349,15 @@ def _structure(gm: torch.fx.GraphModule) -> list:
 def check_train_eval_structure(model: nn.Module) -> None:
     """Refuse a network that runs other layers in training than in eval mode (e.g. `if self.training:
     y = y + self.b(x)`): pruning needs one structure, the one that is trained and deployed. Traces the
-    model symbolically in both modes (no forward pass; modes restored). Dropout is ignored."""
+    model symbolically in both modes (no forward pass; modes restored): in training mode as it is set
+    (submodules a user keeps in eval mode stay so), or all in training mode if the model is in eval mode.
+    Dropout is ignored."""
     if not isinstance(model, nn.Module):
         raise GraphError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     modes = {m: m.training for m in model.modules()}
     try:
-        model.train(True)
+        if not model.training:
+            model.train(True)
         train = _structure(_symbolic_trace(model))
         model.train(False)
         infer = _structure(_symbolic_trace(model))
