@@ -178,9 +178,12 @@ def test_shapes_are_propagated_without_float_forwards():
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
             m.register_forward_hook(lambda mod, inp, out: devices.append(out.device.type))
+    params = list(model.parameters()) + list(model.buffers())
     trace_graph(model, torch.zeros(1, 1, 28, 28))
     assert devices and set(devices) == {"meta"}
-    assert all(p.device.type == "cpu" for p in model.parameters())  # the user's weights untouched
+    after = list(model.parameters()) + list(model.buffers())  # the user's own tensors (optimisers hold them) are back
+    assert len(after) == len(params) and all(a is b for a, b in zip(after, params))
+    assert all(p.device.type == "cpu" for p in after)
 
 
 def test_batch_dependence_is_still_refused():

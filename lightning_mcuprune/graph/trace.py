@@ -14,6 +14,7 @@ operands; `cat` concatenates segment lists; flatten scales segments by the spati
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass, field
 
@@ -400,8 +401,8 @@ def _error_text(e: BaseException) -> str:
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs a GraphModule node by node and records the output shape of every tensor node.
 
-    meta=True: inputs, parameters and buffers are meta tensors (shapes only, no arithmetic); the
-    module's own tensors are not touched. A failing node raises _NodeFailed naming the node."""
+    meta=True: inputs are meta tensors (shapes only, no arithmetic); run it inside _meta_weights so that
+    parameters and buffers are too. A failing node raises _NodeFailed naming the node."""
 
     def __init__(self, gm: torch.fx.GraphModule, meta: bool):
         super().__init__(gm, garbage_collect_values=True)
@@ -441,17 +442,15 @@ class _ShapeInterpreter(torch.fx.Interpreter):
 
     def call_module(self, target, args, kwargs):
         submod = self.fetch_attr(target)
-        if not self.meta:
-            return submod(*args, **kwargs)
         x = args[0] if args else None
-        if isinstance(submod, _SHAPE_KEEPING_MODULES) and isinstance(x, torch.Tensor) and len(args) == 1 and not kwargs:
+        if self.meta and isinstance(submod, _SHAPE_KEEPING_MODULES) and isinstance(x, torch.Tensor) \
+                and len(args) == 1 and not kwargs:
             # the output has the input's shape (meta batch_norm runs a slow Python decomposition)
             features = getattr(submod, "num_features", None)
             if features is not None and (x.dim() < 2 or x.shape[1] != features):
                 raise RuntimeError(f"{type(submod).__name__}({features}) got an input of shape {tuple(x.shape)}")
             return torch.empty_like(x)
-        state = {k: v.to("meta") for k, v in submod.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)}
-        return torch.func.functional_call(submod, state, args, kwargs, strict=False)
+        return submod(*args, **kwargs)
 
     def get_attr(self, target, args, kwargs):
         return self._to_meta(super().get_attr(target, args, kwargs))
@@ -465,6 +464,25 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if self.meta:
             args, kwargs = torch.fx.node.map_aggregate((args, kwargs), self._to_meta)
         return super().call_method(target, args, kwargs)
+
+
+@contextlib.contextmanager
+def _meta_weights(module: nn.Module):
+    """Within the block every parameter and buffer of `module` is a meta tensor of the same shape; the
+    original tensor objects (which optimisers hold) are put back afterwards, also on an error."""
+    saved = []
+    try:
+        for m in module.modules():
+            for d in (m._parameters, m._buffers):
+                for k, v in d.items():
+                    if v is not None and v.device.type != "meta":
+                        saved.append((d, k, v))
+                        meta = v.to("meta")
+                        d[k] = nn.Parameter(meta, v.requires_grad) if isinstance(v, nn.Parameter) else meta
+        yield
+    finally:
+        for d, k, v in saved:
+            d[k] = v
 
 
 _SHAPE_KEEPING_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Dropout1d,
@@ -517,17 +535,19 @@ class _Tracer:
         meta tensors cannot run."""
         self.gm.eval()  # modes are restored by trace_graph
         with torch.no_grad():
+            meta = True
             try:
-                s1 = _ShapeInterpreter(self.gm, meta=True).shapes(example_inputs, 1)
-                meta = True
+                with _meta_weights(self.gm):
+                    s1 = _ShapeInterpreter(self.gm, meta=True).shapes(example_inputs, 1)
             except _NodeFailed:
+                meta = False
                 try:
                     s1 = _ShapeInterpreter(self.gm, meta=False).shapes(example_inputs, 1)
                 except _NodeFailed as f:
                     raise GraphError(self._failure_text(f, example_inputs)) from None
-                meta = False
             try:
-                s2 = _ShapeInterpreter(self.gm, meta=meta).shapes(example_inputs, 2, record=False)
+                with _meta_weights(self.gm) if meta else contextlib.nullcontext():
+                    s2 = _ShapeInterpreter(self.gm, meta=meta).shapes(example_inputs, 2, record=False)
             except _NodeFailed as f:
                 raise GraphError(
                     f"the model runs at batch 1 but fails at batch 2 at {self.describe(f.node)} "
