@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from lightning_mcuprune.resources import ResourceModel
 from lightning_mcuprune.units import format_size
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """The resources of one network on one board. Bytes, cycles, ms; latency is an estimate unless the
     board profile's coefficients were calibrated (`latency_source`)."""
@@ -36,6 +37,12 @@ class Report:
     @property
     def latency_source(self) -> str:
         return self.board.latency_source
+
+    def __repr__(self) -> str:
+        est = ", estimate" if self.latency_source == "estimate" else ""
+        return (f"Report(board={self.board.name!r}, ops={len(self.layers)}, macs={self.macs:,}, params={self.params:,}, "
+                f"flash_bytes={self.flash_bytes:,}, peak_sram_bytes={self.peak_sram_bytes:,}, "
+                f"latency_ms={self.latency_ms:.3f}{est}, bottleneck={self.bottleneck!r})")
 
     def fits(self) -> dict:
         """Whether peak SRAM and flash fit what the board has (SRAM after the runtime's reserve)."""
@@ -145,14 +152,23 @@ def analyze(model: torch.nn.Module, example_input, board="mps2-an386", order: st
 
 # ---- CLI ------------------------------------------------------------------------------------
 def load_callable(spec: str):
-    """Resolve "PKG.MODULE:CALLABLE" to the object it names."""
+    """Resolve "PKG.MODULE:CALLABLE" to the object it names (the CLI puts the working directory on the
+    import path first, as `python -m` does)."""
     if ":" not in spec:
         raise ValueError(f"model {spec!r} must be given as PKG.MODULE:CALLABLE, e.g. lightning_mcuprune.zoo:ds_cnn")
     mod_name, attr = spec.split(":", 1)
     try:
         mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ValueError(f"cannot import module {mod_name!r} of model {spec!r}: {e}") from None
+    except ModuleNotFoundError as e:
+        if e.name and mod_name != e.name and not mod_name.startswith(e.name + "."):
+            raise ValueError(f"importing {mod_name!r} of model {spec!r} failed: it imports {e.name!r}, which is not "
+                             "installed") from None
+        raise ValueError(
+            f"cannot import module {mod_name!r} of model {spec!r}: {e}. It is looked up in the working directory "
+            f"({os.getcwd()}) and on the Python path: run from the folder that holds {mod_name.split('.')[0]}.py "
+            f"(or the package folder), or set PYTHONPATH to it") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: one clear line
+        raise ValueError(f"importing {mod_name!r} of model {spec!r} failed: {type(e).__name__}: {e}") from None
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -170,9 +186,15 @@ def parse_shape(text: str) -> tuple:
 
 
 def _cmd_analyze(args) -> int:
-    from rich.console import Console
+    from lightning_mcuprune.cli import console as cli_console
     factory = load_callable(args.model)
-    model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    if callable(factory) and not isinstance(factory, torch.nn.Module):
+        try:
+            model = factory()
+        except Exception as e:  # noqa: BLE001 - the user's factory failed: one clear line
+            raise ValueError(f"calling {args.model}() failed: {type(e).__name__}: {e}") from None
+    else:
+        model = factory
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"{args.model} gave a {type(model).__name__}, not a torch.nn.Module")
     if args.input_shape:
@@ -184,8 +206,12 @@ def _cmd_analyze(args) -> int:
             raise ValueError("--input-shape is required (the input without the batch, e.g. 1,28,28)")
         shape = zoo.INPUT_SHAPES[name]
     model.eval()
-    rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order)
-    console = Console()
+    from lightning_mcuprune.resources.order import OrderSearchTooLarge
+    try:
+        rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order)
+    except OrderSearchTooLarge as e:
+        raise ValueError(f"{e} (--order traced)") from None
+    console = cli_console()
     console.print(rep.rich_table())
     console.print(rep.totals_table())
     if args.plot:

@@ -22,6 +22,7 @@ import torch
 
 from lightning_mcuprune.analysis import Report, analyze, report_from_model
 from lightning_mcuprune.boards import load_board
+from lightning_mcuprune.graph import check_train_eval_structure
 from lightning_mcuprune.pruning.budgets import BUDGET_KEYS, format_value, parse_budgets, target
 from lightning_mcuprune.pruning.masks import MaskHooks
 from lightning_mcuprune.pruning.plan import apply_present, check_signature, make_plan
@@ -140,6 +141,7 @@ class MCUPruneCallback(pl.Callback):
         """Trace the dense network and set up the resource model and the pruning state."""
         self.root = self._root(pl_module)
         self.example = example
+        check_train_eval_structure(self.root)  # a training-only branch is refused before the first step
         self.plan = make_plan(self.root, example, self.exclude)
         self.rm = ResourceModel(self.plan.graph, self.board, order=self.order)
         self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels,

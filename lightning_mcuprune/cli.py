@@ -5,6 +5,7 @@ Each subcommand lives in the module that owns the concept; this file only wires 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -20,7 +21,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def console():
+    """A rich Console for command output. Piped or redirected output gets 200 columns (rich would use 80 and
+    cut the tables) unless COLUMNS says otherwise."""
+    from rich.console import Console
+    c = Console()
+    if not c.is_terminal and not c.is_jupyter and "COLUMNS" not in os.environ:
+        c = Console(width=200)
+    return c
+
+
+def _working_directory_importable() -> None:
+    """PKG.MODULE:CALLABLE resolves against the working directory first, as with `python -m`."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _working_directory_importable()
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources as _res
 from pathlib import Path
@@ -88,8 +89,22 @@ def builtin_boards() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
+def _looks_like_path(board: "str | Path") -> bool:
+    """A Path object, or text with a folder separator, a leading "." or "~", or a .json suffix."""
+    if isinstance(board, Path):
+        return True
+    text = str(board)
+    seps = {"/", "\\", *(s for s in (os.sep, os.altsep) if s)}
+    return any(s in text for s in seps) or text.startswith((".", "~")) or text.lower().endswith(".json")
+
+
 def load_board(board: "str | Path | Mapping | BoardProfile") -> BoardProfile:
-    """Load a board profile by built-in name, JSON path, dict, or pass a loaded profile through."""
+    """Load a board profile by built-in name, JSON path, dict, or pass a loaded profile through.
+
+    Built-in names are case-insensitive ("NUCLEO-F446RE" is nucleo-f446re) and come first: a string is
+    read as a file only when it looks like a path (a Path object, a folder separator, a leading "." or
+    "~", or a .json suffix) or is an existing file that is not a built-in name, so a folder called like a
+    board in the working directory does not shadow the built-in profile."""
     if isinstance(board, BoardProfile):
         return board
     if isinstance(board, Mapping):
@@ -97,8 +112,12 @@ def load_board(board: "str | Path | Mapping | BoardProfile") -> BoardProfile:
     if not isinstance(board, (str, Path)):
         raise BoardProfileError(f"board must be a built-in name, a JSON path, a dict or a BoardProfile, not {type(board).__name__}")
     text_path = str(board)
-    path = Path(text_path)
-    if text_path.endswith(".json") or path.exists():
+    path = Path(text_path).expanduser()
+    is_builtin = not _looks_like_path(board) and text_path.lower() in builtin_boards()
+    if not is_builtin and (_looks_like_path(board) or path.is_file()):
+        if path.is_dir():
+            raise BoardProfileError(f"board {text_path!r} is a folder; give a profile JSON file or a built-in board: "
+                                    f"{', '.join(builtin_boards())}")
         if not path.is_file():
             raise BoardProfileError(f"board profile file {path} does not exist")
         source = str(path)

@@ -6,7 +6,9 @@ from lightning_mcuprune.graph.trace import (
     Op,
     ResourceGraph,
     UnsupportedOpError,
+    check_train_eval_structure,
     trace_graph,
 )
 
-__all__ = ["trace_graph", "ResourceGraph", "Op", "Buffer", "Group", "GraphError", "UnsupportedOpError"]
+__all__ = ["trace_graph", "ResourceGraph", "Op", "Buffer", "Group", "GraphError", "UnsupportedOpError",
+           "check_train_eval_structure"]

@@ -1,8 +1,9 @@
 """Trace an nn.Module into a resource graph: fused ops in execution order, int8 activation buffers,
 and for every channel dimension the channel group it belongs to.
 
-How it works: torch.fx traces the module (modules and functional calls alike); fx's ShapeProp gives
-every tensor's shape at batch 1 (and at batch 2, to catch models whose shapes depend on the batch).
+How it works: torch.fx traces the module (modules and functional calls alike); every tensor's shape
+is propagated on meta tensors (shapes only, no arithmetic) at batch 1, and at batch 2 to catch models
+whose shapes depend on the batch; a model that fails at batch 1 is reported with the failing node.
 Nodes are then folded into the ops an MCU runtime executes: BatchNorm folds into the conv/linear
 before it, activations fuse into their producer, flatten/view/reshape/dropout alias their input.
 
@@ -13,6 +14,7 @@ operands; `cat` concatenates segment lists; flatten scales segments by the spati
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass, field
 
@@ -20,7 +22,6 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
 
 Segments = tuple  # tuple[tuple[int, float], ...]: (group id, channels per group channel)
 
@@ -311,6 +312,220 @@ def _seg_count(segs: Segments, sizes: list[int]) -> float:
     return sum(c * sizes[g] for g, c in segs)
 
 
+#: torch.nn layers no MCU kernel of ours runs; named up front (see _Tracer._refuse_unsupported_layers)
+_NO_KERNEL_MODULES = (nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Embedding, nn.EmbeddingBag,
+                      nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+                      nn.TransformerDecoder, nn.Transformer)
+
+
+def _children_text(model: nn.Module) -> str:
+    names = [n for n, _ in model.named_children()]
+    return ", ".join(repr(n) for n in names[:6]) + (" ..." if len(names) > 6 else "") if names else "none"
+
+
+def _symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """torch.fx.symbolic_trace with errors that say what to do."""
+    if getattr(type(model).forward, "__qualname__", "") in ("_forward_unimplemented", "LightningModule.forward"):
+        raise GraphError(
+            f"{type(model).__name__} has no forward() of its own, so there is no network to trace. Name the "
+            f"network inside it: MCUPruneCallback(module='net') or analyze(model.net, ...) "
+            f"(its submodules: {_children_text(model)})")
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as e:  # fx raises many types for untraceable code
+        text = f"{type(e).__name__}: {e}"
+        if "cannot be iterated" in str(e):
+            raise GraphError(
+                f"torch.fx could not trace {type(model).__name__}: {text}. Its forward() unpacks or iterates its "
+                "input (e.g. `x, y = batch`); trace the network that takes the input tensor itself: "
+                f"MCUPruneCallback(module='net') or analyze(model.net, ...) (its submodules: {_children_text(model)})"
+            ) from None
+        raise GraphError(
+            f"torch.fx could not trace {type(model).__name__}: {text}. "
+            "Data-dependent Python control flow (if/for on tensor values) cannot be traced; "
+            "move it out of forward() or make the shapes static.") from None
+
+
+#: ops that only act in training (identity at inference): a mode-dependent call of these is harmless
+_TRAINING_ONLY_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_DROPOUT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
+
+
+def _structure(gm: torch.fx.GraphModule) -> list:
+    """Every call in the traced graph as "what in OwnerModule at 'path'", in order, dropout left out."""
+    mods = dict(gm.named_modules())
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            m = mods[node.target]
+            if isinstance(m, _TRAINING_ONLY_IDENTITIES):
+                continue
+            what = f"{type(m).__name__} at {node.target!r}"
+        elif node.op == "call_function":
+            if node.target in _DROPOUT_FUNCS:
+                continue
+            what = _fn_name(node.target)
+        elif node.op == "call_method":
+            what = f"Tensor.{node.target}()"
+        else:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        owners = [(path, cls) for path, cls in stack.values() if path != node.target]
+        where = f" in {getattr(owners[-1][1], '__name__', owners[-1][1])} at {owners[-1][0]!r}" if owners else ""
+        out.append(what + where)
+    return out
+
+
+def check_train_eval_structure(model: nn.Module) -> None:
+    """Refuse a network that runs other layers in training than in eval mode (e.g. `if self.training:
+    y = y + self.b(x)`): pruning needs one structure, the one that is trained and deployed. Traces the
+    model symbolically in both modes (no forward pass; modes restored): in training mode as it is set
+    (submodules a user keeps in eval mode stay so), or all in training mode if the model is in eval mode.
+    Dropout is ignored."""
+    if not isinstance(model, nn.Module):
+        raise GraphError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modes = {m: m.training for m in model.modules()}
+    try:
+        if not model.training:
+            model.train(True)
+        train = _structure(_symbolic_trace(model))
+        model.train(False)
+        infer = _structure(_symbolic_trace(model))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if train == infer:
+        return
+    from collections import Counter
+    only_train = list((Counter(train) - Counter(infer)).elements())
+    only_eval = list((Counter(infer) - Counter(train)).elements())
+    parts = []
+    if only_train:
+        parts.append(f"only in training mode: {'; '.join(only_train[:4])}{' ...' if len(only_train) > 4 else ''}")
+    if only_eval:
+        parts.append(f"only in eval mode: {'; '.join(only_eval[:4])}{' ...' if len(only_eval) > 4 else ''}")
+    if not parts:
+        parts.append("the same layers run in another order")
+    raise GraphError(
+        f"{type(model).__name__} runs other layers in training than in eval mode ({', '.join(parts)}). "
+        "Pruning needs one structure, trained and deployed alike: remove the branch under `if self.training:` "
+        "(or move it into training_step), or run it in both modes.")
+
+
+class _NodeFailed(Exception):
+    """Running an fx node raised `error`."""
+
+    def __init__(self, node, error: BaseException):
+        super().__init__(str(error))
+        self.node, self.error = node, error
+
+
+def _error_text(e: BaseException) -> str:
+    """An exception as one readable line: its type and first lines, without fx's graph dump."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    text = " ".join(lines[:3])
+    return f"{type(e).__name__}: {text[:400]}"
+
+
+class _ShapeInterpreter(torch.fx.Interpreter):
+    """Runs a GraphModule node by node and records the output shape of every tensor node.
+
+    meta=True: inputs are meta tensors (shapes only, no arithmetic); run it inside _meta_weights so that
+    parameters and buffers are too. A failing node raises _NodeFailed naming the node."""
+
+    def __init__(self, gm: torch.fx.GraphModule, meta: bool):
+        super().__init__(gm, garbage_collect_values=True)
+        self.meta = meta
+        self.recorded: dict[str, tuple] = {}
+        self.record = True
+
+    def shapes(self, example_inputs, batch: int, record: bool = True) -> dict:
+        self.record = record
+        xs = []
+        for x in example_inputs:
+            shape = (batch, *x.shape[1:])
+            xs.append(torch.empty(shape, dtype=x.dtype, device="meta") if self.meta
+                      else x[:1].expand(*shape).contiguous())
+        self.run(*xs)
+        return self.recorded
+
+    def _to_meta(self, v):
+        if self.meta and isinstance(v, torch.Tensor) and v.device.type != "meta":
+            return v.to("meta")
+        return v
+
+    def run_node(self, n):
+        try:
+            result = super().run_node(n)
+        except _NodeFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - any error of the user's forward is reported with its node
+            raise _NodeFailed(n, e) from e
+        if isinstance(result, torch.Tensor):
+            self.recorded[n.name] = tuple(result.shape)
+            if self.record:
+                n.meta["tensor_meta"] = _ShapeMeta(tuple(result.shape), result.dtype)
+        elif self.record:
+            n.meta.pop("tensor_meta", None)
+        return result
+
+    def call_module(self, target, args, kwargs):
+        submod = self.fetch_attr(target)
+        x = args[0] if args else None
+        if self.meta and isinstance(submod, _SHAPE_KEEPING_MODULES) and isinstance(x, torch.Tensor) \
+                and len(args) == 1 and not kwargs:
+            # the output has the input's shape (meta batch_norm runs a slow Python decomposition)
+            features = getattr(submod, "num_features", None)
+            if features is not None and (x.dim() < 2 or x.shape[1] != features):
+                raise RuntimeError(f"{type(submod).__name__}({features}) got an input of shape {tuple(x.shape)}")
+            return torch.empty_like(x)
+        return submod(*args, **kwargs)
+
+    def get_attr(self, target, args, kwargs):
+        return self._to_meta(super().get_attr(target, args, kwargs))
+
+    def call_function(self, target, args, kwargs):
+        if self.meta:  # tensors made inside forward (torch.ones, constants) join the meta tensors
+            args, kwargs = torch.fx.node.map_aggregate((args, kwargs), self._to_meta)
+        return super().call_function(target, args, kwargs)
+
+    def call_method(self, target, args, kwargs):
+        if self.meta:
+            args, kwargs = torch.fx.node.map_aggregate((args, kwargs), self._to_meta)
+        return super().call_method(target, args, kwargs)
+
+
+@contextlib.contextmanager
+def _meta_weights(module: nn.Module):
+    """Within the block every parameter and buffer of `module` is a meta tensor of the same shape; the
+    original tensor objects (which optimisers hold) are put back afterwards, also on an error."""
+    saved = []
+    try:
+        for m in module.modules():
+            for d in (m._parameters, m._buffers):
+                for k, v in d.items():
+                    if v is not None and v.device.type != "meta":
+                        saved.append((d, k, v))
+                        meta = v.to("meta")
+                        d[k] = nn.Parameter(meta, v.requires_grad) if isinstance(v, nn.Parameter) else meta
+        yield
+    finally:
+        for d, k, v in saved:
+            d[k] = v
+
+
+_SHAPE_KEEPING_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Dropout1d,
+                          nn.Dropout2d)
+
+
+@dataclass(frozen=True)
+class _ShapeMeta:
+    """What the tracer keeps of a node's tensor: its shape at batch 1 and dtype."""
+
+    shape: tuple
+    dtype: torch.dtype
+
+
 class _Tracer:
     def __init__(self, model: nn.Module, example_inputs: tuple, exclude: set[str]):
         self.model = model
@@ -326,41 +541,68 @@ class _Tracer:
         self.op_of_buffer: dict[str, Op] = {}
         self.gm = self._trace(model)
         self.modules = dict(self.gm.named_modules())
+        self._refuse_unsupported_layers()
         self._propagate_shapes(example_inputs)
+
+    def _refuse_unsupported_layers(self) -> None:
+        """Name a recurrent, attention or embedding layer itself, before the reshapes around it are refused."""
+        for node in self.gm.graph.nodes:
+            if node.op == "call_module" and isinstance(self.modules[node.target], _NO_KERNEL_MODULES):
+                raise UnsupportedOpError(
+                    f"{type(self.modules[node.target]).__name__} at {node.target!r} is not supported: recurrent, "
+                    f"attention and embedding layers have no int8 MCU kernel here; {_SUPPORTED_HINT} (for sequences: "
+                    "Conv1d over time, e.g. a temporal CNN or a DS-CNN on MFCCs)")
 
     # ---- tracing ----------------------------------------------------------------------------
     def _trace(self, model):
-        try:
-            return torch.fx.symbolic_trace(model)
-        except Exception as e:  # fx raises many types for untraceable code
-            raise GraphError(
-                f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}. "
-                "Data-dependent Python control flow (if/for on tensor values) cannot be traced; "
-                "move it out of forward() or make the shapes static.") from None
+        return _symbolic_trace(model)
 
     def _propagate_shapes(self, example_inputs):
-        def shapes(batch):
-            xs = tuple(x[:1].expand(batch, *x.shape[1:]).contiguous() for x in example_inputs)
-            ShapeProp(self.gm).propagate(*xs)
-            return {n.name: tuple(n.meta["tensor_meta"].shape) for n in self.gm.graph.nodes
-                    if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
+        """Record every node's shape at batch 1 (node.meta["tensor_meta"]) and check that batch 2 changes
+        only dimension 0. Shapes are propagated on meta tensors (no arithmetic, linear in the graph size);
+        only where meta tensors fail does a real float forward at batch 1 tell a user error from an op
+        meta tensors cannot run."""
         self.gm.eval()  # modes are restored by trace_graph
         with torch.no_grad():
+            meta = True
             try:
-                s2 = shapes(2)
-            except Exception as e:
+                with _meta_weights(self.gm):
+                    s1 = _ShapeInterpreter(self.gm, meta=True).shapes(example_inputs, 1)
+            except _NodeFailed:
+                meta = False
+                try:
+                    s1 = _ShapeInterpreter(self.gm, meta=False).shapes(example_inputs, 1)
+                except _NodeFailed as f:
+                    raise GraphError(self._failure_text(f, example_inputs)) from None
+            try:
+                with _meta_weights(self.gm) if meta else contextlib.nullcontext():
+                    s2 = _ShapeInterpreter(self.gm, meta=meta).shapes(example_inputs, 2, record=False)
+            except _NodeFailed as f:
                 raise GraphError(
-                    f"the model fails on a batch of 2 ({type(e).__name__}: {e}); its shapes seem to depend on the "
-                    "batch size (e.g. view(1, -1) or a hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
-            s1 = shapes(1)
-        for name, sh in s1.items():
-            other = s2.get(name)
+                    f"the model runs at batch 1 but fails at batch 2 at {self.describe(f.node)} "
+                    f"({_error_text(f.error)}); its shapes depend on the batch size (e.g. view(1, -1) or a "
+                    "hard-coded batch). Use x.flatten(1) or x.view(x.size(0), -1).") from None
+        for node in self.gm.graph.nodes:
+            sh, other = s1.get(node.name), s2.get(node.name)
+            if sh is None:
+                continue
             if other is None or len(other) != len(sh) or other[1:] != sh[1:] or (len(sh) and sh[0] != 1) or other[0] != 2:
-                node = next(n for n in self.gm.graph.nodes if n.name == name)
                 raise GraphError(
-                    f"the shape of {name!r} ({node.op} {_fn_name(node.target) if callable(node.target) else node.target}) "
+                    f"the shape of {node.name!r} ({self.describe(node)}) "
                     f"depends on the batch: {sh} at batch 1, {other} at batch 2; the batch must stay dimension 0 "
                     "everywhere (use x.flatten(1) or x.view(x.size(0), -1), not view(-1) or view(1, -1))")
+
+    def _failure_text(self, f: "_NodeFailed", example_inputs) -> str:
+        given = ", ".join(str(list(x.shape)) for x in example_inputs)
+        n = f.node
+        if n.op == "call_function" and n.target is operator.getitem and getattr(n.args[0], "op", "") == "placeholder":
+            return (f"the model fails on the example input (shape {given}) at {self.describe(n)}: "
+                    f"{_error_text(f.error)}. Its forward() indexes or unpacks its input (e.g. `x, y = batch`); "
+                    "trace the network that takes the input tensor itself: MCUPruneCallback(module='net') or "
+                    f"analyze(model.net, ...) (its submodules: {_children_text(self.model)})")
+        return (f"the model fails on the example input (shape {given}) at {self.describe(f.node)}: "
+                f"{_error_text(f.error)}. Check the input shape (batch first, e.g. [1, C, H, W]) and that the "
+                "weights belong to this architecture.")
 
     # ---- groups -----------------------------------------------------------------------------
     def new_group(self, size: int, producer: str | None = None, module: str | None = None) -> int:
@@ -724,9 +966,12 @@ class _Tracer:
         def remap(segs):
             return tuple((new_id[self.uf.find(g)], c) for g, c in segs)
 
+        members_of: dict[int, list] = {r: [] for r in roots}
+        for g in range(len(self.group_size)):
+            members_of[self.uf.find(g)].append(g)
         groups = []
         for r in roots:
-            members = [g for g in range(len(self.group_size)) if self.uf.find(g) == r]
+            members = members_of[r]
             sizes = {self.group_size[g] for g in members}
             if len(sizes) != 1:
                 raise GraphError(f"channel group joins dimensions of different sizes {sorted(sizes)}")

@@ -64,30 +64,34 @@ class ResourceModel:
         B = len(self.buffer_names)
         f64 = torch.float64
 
-        def form(segs, const=0.0):
-            row = torch.zeros(G, dtype=f64)
-            for g, c in segs:
-                row[g] += c
-            return row, const
+        # sparse (row, group, coefficient) entries of the [ops x groups] and [buffers x groups] matrices,
+        # filled in one pass: time and Python work linear in the graph size
+        entries = {k: ([], [], []) for k in ("A_in", "A_out", "A_cin", "A_inel", "A_buf")}
 
-        A_in, b_in, A_out, b_out, A_inel, b_inel, A_cin, b_cin = ([] for _ in range(8))
+        def put(key, row, segs, scale=1.0):
+            rows, cols, vals = entries[key]
+            for g, c in segs:
+                rows.append(row); cols.append(g); vals.append(c * scale)
+
+        def dense(key, n_rows):
+            rows, cols, vals = entries[key]
+            m = torch.zeros(n_rows, G, dtype=f64)
+            if rows:
+                m.index_put_((torch.tensor(rows), torch.tensor(cols)), torch.tensor(vals, dtype=f64), accumulate=True)
+            return m
+
+        b_in = []
         mcoef, wcoef, pcoef, qcoef, vmcoef, vtcoef, kpcoef, krcoef, rtcoef = (torch.zeros(O, dtype=f64) for _ in range(9))
-        self._const_feats = torch.zeros(O, 3, dtype=f64)  # output_pixels, output_rows, const
+        const_feats = []  # output_pixels, output_rows, const
         for i, op in enumerate(ops):
-            r, c = form(op.in_channels, op.in_const)
-            A_in.append(r); b_in.append(c)
-            r, c = form(op.out_channels)
-            A_out.append(r); b_out.append(c)
+            put("A_in", i, op.in_channels)
+            b_in.append(op.in_const)
+            put("A_out", i, op.out_channels)
             # total input channels of the (first) input, for scratch rules
-            first = graph.buffers[op.inputs[0]]
-            r, _ = form(first.channels)
-            A_cin.append(r); b_cin.append(0.0)
-            r = torch.zeros(G, dtype=f64)
+            put("A_cin", i, graph.buffers[op.inputs[0]].channels)
             for name in op.inputs:
                 buf = graph.buffers[name]
-                for g, cf in buf.channels:
-                    r[g] += cf * buf.spatial
-            A_inel.append(r); b_inel.append(0.0)
+                put("A_inel", i, buf.channels, buf.spatial)
             if op.type in WEIGHTED:
                 mcoef[i] = op.kernel_elems * op.out_spatial
                 wcoef[i] = op.kernel_elems
@@ -100,11 +104,11 @@ class ResourceModel:
             if op.type == "mul" and op.bn_params:  # an unfolded BN: per-channel scale and offset
                 qcoef[i] = REQUANT_BYTES_PER_CHANNEL
             pcoef[i] = (1 if op.has_bias else 0) + op.bn_params
-            self._const_feats[i] = torch.tensor([op.out_spatial, op.out_rows, 1.0], dtype=f64)
-        A_buf = torch.zeros(B, G, dtype=f64)
+            const_feats.append((op.out_spatial, op.out_rows, 1.0))
+        self._const_feats = torch.tensor(const_feats, dtype=f64).reshape(O, 3)
         for name, buf in graph.buffers.items():
-            for g, cf in buf.channels:
-                A_buf[bidx[name], g] += cf * buf.spatial
+            put("A_buf", bidx[name], buf.channels, buf.spatial)
+        A_buf = dense("A_buf", B)
         # latency coefficients per op, features in LATENCY_FEATURES order
         coefs = self.board.latency_coefficients
         C = torch.tensor([[coefs[op.type].get(f, 0.0) + self._fused_activation_coef(op, f) for f in LATENCY_FEATURES]
@@ -112,10 +116,10 @@ class ResourceModel:
         rules = self.board.scratch_rules
         S = torch.tensor([[rules.get(op.type, {}).get(f, 0.0) for f in SCRATCH_FEATURES] for op in ops], dtype=f64).reshape(O, len(SCRATCH_FEATURES))
         kern = torch.tensor([float(op.kernel_elems) for op in ops], dtype=f64)
-        stack = lambda rows: torch.stack(rows) if rows else torch.zeros(0, G, dtype=f64)  # noqa: E731
+        zeros = torch.zeros(O, dtype=f64)
         self._mats64 = dict(
-            A_in=stack(A_in), b_in=torch.tensor(b_in, dtype=f64), A_out=stack(A_out), b_out=torch.tensor(b_out, dtype=f64),
-            A_inel=stack(A_inel), b_inel=torch.tensor(b_inel, dtype=f64), A_cin=stack(A_cin),
+            A_in=dense("A_in", O), b_in=torch.tensor(b_in, dtype=f64).reshape(O), A_out=dense("A_out", O), b_out=zeros,
+            A_inel=dense("A_inel", O), b_inel=zeros, A_cin=dense("A_cin", O),
             mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
             krcoef=krcoef, rtcoef=rtcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
@@ -126,7 +130,10 @@ class ResourceModel:
         self.dense_counts = graph.dense_counts
         self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes
                                  + sum(self._table_bytes(op) for op in ops))
-        self.set_order(order)
+        self.order = list(range(O))  # the traced order first: the optimal-order search evaluates buffer sizes
+        self._liveness = self.liveness(self.order)
+        if order != "traced":
+            self.set_order(order)
 
     @staticmethod
     def _table_bytes(op) -> int:
