@@ -240,7 +240,7 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # python and its QEMU: the session this test started
         proc.wait()
     assert not out.exists(), "the calibration finished before it was killed"
-    partial = len(read_measurements(csv_path, "mps2-an386", "1.0.0"))
+    partial = len(read_measurements(csv_path, "mps2-an386", "1.1.0"))
     assert 0 < partial < total
 
     res = subprocess.run(_cmd(out), env=_env(), cwd=tmp_path, timeout=300, capture_output=True, text=True)
@@ -251,3 +251,61 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
     assert (pd.read_csv(csv_path).sort_values("index")["cycles"].to_numpy()
             == pd.read_csv(ref.with_suffix(".csv")).sort_values("index")["cycles"].to_numpy()).all()
     assert out.with_suffix(".png").is_file()
+
+
+# ---- the CSV: never write to a file that is not ours; resume only like with like (issue 13, item 3) ---------
+def _cli(*argv, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "calibrate", *argv], env=env or _env(),
+                          cwd=cwd, timeout=300, capture_output=True, text=True)
+
+
+def test_unrelated_file_given_as_csv_is_left_unchanged(tmp_path):
+    require_hil_tools()
+    notes = tmp_path / "notes.txt"
+    data = (b"Lab notebook, bench 3\nboard,owner\n" + bytes(range(32, 127)) * 52)[:4971]   # no final newline
+    notes.write_bytes(data)
+    r = _cli("--emulate", "mps2-an386", "--out", str(tmp_path / "p.json"), "--csv", str(notes), *SMALL)
+    assert r.returncode == 2, r.stderr
+    assert "is not a calibration CSV" in r.stderr and "left unchanged" in r.stderr and "Traceback" not in r.stderr
+    assert notes.read_bytes() == data and not (tmp_path / "p.json").exists()
+    bare = tmp_path / "other.csv"                         # a CSV, ends with a newline, other columns
+    bare.write_text("a,b\n1,2\n3,4")
+    with pytest.raises(CalibrationError, match="not a calibration CSV"):
+        read_measurements(bare, "mps2-an386", "1.1.0")
+    assert bare.read_text() == "a,b\n1,2\n3,4"
+
+
+def test_resume_refuses_other_repeats_and_icount_shift(tmp_path):
+    require_hil_tools()
+    from lightning_mcuprune.hil.calibrate import calibrate
+    from lightning_mcuprune.hil.emulated import EmulatedBoard
+    out = tmp_path / "p.json"
+    small = ["--fit", "4", "--held-out", "1", "--ops", "add", "--no-progress"]
+    r = _cli("--emulate", "mps2-an386", "--out", str(out), *small)
+    assert r.returncode == 0, r.stderr
+    csv_path = out.with_suffix(".csv")
+    rows = pd.read_csv(csv_path)
+    assert set(rows["icount_shift"]) == {5} and set(rows["repeats"]) == {1}
+    before = csv_path.read_bytes()
+    r = _cli("--emulate", "mps2-an386", "--out", str(out), "--repeats", "2", *small)
+    assert r.returncode == 2 and "repeats per layer 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with EmulatedBoard("mps2-an386", icount_shift=4) as board:
+        with pytest.raises(CalibrationError, match="QEMU icount shift 5.*icount shift 4"):
+            calibrate(board, out, fit=4, held_out=1, ops=("add",), progress=False, table=False)
+    assert csv_path.read_bytes() == before
+    assert json.loads(out.read_text())["latency"]["calibration"]["icount_shift"] == 5
+
+
+# ---- the CLI: one clean line for a missing QEMU or a bad port (issue 12, item 9) --------------------------------
+def test_cli_missing_qemu_is_one_line(tmp_path):
+    r = _cli("--emulate", "mps2-an386", env=dict(_env(), PATH=str(tmp_path)), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "qemu-system-arm not found" in r.stderr and "apt-get install qemu-system-arm" in r.stderr
+
+
+def test_cli_bad_port_is_one_line_naming_emulate(tmp_path):
+    r = _cli("--port", "/dev/ttyNOSUCH0", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "no such port: '/dev/ttyNOSUCH0'" in r.stderr and "--emulate mps2-an386" in r.stderr

@@ -121,7 +121,8 @@ def test_fuzzed_frames_each_get_an_error_and_firmware_keeps_serving(board):
         frames = _wait_error(board.serial, P.FrameParser(), time.monotonic() + 3.0, expected)
         errors = [f.error()[0] for f in frames if f.is_error]
         assert errors, f"fuzz item {i} ({item[:24].hex()}...) got no error frame"
-        assert all(f.is_error for f in frames), f"fuzz item {i} got a non-error answer"
+        # fuzz frames carry seq 0; a late answer to one of the host's own (retried) HELLOs has its seq
+        assert all(f.is_error or f.seq != 0 for f in frames), f"fuzz item {i} got a non-error answer {frames}"
         if expected is not None and errors[-1] not in expected:
             # (remnants of the previous item may add a "noise" or "truncated" report before the expected one)
             assert set(errors) <= LINK_ERRORS, f"fuzz item {i} kind {i % 10}: errors {errors}, expected {expected}"

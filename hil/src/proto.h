@@ -14,7 +14,7 @@
 #define PROTO_VERSION 1u   /* overridable only to test the host's version check */
 #endif
 #define FW_VERSION_MAJOR 1u
-#define FW_VERSION_MINOR 0u
+#define FW_VERSION_MINOR 1u
 #define FW_VERSION_PATCH 0u
 
 #define SYNC0 0xA5u

@@ -163,10 +163,12 @@ class Board:
                 self._pending.extend(self._parser.feed(data))
                 self.stats["dropped_frames"] += self._parser.bad_frames - before
 
-    def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None) -> bytes:
-        """Send one request and return the answer's payload; retries on loss or damage, raises HILError."""
+    def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None, parse=None):
+        """Send one request and return the answer's payload, or parse(payload) (a protocol.parse_* check that
+        raises protocol.BadReply); retries on loss or damage, raises HILError (BadReplyError for a bad answer)."""
         try:
-            return self._request(ftype, payload, timeout)
+            answer = self._request(ftype, payload, timeout)
+            return parse(answer) if parse else answer
         except (serial.SerialException, OSError) as e:
             raise PortError(f"lost the connection to {self.port!r} ({e}): was the board unplugged or reset, "
                             f"or did QEMU exit?") from e
@@ -178,6 +180,10 @@ class Board:
         timeout = self.timeout if timeout is None else timeout
         name = P.REQUEST_NAMES.get(ftype, hex(ftype))
         self.stats["requests"] += 1
+        # whatever arrived before this request cannot answer it (a late report of noise would look like our
+        # request was lost): start from an empty line
+        self.serial.reset_input_buffer()
+        self._parser = P.FrameParser()
         self._pending = []
         last = "no answer"
         seqs: list = []      # every try gets its own sequence number; an answer to any of them will do
@@ -251,7 +257,7 @@ class Board:
     # ---- typed API ----
     def hello(self) -> dict:
         """HELLO: firmware version, board, core, clock (Hz), arena and weights store (bytes), cycle counter."""
-        info = P.parse_hello(self.request(P.T_HELLO))
+        info = self.request(P.T_HELLO, parse=P.parse_hello)
         if info["protocol_version"] != P.PROTO_VERSION:
             raise FirmwareVersionError(
                 f"the board on {self.port!r} runs firmware {info['firmware_version']} with protocol version "
@@ -270,7 +276,8 @@ class Board:
         step = self._max_payload() - 8
         for i in range(0, len(data), step) or [0]:
             part = data[i: i + step]
-            P.parse_u32("WRITE", self.request(P.T_WRITE, struct.pack("<B3xI", region, offset + i) + part), len(part))
+            self.request(P.T_WRITE, struct.pack("<B3xI", region, offset + i) + part,
+                         parse=lambda a, n=len(part): P.parse_u32("WRITE", a, n))
 
     def read(self, region: int, offset: int, n: int) -> bytes:
         """Read n bytes from the arena (0) or weights store (1)."""
@@ -286,7 +293,8 @@ class Board:
 
     def fill(self, region: int, offset: int, n: int, seed: int) -> np.ndarray:
         """Fill n bytes on the board with pseudo-random int8 from seed (fast; no upload); returns the same bytes."""
-        P.parse_u32("FILL", self.request(P.T_FILL, struct.pack("<B3xIII", region, offset, n, seed & 0xFFFFFFFF)), n)
+        self.request(P.T_FILL, struct.pack("<B3xIII", region, offset, n, seed & 0xFFFFFFFF),
+                     parse=lambda a: P.parse_u32("FILL", a, n))
         return P.fill_bytes(seed, n)
 
     def configure(self, spec: LayerSpec, check_overflow: bool = True) -> int:
@@ -298,7 +306,7 @@ class Board:
         if check_overflow:
             spec.check_accumulator()
         self.configured = None
-        end = P.parse_u32("CONFIG", self.request(P.T_CONFIG, spec.config_bytes()), spec.arena_end)
+        end = self.request(P.T_CONFIG, spec.config_bytes(), parse=lambda a: P.parse_u32("CONFIG", a, spec.arena_end))
         self.configured = spec
         return end
 
@@ -349,7 +357,8 @@ class Board:
                 s = self.configured
                 macs = (s.macs + s.input_bytes + s.output_bytes) if s is not None else 0
             timeout = self.timeout + RUN_SECONDS_PER_MAC * macs * repeats
-        n, mn, mx, total = P.parse_run(self.request(P.T_RUN, struct.pack("<I", repeats), timeout=timeout), repeats)
+        n, mn, mx, total = self.request(P.T_RUN, struct.pack("<I", repeats), timeout=timeout,
+                                        parse=lambda a: P.parse_run(a, repeats))
         self.last_run = RunResult(n, mn, mx, total)
         return self.last_run
 
@@ -370,7 +379,7 @@ class Board:
 
     def get_stats(self) -> dict:
         """STATS: arena and weights-store high-water marks (bytes), stack size and use (bytes), frame counts."""
-        return P.parse_stats(self.request(P.T_STATS))
+        return self.request(P.T_STATS, parse=P.parse_stats)
 
     def reset(self, hard: bool = False) -> None:
         """RESET: clear the layer and the high-water marks; hard=True also resets the core (then HELLO again)."""

@@ -37,7 +37,7 @@ from lightning_mcuprune.io import save_figure, write_json_atomic
 MEASURED_OPS = tuple(OP_FEATURES)
 #: op types the firmware has no kernel for: their coefficients stay estimates (marked as such)
 ESTIMATED_OPS = tuple(op for op in OP_TYPES if op not in MEASURED_OPS)
-CSV_COLUMNS = ("board", "firmware", "index", "split", "op", "key", "h", "w", "c", "oc", "kh", "kw", "sh", "sw",
+CSV_COLUMNS = ("board", "firmware", "icount_shift", "index", "split", "op", "key", "h", "w", "c", "oc", "kh", "kw", "sh", "sw",
                "pt", "pb", "pl", "pr", "dm", "cycles", "repeats")
 DEFAULT_FIT, DEFAULT_HELD_OUT = 100, 50
 #: rough upper bound of one layer's work (cycles; ~10 per in-input MAC): keeps each run short on QEMU and silicon
@@ -188,29 +188,52 @@ def make_design(limits: Limits, fit: int = DEFAULT_FIT, held_out: int = DEFAULT_
 
 
 # ---- CSV ---------------------------------------------------------------------------------------------
-def read_measurements(path: Path, board: str, firmware: str) -> pd.DataFrame:
-    """Measurements already in the CSV (empty frame if none). Refuses a CSV of another board or firmware;
-    drops a last row cut short by an interruption (and truncates the file to the last complete row)."""
+CSV_HEADER = ",".join(CSV_COLUMNS).encode()
+
+
+def _icount(value) -> str:
+    """The icount_shift cell: QEMU's -icount shift, empty on a real board."""
+    return "" if value is None or value == "" else str(int(value))
+
+
+def read_measurements(path: Path, board: str, firmware: str, icount_shift=None,
+                      repeats: Optional[int] = None) -> pd.DataFrame:
+    """Measurements already in the CSV (empty frame if none). icount_shift: QEMU's shift, "" for a real board,
+    None not to check it; repeats None not to check it.
+
+    A file whose first line is not this version's header is refused before anything is written to it (it is
+    not ours). A CSV of another board, firmware version, QEMU icount shift or repeat count is refused (its
+    cycles would not be comparable). Only then, a last row cut short by an interruption is dropped (the file
+    is truncated to its last complete row)."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=CSV_COLUMNS)
+    with open(path, "rb") as fh:
+        first = fh.read(len(CSV_HEADER) + 2)
+    if first.rstrip(b"\r\n") != CSV_HEADER or not first[len(CSV_HEADER):].startswith((b"\n", b"\r\n")):
+        raise CalibrationError(f"{path} is not a calibration CSV of this version (its first line is not the header "
+                               f"{CSV_HEADER.decode()}); it was left unchanged: give another --csv")
     raw = path.read_bytes()
     if not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
         with open(path, "r+b") as fh:
-            fh.truncate(cut)
+            fh.truncate(raw.rfind(b"\n") + 1)
     try:
-        df = pd.read_csv(path, dtype={"firmware": str, "board": str})
+        df = pd.read_csv(path, dtype={"firmware": str, "board": str, "icount_shift": str}, keep_default_na=False)
     except Exception as e:
-        raise CalibrationError(f"{path} is not a calibration CSV ({e}); move it away or give another --csv") from None
-    if tuple(df.columns) != CSV_COLUMNS:
-        raise CalibrationError(f"{path} is not a calibration CSV of this version (columns {', '.join(df.columns)}); "
-                               "move it away or give another --csv")
-    for col, want, what in (("board", board, "board"), ("firmware", firmware, "firmware version")):
+        raise CalibrationError(f"{path} is not a readable calibration CSV ({e}); give another --csv") from None
+    want_icount = None if icount_shift is None else _icount(icount_shift)
+    for col, want, what in (("board", board, "board"), ("firmware", firmware, "firmware version"),
+                            ("icount_shift", want_icount, "QEMU icount shift"),
+                            ("repeats", None if repeats is None else str(int(repeats)), "repeats per layer")):
+        if want is None:
+            continue
         other = sorted(set(df[col].astype(str)) - {want})
         if other:
-            raise CalibrationError(f"{path} holds measurements of {what} {', '.join(other)}, but the board is {board} "
-                                   f"with firmware {firmware}; give another --csv (or delete it to start over)")
+            now = f"{board}, firmware {firmware}" + (
+                f", icount shift {want_icount or '- (real board)'}" if want_icount is not None else "") + (
+                f", {repeats} repeats" if repeats is not None else "")
+            raise CalibrationError(f"{path} holds measurements with {what} {', '.join(o or '-' for o in other)}, but "
+                                   f"this run is {now}; give another --csv (or delete it to start over)")
     return df
 
 
@@ -231,13 +254,20 @@ class _CsvLog:
         self.fh.flush()
         os.fsync(self.fh.fileno())
 
-    def append(self, board: str, firmware: str, index: int, split: str, spec: LayerSpec, cycles: int, repeats: int):
+    def append(self, board: str, firmware: str, index: int, split: str, spec: LayerSpec, cycles: int, repeats: int,
+               icount_shift: Optional[int] = None):
         h, w, c = spec.input_shape
-        self._write((board, firmware, index, split, spec.op, config_key(spec), h, w, c, spec.output_shape[2],
+        self._write((board, firmware, _icount(icount_shift), index, split, spec.op, config_key(spec), h, w, c, spec.output_shape[2],
                      *spec.kernel, *spec.stride, *spec.padding, spec.depth_multiplier, int(cycles), repeats))
 
     def close(self) -> None:
         self.fh.close()
+
+
+def icount_shift_of(board) -> Optional[int]:
+    """QEMU's -icount shift of an emulated board (it scales every cycle count), None for a real board."""
+    emu = getattr(board, "emulator", None)
+    return None if emu is None else int(emu.icount_shift)
 
 
 def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = True) -> pd.DataFrame:
@@ -245,8 +275,8 @@ def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = Tr
 
     repeats: runs per layer (cycles = the minimum); QEMU is deterministic, so 1 suffices there."""
     info = board.info or board.hello()
-    name, fw = info["board"], info["firmware_version"]
-    done = read_measurements(csv_path, name, fw)
+    name, fw, shift = info["board"], info["firmware_version"], icount_shift_of(board)
+    done = read_measurements(csv_path, name, fw, "" if shift is None else shift, repeats)
     have = set(done["key"])
     todo = [(i, split, spec) for i, (split, spec) in enumerate(design) if config_key(spec) not in have]
     log = _CsvLog(csv_path)
@@ -260,14 +290,14 @@ def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = Tr
                 task = bar.add_task(f"calibrating {name}", total=len(design), completed=len(design) - len(todo))
                 for i, split, spec in todo:
                     bar.update(task, description=f"{name}: {spec.op:<16}")
-                    log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats)
+                    log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats, shift)
                     bar.advance(task)
         else:
             for i, split, spec in todo:
-                log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats)
+                log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats, shift)
     finally:
         log.close()
-    return read_measurements(csv_path, name, fw)
+    return read_measurements(csv_path, name, fw, "" if shift is None else shift, repeats)
 
 
 def _run(board, spec: LayerSpec, repeats: int) -> int:
@@ -331,6 +361,7 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
         "calibration": {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
             "board": info["board"], "firmware_version": info["firmware_version"], "counter": info["counter"],
+            **({"icount_shift": info["icount_shift"]} if info.get("icount_shift") is not None else {}),
             "repeats": repeats, "folds": folds, "csv": csv_name, "estimated_ops": estimated, "per_op": per_op,
             **({"held_out_overall": overall} if overall else {}),
         },
@@ -418,7 +449,7 @@ def calibrate(board, out: Path, csv_path: Optional[Path] = None, png: Optional[P
     out = Path(out)
     csv_path = Path(csv_path) if csv_path else out.with_suffix(".csv")
     png = Path(png) if png else out.with_suffix(".png")
-    info = board.hello()
+    info = dict(board.hello(), icount_shift=icount_shift_of(board))
     limits = Limits(info["arena_bytes"], info["weights_bytes"])
     design = make_design(limits, fit, held_out, seed, ops)
     prof0 = base_profile(info["board"], base)
@@ -455,6 +486,16 @@ def select_port(devices: list, port: Optional[str] = None) -> str:
 
 
 def _cmd_calibrate(args) -> int:
+    """The CLI: HIL errors (QEMU or toolchain missing, a bad --port, a board that does not answer) become one
+    line (CalibrationError is a ValueError, which the CLI prints without a traceback; exit code 2)."""
+    from lightning_mcuprune.hil.board import HILError
+    try:
+        return _calibrate_cli(args)
+    except HILError as e:
+        raise CalibrationError(str(e)) from e
+
+
+def _calibrate_cli(args) -> int:
     if args.emulate and args.port:
         raise CalibrationError("give either --port or --emulate, not both")
     kw = dict(fit=args.fit, held_out=args.held_out, seed=args.seed, repeats=args.repeats, folds=args.folds,
