@@ -52,6 +52,17 @@ CASES = [  # (torch module, input CHW (or list of inputs), op type, LayerSpec)
     (nn.AvgPool2d(2, 1), (4, 5, 7), "avg_pool", LayerSpec("avg_pool", (5, 7, 4), kernel=2, stride=1)),
     (nn.AdaptiveAvgPool2d(1), (6, 5, 4), "global_avg_pool", LayerSpec("global_avg_pool", (5, 4, 6))),
     (Add(), [(3, 4, 5), (3, 4, 5)], "add", LayerSpec("add", (4, 5, 3))),
+    # 1-d layers run on the firmware as H=1, W=L with 1xK windows (issue 12, item 5)
+    (nn.Conv1d(4, 8, 5, padding=2), (4, 49), "conv2d", LayerSpec("conv2d", (1, 49, 4), out_channels=8, kernel=(1, 5),
+                                                                  padding=(0, 0, 2, 2))),
+    (nn.Conv1d(6, 6, 3, stride=2, groups=6), (6, 20), "depthwise_conv2d",
+     LayerSpec("depthwise_conv2d", (1, 20, 6), kernel=(1, 3), stride=(1, 2))),
+    (nn.Conv1d(8, 16, 1), (8, 30), "pointwise_conv2d", LayerSpec("pointwise_conv2d", (1, 30, 8), out_channels=16)),
+    (nn.MaxPool1d(3, 2, padding=1), (4, 21), "max_pool", LayerSpec("max_pool", (1, 21, 4), kernel=(1, 3), stride=(1, 2),
+                                                                     padding=(0, 0, 1, 1))),
+    (nn.AvgPool1d(2), (4, 21), "avg_pool", LayerSpec("avg_pool", (1, 21, 4), kernel=(1, 2), stride=(1, 2))),
+    (nn.AdaptiveAvgPool1d(1), (6, 25), "global_avg_pool", LayerSpec("global_avg_pool", (1, 25, 6))),
+    (Add(), [(3, 17), (3, 17)], "add", LayerSpec("add", (1, 17, 3))),
 ]
 
 

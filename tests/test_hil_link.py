@@ -133,7 +133,7 @@ def test_sequence_0_error_frames_act_at_once():
     with ScriptedBoard(lambda f: [truncated]) as peer:
         with pytest.raises(HILError, match="no HIL firmware answered") as e:
             Board(peer.port, timeout=20, retries=1)
-        assert "failed after 2 tries (board saw a damaged frame (truncated frame)" in str(e.value.__cause__)
+        assert "failed after 2 tries (board saw a damaged frame (truncated frame, seq 0) x2" in str(e.value.__cause__)
         assert len(peer.frames) == 2
 
 

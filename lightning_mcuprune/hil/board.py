@@ -186,12 +186,16 @@ class Board:
         self._parser = P.FrameParser()
         self._pending = []
         last = "no answer"
+        reasons: list = []   # why each try failed, for the error message
         seqs: list = []      # every try gets its own sequence number; an answer to any of them will do
         timed_out = False
         for attempt in range(self.retries + 1):
             if attempt:
+                reasons.append(last)
                 self.stats["retries"] += 1
-                time.sleep(0.005 * attempt)
+                # after a damage report, back off a little (doubling): on a loaded host QEMU's UART stalls come
+                # in bursts, and a request resent at once falls into the same burst; a timeout has waited already
+                time.sleep(0.005 * attempt if timed_out else min(timeout, 0.02 * 2 ** attempt))
                 if timed_out:  # start clean: the parser may wait for the rest of a frame with a damaged length
                     self.serial.reset_input_buffer()
                     self._parser = P.FrameParser()
@@ -224,7 +228,7 @@ class Board:
                         # the board could not read a sequence number: a header cut short, or noise and then an
                         # idle line, mean our request was lost (noise before a frame is not: that frame follows)
                         if code == P.E_TRUNCATED or (code == P.E_NOISE and req == P.NOISE_LINE_IDLE):
-                            last = f"board saw a damaged frame ({P.ERRORS[code]})"
+                            last = f"board saw a damaged frame ({P.ERRORS[code]}, seq 0)"
                             break
                         continue
                     if f.seq not in seqs:
@@ -251,7 +255,9 @@ class Board:
                 if f.type != (ftype | 0x80):
                     raise P.BadReply(f"answer of type 0x{f.type:02x} to request type 0x{ftype:02x}")
                 return f.payload
-        raise HILTimeoutError(f"{name} to {self.port!r} failed after {self.retries + 1} tries ({last}; "
+        reasons.append(last)
+        why = "; ".join(f"{r}{f' x{reasons.count(r)}' if reasons.count(r) > 1 else ''}" for r in dict.fromkeys(reasons))
+        raise HILTimeoutError(f"{name} to {self.port!r} failed after {self.retries + 1} tries ({why}; "
                               f"{timeout:g} s timeout each)")
 
     # ---- typed API ----
@@ -275,9 +281,20 @@ class Board:
         data = bytes(np.ascontiguousarray(data).view(np.uint8).tobytes() if isinstance(data, np.ndarray) else data)
         step = self._max_payload() - 8
         for i in range(0, len(data), step) or [0]:
-            part = data[i: i + step]
-            self.request(P.T_WRITE, struct.pack("<B3xI", region, offset + i) + part,
+            self._write_part(region, offset + i, data[i: i + step])
+
+    def _write_part(self, region: int, offset: int, part: bytes) -> None:
+        """One WRITE; if the board keeps seeing it damaged (a loaded host can stall QEMU's UART beyond the
+        firmware's byte timeout, which cuts long frames), the bytes go again in frames of 1/4 the size."""
+        try:
+            self.request(P.T_WRITE, struct.pack("<B3xI", region, offset) + part,
                          parse=lambda a, n=len(part): P.parse_u32("WRITE", a, n))
+        except HILTimeoutError:
+            if len(part) <= 64:
+                raise
+            step = max(64, len(part) // 4)
+            for i in range(0, len(part), step):
+                self._write_part(region, offset + i, part[i: i + step])
 
     def read(self, region: int, offset: int, n: int) -> bytes:
         """Read n bytes from the arena (0) or weights store (1)."""

@@ -67,7 +67,7 @@ class ResourceModel:
             return row, const
 
         A_in, b_in, A_out, b_out, A_inel, b_inel, A_cin, b_cin = ([] for _ in range(8))
-        mcoef, wcoef, pcoef, qcoef, vmcoef, vtcoef, kpcoef, krcoef, rtcoef = (torch.zeros(O, dtype=f64) for _ in range(9))
+        mcoef, wcoef, pcoef, qcoef, vmcoef, vtcoef, kpcoef, krcoef, rtcoef, vrcoef = (torch.zeros(O, dtype=f64) for _ in range(10))
         self._const_feats = torch.zeros(O, 3, dtype=f64)  # output_pixels, output_rows, const
         for i, op in enumerate(ops):
             r, c = form(op.in_channels, op.in_const)
@@ -93,6 +93,7 @@ class ResourceModel:
             kpcoef[i] = op.window * op.out_spatial
             krcoef[i] = op.kernel_h * op.out_spatial
             rtcoef[i] = op.row_taps
+            vrcoef[i] = op.valid_rows
             if op.type == "mul" and op.bn_params:  # an unfolded BN: per-channel scale and offset
                 qcoef[i] = REQUANT_BYTES_PER_CHANNEL
             pcoef[i] = (1 if op.has_bias else 0) + op.bn_params
@@ -112,7 +113,7 @@ class ResourceModel:
             A_in=stack(A_in), b_in=torch.tensor(b_in, dtype=f64), A_out=stack(A_out), b_out=torch.tensor(b_out, dtype=f64),
             A_inel=stack(A_inel), b_inel=torch.tensor(b_inel, dtype=f64), A_cin=stack(A_cin),
             mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
-            krcoef=krcoef, rtcoef=rtcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
+            krcoef=krcoef, rtcoef=rtcoef, vrcoef=vrcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
         )
         self._cache: dict = {}
@@ -245,7 +246,7 @@ class ResourceModel:
         return torch.cat([
             torch.stack([m["mcoef"] * ll, m["A_inel"] @ n, m["out_spatial"] * lout, m["wcoef"] * ll, lout,
                          m["vmcoef"] * ll, m["vtcoef"] * lout, m["kpcoef"] * lout, m["krcoef"] * lout,
-                         m["rtcoef"] * lout], dim=1),
+                         m["rtcoef"] * lout, m["vrcoef"] * lout], dim=1),
             m["const_feats"]], dim=1)
 
     def latency_features(self, n=None) -> torch.Tensor:
