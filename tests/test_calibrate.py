@@ -187,6 +187,11 @@ def test_builtin_emulated_profiles_are_calibrated(name):
     for op in OP_FEATURES:
         p = cal["per_op"][op]
         assert p["source"] == "calibrated" and p["held_out"]["median_ape_pct"] <= 2.0, (op, p["held_out"])
+    # 1-d layers (Conv1d, 1-d pooling: one row, 1xK windows) have their own held-out figures (issue 12, item 5)
+    one_d = cal["held_out_1d_overall"]
+    assert one_d["samples"] >= 50 and one_d["median_ape_pct"] <= 2.0 and one_d["share_within_10pct"] >= 0.99
+    for op in ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+        assert cal["per_op"][op]["held_out_1d"]["samples"] >= 10, op
     assert (ROOT / "benchmarks" / "results" / "calibration" / cal["csv"]).is_file()
 
 

@@ -58,6 +58,8 @@ class BoardError(HILError):
         super().__init__(f"board rejected {name}: {P.ERRORS.get(code, 'error')} ({message}; detail {detail})")
 
 
+#: after an error frame of seq 0 reporting a lost frame, wait this long (s) for an answer, then send again
+SEQ0_GRACE = 0.3
 #: RUN timeout per MAC (s): generous for QEMU on a loaded host (measured ~0.01-0.05 us per MAC) and for
 #: silicon (~10 cycles per MAC at >= 16 MHz is < 1 us)
 RUN_SECONDS_PER_MAC = 2e-6
@@ -206,17 +208,19 @@ class Board:
             self.serial.flush()
             deadline = time.monotonic() + timeout
             damage0 = (self._parser.bad_frames, self._parser.dropped_bytes)
+            reported = False    # the board reported a lost frame in an error frame of seq 0
             while True:
                 f = self._read_frame(deadline)
                 timed_out = f is None
                 if f is None:
-                    damaged = (self._parser.bad_frames, self._parser.dropped_bytes) != damage0
+                    damaged = reported or (self._parser.bad_frames, self._parser.dropped_bytes) != damage0
                     if ftype == P.T_RUN and not damaged:
                         raise HILTimeoutError(
                             f"RUN on {self.port!r} got no answer in {timeout:g} s and is not sent again (that would "
                             f"run the layer again): the layer may take longer than that; give run(timeout=...) in "
                             f"seconds. The board cancels the run at the next frame it receives.")
-                    last = "a damaged answer" if damaged else "no answer"
+                    if not reported:
+                        last = "a damaged answer" if damaged else "no answer"
                     break
                 if f.version != P.PROTO_VERSION:
                     raise FirmwareVersionError(
@@ -227,9 +231,11 @@ class Board:
                     if f.seq == 0:
                         # the board could not read a sequence number: a header cut short, or noise and then an
                         # idle line, mean our request was lost (noise before a frame is not: that frame follows)
+                        # (it may also be the tail of an earlier try: wait SEQ0_GRACE for an answer, not the timeout)
                         if code == P.E_TRUNCATED or (code == P.E_NOISE and req == P.NOISE_LINE_IDLE):
                             last = f"board saw a damaged frame ({P.ERRORS[code]}, seq 0)"
-                            break
+                            reported = True
+                            deadline = min(deadline, time.monotonic() + SEQ0_GRACE)
                         continue
                     if f.seq not in seqs:
                         continue  # about an earlier request
