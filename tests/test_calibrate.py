@@ -216,7 +216,7 @@ def test_profile_validation_of_calibration_metadata():
 
 
 # ---- QEMU: an interrupted calibration resumes to the same profile ---------------------------------------
-SMALL = ["--fit", "8", "--held-out", "3", "--no-progress"]
+SMALL = ["--fit", "10", "--held-out", "3", "--no-progress"]
 
 
 def _cmd(out: Path) -> list:
@@ -237,7 +237,7 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
     ref.parent.mkdir()
     subprocess.run(_cmd(ref), check=True, env=_env(), cwd=tmp_path, timeout=300, capture_output=True)
     total = len(pd.read_csv(ref.with_suffix(".csv")))
-    assert total == 8 * 11
+    assert total == 8 * 13
 
     out = tmp_path / "run" / "p.json"
     out.parent.mkdir()

@@ -2,10 +2,11 @@
 
 The port is opened exclusively (a second host on the same board gets PortError "busy", not mixed-up answers).
 Every request carries a sequence number; answers are CRC-checked, matched by it, and their length and fields
-validated (an impossible answer raises BadReplyError). A request that gets no intact answer in time, or whose
-frame the board reports as damaged (bad CRC, truncated, noise; also in error frames of sequence 0, which the
-board sends when it could not read the sequence number), is sent again at once (all requests are idempotent);
-after ``retries`` more tries a HILTimeoutError says so. RUN is the exception: it is not sent again when nothing
+validated (an impossible answer raises BadReplyError). A request whose frame the board reports as damaged
+(bad CRC, truncated, noise) is sent again after a short back-off; one that gets no intact answer in time is
+sent again after its timeout, or after SEQ0_GRACE if the board reported a lost frame in an error frame of
+sequence 0 (sent when it could not read the sequence number). All requests are idempotent; after ``retries``
+more tries a HILTimeoutError lists why each try failed. RUN is the exception: it is not sent again when nothing
 at all came back (the layer may simply be slower than the timeout, and resending would multiply the work);
 its timeout is sized from the configured layer, and the firmware cancels a run when a new frame arrives
 between repeats. Data is never returned unless its frame's CRC was right and its contents are possible.
