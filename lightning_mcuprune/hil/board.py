@@ -26,6 +26,13 @@ from lightning_mcuprune.hil import protocol as P
 from lightning_mcuprune.hil.layer import LayerSpec
 
 
+try:  # flushing a pty whose other end is gone (QEMU exited) raises termios.error, not an OSError
+    import termios
+    _TERMIOS_ERRORS: tuple = (termios.error,)
+except ImportError:  # not POSIX
+    _TERMIOS_ERRORS = ()
+
+
 class HILError(RuntimeError):
     """Base class of HIL errors; the message says what went wrong and what would be right."""
 
@@ -172,7 +179,7 @@ class Board:
         try:
             answer = self._request(ftype, payload, timeout)
             return parse(answer) if parse else answer
-        except (serial.SerialException, OSError) as e:
+        except (serial.SerialException, OSError, *_TERMIOS_ERRORS) as e:
             raise PortError(f"lost the connection to {self.port!r} ({e}): was the board unplugged or reset, "
                             f"or did QEMU exit?") from e
         except P.BadReply as e:
