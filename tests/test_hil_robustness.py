@@ -103,7 +103,9 @@ def _wait_error(ser, parser, deadline, expected, settle=0.3):
 
 #: what the firmware reports when a frame's bytes stop arriving for its byte timeout (QEMU's pty delivery can
 #: stall on a loaded host): the frame is answered, with a link-level error the host's Board simply retries
-LINK_ERRORS = {P.E_TRUNCATED, P.E_NOISE}
+#: (and a random item that held a sync and a huge length makes the firmware drain the line until it is idle: an item
+#: that arrives during the drain is swallowed into that "too long" report)
+LINK_ERRORS = {P.E_TRUNCATED, P.E_NOISE, P.E_TOO_LONG}
 
 
 def test_fuzzed_frames_each_get_an_error_and_firmware_keeps_serving(board):
