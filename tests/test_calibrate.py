@@ -52,6 +52,17 @@ CASES = [  # (torch module, input CHW (or list of inputs), op type, LayerSpec)
     (nn.AvgPool2d(2, 1), (4, 5, 7), "avg_pool", LayerSpec("avg_pool", (5, 7, 4), kernel=2, stride=1)),
     (nn.AdaptiveAvgPool2d(1), (6, 5, 4), "global_avg_pool", LayerSpec("global_avg_pool", (5, 4, 6))),
     (Add(), [(3, 4, 5), (3, 4, 5)], "add", LayerSpec("add", (4, 5, 3))),
+    # 1-d layers run on the firmware as H=1, W=L with 1xK windows (issue 12, item 5)
+    (nn.Conv1d(4, 8, 5, padding=2), (4, 49), "conv2d", LayerSpec("conv2d", (1, 49, 4), out_channels=8, kernel=(1, 5),
+                                                                  padding=(0, 0, 2, 2))),
+    (nn.Conv1d(6, 6, 3, stride=2, groups=6), (6, 20), "depthwise_conv2d",
+     LayerSpec("depthwise_conv2d", (1, 20, 6), kernel=(1, 3), stride=(1, 2))),
+    (nn.Conv1d(8, 16, 1), (8, 30), "pointwise_conv2d", LayerSpec("pointwise_conv2d", (1, 30, 8), out_channels=16)),
+    (nn.MaxPool1d(3, 2, padding=1), (4, 21), "max_pool", LayerSpec("max_pool", (1, 21, 4), kernel=(1, 3), stride=(1, 2),
+                                                                     padding=(0, 0, 1, 1))),
+    (nn.AvgPool1d(2), (4, 21), "avg_pool", LayerSpec("avg_pool", (1, 21, 4), kernel=(1, 2), stride=(1, 2))),
+    (nn.AdaptiveAvgPool1d(1), (6, 25), "global_avg_pool", LayerSpec("global_avg_pool", (1, 25, 6))),
+    (Add(), [(3, 17), (3, 17)], "add", LayerSpec("add", (1, 17, 3))),
 ]
 
 
@@ -176,6 +187,11 @@ def test_builtin_emulated_profiles_are_calibrated(name):
     for op in OP_FEATURES:
         p = cal["per_op"][op]
         assert p["source"] == "calibrated" and p["held_out"]["median_ape_pct"] <= 2.0, (op, p["held_out"])
+    # 1-d layers (Conv1d, 1-d pooling: one row, 1xK windows) have their own held-out figures (issue 12, item 5)
+    one_d = cal["held_out_1d_overall"]
+    assert one_d["samples"] >= 50 and one_d["median_ape_pct"] <= 2.0 and one_d["share_within_10pct"] >= 0.99
+    for op in ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+        assert cal["per_op"][op]["held_out_1d"]["samples"] >= 10, op
     assert (ROOT / "benchmarks" / "results" / "calibration" / cal["csv"]).is_file()
 
 
@@ -200,7 +216,7 @@ def test_profile_validation_of_calibration_metadata():
 
 
 # ---- QEMU: an interrupted calibration resumes to the same profile ---------------------------------------
-SMALL = ["--fit", "8", "--held-out", "3", "--no-progress"]
+SMALL = ["--fit", "10", "--held-out", "3", "--no-progress"]
 
 
 def _cmd(out: Path) -> list:
@@ -221,7 +237,7 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
     ref.parent.mkdir()
     subprocess.run(_cmd(ref), check=True, env=_env(), cwd=tmp_path, timeout=300, capture_output=True)
     total = len(pd.read_csv(ref.with_suffix(".csv")))
-    assert total == 8 * 11
+    assert total == 8 * 13
 
     out = tmp_path / "run" / "p.json"
     out.parent.mkdir()
@@ -240,7 +256,7 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # python and its QEMU: the session this test started
         proc.wait()
     assert not out.exists(), "the calibration finished before it was killed"
-    partial = len(read_measurements(csv_path, "mps2-an386", "1.0.0"))
+    partial = len(read_measurements(csv_path, "mps2-an386", "1.1.0"))
     assert 0 < partial < total
 
     res = subprocess.run(_cmd(out), env=_env(), cwd=tmp_path, timeout=300, capture_output=True, text=True)
@@ -251,3 +267,61 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
     assert (pd.read_csv(csv_path).sort_values("index")["cycles"].to_numpy()
             == pd.read_csv(ref.with_suffix(".csv")).sort_values("index")["cycles"].to_numpy()).all()
     assert out.with_suffix(".png").is_file()
+
+
+# ---- the CSV: never write to a file that is not ours; resume only like with like (issue 13, item 3) ---------
+def _cli(*argv, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "calibrate", *argv], env=env or _env(),
+                          cwd=cwd, timeout=300, capture_output=True, text=True)
+
+
+def test_unrelated_file_given_as_csv_is_left_unchanged(tmp_path):
+    require_hil_tools()
+    notes = tmp_path / "notes.txt"
+    data = (b"Lab notebook, bench 3\nboard,owner\n" + bytes(range(32, 127)) * 52)[:4971]   # no final newline
+    notes.write_bytes(data)
+    r = _cli("--emulate", "mps2-an386", "--out", str(tmp_path / "p.json"), "--csv", str(notes), *SMALL)
+    assert r.returncode == 2, r.stderr
+    assert "is not a calibration CSV" in r.stderr and "left unchanged" in r.stderr and "Traceback" not in r.stderr
+    assert notes.read_bytes() == data and not (tmp_path / "p.json").exists()
+    bare = tmp_path / "other.csv"                         # a CSV, ends with a newline, other columns
+    bare.write_text("a,b\n1,2\n3,4")
+    with pytest.raises(CalibrationError, match="not a calibration CSV"):
+        read_measurements(bare, "mps2-an386", "1.1.0")
+    assert bare.read_text() == "a,b\n1,2\n3,4"
+
+
+def test_resume_refuses_other_repeats_and_icount_shift(tmp_path):
+    require_hil_tools()
+    from lightning_mcuprune.hil.calibrate import calibrate
+    from lightning_mcuprune.hil.emulated import EmulatedBoard
+    out = tmp_path / "p.json"
+    small = ["--fit", "4", "--held-out", "1", "--ops", "add", "--no-progress"]
+    r = _cli("--emulate", "mps2-an386", "--out", str(out), *small)
+    assert r.returncode == 0, r.stderr
+    csv_path = out.with_suffix(".csv")
+    rows = pd.read_csv(csv_path)
+    assert set(rows["icount_shift"]) == {5} and set(rows["repeats"]) == {1}
+    before = csv_path.read_bytes()
+    r = _cli("--emulate", "mps2-an386", "--out", str(out), "--repeats", "2", *small)
+    assert r.returncode == 2 and "repeats per layer 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with EmulatedBoard("mps2-an386", icount_shift=4) as board:
+        with pytest.raises(CalibrationError, match="QEMU icount shift 5.*icount shift 4"):
+            calibrate(board, out, fit=4, held_out=1, ops=("add",), progress=False, table=False)
+    assert csv_path.read_bytes() == before
+    assert json.loads(out.read_text())["latency"]["calibration"]["icount_shift"] == 5
+
+
+# ---- the CLI: one clean line for a missing QEMU or a bad port (issue 12, item 9) --------------------------------
+def test_cli_missing_qemu_is_one_line(tmp_path):
+    r = _cli("--emulate", "mps2-an386", env=dict(_env(), PATH=str(tmp_path)), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "qemu-system-arm not found" in r.stderr and "apt-get install qemu-system-arm" in r.stderr
+
+
+def test_cli_bad_port_is_one_line_naming_emulate(tmp_path):
+    r = _cli("--port", "/dev/ttyNOSUCH0", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "no such port: '/dev/ttyNOSUCH0'" in r.stderr and "--emulate mps2-an386" in r.stderr

@@ -103,7 +103,9 @@ def _wait_error(ser, parser, deadline, expected, settle=0.3):
 
 #: what the firmware reports when a frame's bytes stop arriving for its byte timeout (QEMU's pty delivery can
 #: stall on a loaded host): the frame is answered, with a link-level error the host's Board simply retries
-LINK_ERRORS = {P.E_TRUNCATED, P.E_NOISE}
+#: (and a random item that held a sync and a huge length makes the firmware drain the line until it is idle: an item
+#: that arrives during the drain is swallowed into that "too long" report)
+LINK_ERRORS = {P.E_TRUNCATED, P.E_NOISE, P.E_TOO_LONG}
 
 
 def test_fuzzed_frames_each_get_an_error_and_firmware_keeps_serving(board):
@@ -121,7 +123,8 @@ def test_fuzzed_frames_each_get_an_error_and_firmware_keeps_serving(board):
         frames = _wait_error(board.serial, P.FrameParser(), time.monotonic() + 3.0, expected)
         errors = [f.error()[0] for f in frames if f.is_error]
         assert errors, f"fuzz item {i} ({item[:24].hex()}...) got no error frame"
-        assert all(f.is_error for f in frames), f"fuzz item {i} got a non-error answer"
+        # fuzz frames carry seq 0; a late answer to one of the host's own (retried) HELLOs has its seq
+        assert all(f.is_error or f.seq != 0 for f in frames), f"fuzz item {i} got a non-error answer {frames}"
         if expected is not None and errors[-1] not in expected:
             # (remnants of the previous item may add a "noise" or "truncated" report before the expected one)
             assert set(errors) <= LINK_ERRORS, f"fuzz item {i} kind {i % 10}: errors {errors}, expected {expected}"

@@ -171,7 +171,7 @@ def test_latency_uses_board_coefficients_and_clock():
     # conv 1->6, 3x3, padding 1 on 8x8: per axis 8*3 - 2 = 22 kernel taps inside the input over the 8 outputs
     feats = dict(macs=6 * 64 * 9, input_elements=64, output_elements=6 * 64, weight_elements=54, output_channels=6,
                  valid_macs=22 * 22 * 1 * 6, valid_taps=22 * 22 * 6, kernel_positions=9 * 64 * 6, kernel_rows=3 * 64 * 6,
-                 row_taps=22 * 8 * 3 * 6, output_pixels=64, output_rows=8, const=1)
+                 row_taps=22 * 8 * 3 * 6, valid_rows=22 * 8 * 6, output_pixels=64, output_rows=8, const=1)
     assert set(feats) == set(LATENCY_FEATURES)
     assert op_cycles == pytest.approx(sum(coef[f] * v for f, v in feats.items()))
     assert c.evaluate(n).op_cycles[0].item() == pytest.approx(op_cycles)

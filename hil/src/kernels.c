@@ -1,6 +1,8 @@
 /* int8 NHWC kernels, TFLite-compatible requantisation (bit-exact with lightning_mcuprune.quantize.reference).
  * Weights: conv2d OHWI, depthwise (KH, KW, C*M), pointwise (O, I), dense (O, I). Bias int32, per-channel
- * int32 multiplier and shift. No scratch buffers. */
+ * int32 multiplier and shift. No scratch buffers.
+ * Accumulators are int32: main.c refuses (CONFIG/RUN) every layer whose accumulator could overflow (acc_bound),
+ * as the host does (LayerSpec.check_accumulator), so no int32 overflow happens in these loops. */
 #include "kernels.h"
 #include "proto.h"
 
@@ -30,11 +32,17 @@ int32_t mbqm(int32_t x, int32_t m, int32_t shift)
     return rdbpot(srdhm(xs, m), right);
 }
 
-static inline int8_t clamp8(int32_t v, int32_t lo, int32_t hi)
+/* v is int64 so that requantised value + output zero point cannot overflow (the host adds in int64 too) */
+static inline int8_t clamp8(int64_t v, int32_t lo, int32_t hi)
 {
     if (v < lo) v = lo;
     if (v > hi) v = hi;
     return (int8_t)v;
+}
+
+static inline int32_t sat32(int64_t v)
+{
+    return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v;
 }
 
 static void conv2d(const layer_t *L)
@@ -60,8 +68,7 @@ static void conv2d(const layer_t *L)
                             acc += (ip[c] - L->in_zp) * wp[c];
                     }
                 }
-                acc = mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp;
-                o[oc] = clamp8(acc, L->act_min, L->act_max);
+                o[oc] = clamp8((int64_t)mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
             }
         }
     }
@@ -89,8 +96,7 @@ static void depthwise(const layer_t *L)
                             acc += (L->in[(y * W + x) * C + c] - L->in_zp) * L->w[(ky * KW + kx) * OC + oc];
                         }
                     }
-                    acc = mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp;
-                    o[oc] = clamp8(acc, L->act_min, L->act_max);
+                    o[oc] = clamp8((int64_t)mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
                 }
             }
         }
@@ -105,8 +111,7 @@ static void matvec(const layer_t *L, const int8_t *ip, int8_t *o, int32_t n)
         int32_t acc = L->bias[oc];
         for (int32_t c = 0; c < n; c++)
             acc += (ip[c] - L->in_zp) * wp[c];
-        acc = mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp;
-        o[oc] = clamp8(acc, L->act_min, L->act_max);
+        o[oc] = clamp8((int64_t)mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
     }
 }
 
@@ -161,8 +166,7 @@ static void global_avg_pool(const layer_t *L)
         int32_t acc = 0;
         for (int32_t i = 0; i < n; i++)
             acc += L->in[i * C + c] - L->in_zp;
-        acc = mbqm(acc, L->mult[c], L->shift[c]) + L->out_zp;
-        L->out[c] = clamp8(acc, L->act_min, L->act_max);
+        L->out[c] = clamp8((int64_t)mbqm(acc, L->mult[c], L->shift[c]) + L->out_zp, L->act_min, L->act_max);
     }
 }
 
@@ -174,9 +178,8 @@ static void add(const layer_t *L)
     for (int32_t i = 0; i < n; i++) {
         int32_t a = (int32_t)((uint32_t)(L->in[i] - L->in_zp) << ls);
         int32_t b = (int32_t)((uint32_t)(L->in2[i] - L->in2_zp) << ls);
-        int32_t s = mbqm(a, p[1], p[2]) + mbqm(b, p[3], p[4]);
-        int32_t r = mbqm(s, p[5], p[6]) + L->out_zp;
-        L->out[i] = clamp8(r, L->act_min, L->act_max);
+        int32_t s = sat32((int64_t)mbqm(a, p[1], p[2]) + mbqm(b, p[3], p[4]));   /* saturated, as the host */
+        L->out[i] = clamp8((int64_t)mbqm(s, p[5], p[6]) + L->out_zp, L->act_min, L->act_max);
     }
 }
 

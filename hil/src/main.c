@@ -21,6 +21,7 @@ static uint8_t rx[HEADER_BYTES + MAX_PAYLOAD + CRC_BYTES];
 static uint8_t tx[64];
 static layer_t layer;
 static int layer_ok;
+static int pending_byte = -1;   /* first byte of a frame that arrived during a RUN (which it cancelled) */
 static uint32_t arena_hwm, wstore_hwm, frames_ok, frames_err;
 
 /* ---- little-endian helpers and CRC-32 (IEEE, reflected, as zlib.crc32) ---- */
@@ -98,14 +99,15 @@ static void drain(void)
 static int recv_frame(void)
 {
     uint32_t skipped = 0;
-    int c = -1;
+    int c = pending_byte;
+    pending_byte = -1;
     for (;;) {
         /* hunt for SYNC0 SYNC1; report skipped noise when the line goes idle or a frame starts */
         if (c < 0) {
             if (skipped) {
                 c = getc_timeout(BYTE_TIMEOUT);
                 if (c < 0) {
-                    send_error(E_NOISE, 0, 0, skipped, "noise skipped");
+                    send_error(E_NOISE, NOISE_LINE_IDLE, 0, skipped, "noise skipped, line idle");
                     skipped = 0;
                     continue;
                 }
@@ -126,7 +128,7 @@ static int recv_frame(void)
             continue;
         }
         if (skipped) {
-            send_error(E_NOISE, 0, 0, skipped, "noise skipped");
+            send_error(E_NOISE, 0, 0, skipped, "noise skipped before a frame");
             skipped = 0;
         }
         break;
@@ -241,6 +243,39 @@ static void cmd_read(uint8_t seq, const uint8_t *p, uint32_t len)
 /* tensor of n bytes at offset off must lie inside a region of the given size */
 static int fits(uint32_t off, uint64_t n, uint32_t size) { return n <= size && off <= size - (uint32_t)n; }
 
+/* Largest |int32 accumulator| a kernel can reach for any input (the host's LayerSpec.accumulator_bound):
+ * weighted ops: |bias| + d * sum|w| of output channel oc, d = max|x - in_zp|; global_avg_pool d*H*W;
+ * avg_pool 128*KH*KW; others 0 (add saturates its sum). Layers above INT32_MAX are refused, so the int32
+ * accumulators never overflow and the board agrees with the host's int64 reference by construction. */
+static uint64_t max_dev(int32_t zp) { return (uint64_t)(zp < 0 ? 127 - zp : 128 + zp); }  /* max |x - zp| */
+
+static uint64_t pool_acc_bound(uint8_t op, int32_t in_zp, uint32_t in_h, uint32_t in_w, uint32_t k_h, uint32_t k_w)
+{
+    if (op == OP_GLOBAL_AVG_POOL) return max_dev(in_zp) * in_h * in_w;
+    if (op == OP_AVG_POOL) return 128u * (uint64_t)k_h * k_w;
+    return 0;
+}
+
+static uint64_t acc_bound(const layer_t *L, uint32_t oc)
+{
+    const uint64_t d = max_dev(L->in_zp);
+    uint64_t sum = 0, n = 0, step = 1;
+    const int8_t *w = L->w;
+    switch (L->op) {
+    case OP_CONV2D: n = (uint64_t)L->k_h * L->k_w * L->in_c; w += oc * n; break;
+    case OP_DEPTHWISE_CONV2D: n = (uint64_t)L->k_h * L->k_w; w += oc; step = L->out_c; break;
+    case OP_POINTWISE_CONV2D: n = L->in_c; w += oc * n; break;
+    case OP_DENSE: n = (uint64_t)L->in_h * L->in_w * L->in_c; w += oc * n; break;
+    default: return 0;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        int32_t v = w[i * step];
+        sum += (uint64_t)(v < 0 ? -v : v);
+    }
+    int32_t b = L->bias[oc];
+    return (uint64_t)(b < 0 ? -(int64_t)b : b) + d * sum;
+}
+
 static int config_error(uint8_t seq, uint8_t code, const char *msg)
 {
     layer_ok = 0;
@@ -320,6 +355,9 @@ static int cmd_config(uint8_t seq, const uint8_t *p, uint32_t len)
     }
     if ((prm_n && (prm_off & 3u)) || !fits(w_off, w_n, WSTORE_BYTES) || !fits(prm_off, prm_n, WSTORE_BYTES))
         return config_error(seq, E_WEIGHTS, "weights/params exceed the weights store or misaligned");
+    /* accumulators that do not depend on weights (the host's LayerSpec.accumulator_bound does the same) */
+    if (pool_acc_bound(L.op, L.in_zp, L.in_h, L.in_w, L.k_h, L.k_w) > INT32_MAX)
+        return config_error(seq, E_BAD_CONFIG, "int32 accumulator could overflow");
 
     L.in = (const int8_t *)(__arena_start + in_off);
     L.in2 = (const int8_t *)(__arena_start + in2_off);
@@ -360,9 +398,23 @@ static void cmd_run(uint8_t seq, const uint8_t *p, uint32_t len)
     } else if (L->op != OP_MAX_POOL && L->op != OP_AVG_POOL && L->op != OP_LUT) {
         for (uint32_t i = 0; i < L->out_c; i++)
             if (!shift_ok(L->shift[i])) { send_error(E_BAD_PARAMS, T_RUN, seq, i, "shift outside -31..30"); return; }
+        if (L->op != OP_GLOBAL_AVG_POOL)
+            for (uint32_t i = 0; i < L->out_c; i++)
+                if (acc_bound(L, i) > INT32_MAX) {
+                    send_error(E_BAD_PARAMS, T_RUN, seq, i, "int32 accumulator could overflow");
+                    return;
+                }
     }
     uint64_t mn = ~0ull, mx = 0, total = 0;
     for (uint32_t i = 0; i < n; i++) {
+        if (i) {                        /* a new frame cancels the run: the host gave up on it */
+            int c = uart_getc();
+            if (c >= 0) {
+                pending_byte = c;
+                send_error(E_ABORTED, T_RUN, seq, i, "run cancelled by a new frame");
+                return;
+            }
+        }
         cycles_restart();
         uint64_t t0 = cycles_now();
         run_layer(L);

@@ -28,10 +28,12 @@ OP_TYPES = (
 #: in-input kernel/window taps summed over output elements; kernel_positions = output elements x window
 #: size (padding included); kernel_rows = output elements x kernel rows (padding included); row_taps = taps
 #: of the kernel rows that lie inside the input (padded columns included) summed over output elements;
-#: output pixels (H*W), output rows (H); const = 1. All are exact functions of the channel counts.
+#: valid_rows = kernel/window rows that lie inside the input, summed over output elements (the row loop of
+#: a window clipped to the input: pooling, 1-d layers); output pixels (H*W), output rows (H); const = 1.
+#: All are exact functions of the channel counts.
 LATENCY_FEATURES = (
     "macs", "input_elements", "output_elements", "weight_elements", "output_channels",
-    "valid_macs", "valid_taps", "kernel_positions", "kernel_rows", "row_taps",
+    "valid_macs", "valid_taps", "kernel_positions", "kernel_rows", "row_taps", "valid_rows",
     "output_pixels", "output_rows", "const",
 )
 #: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
@@ -233,8 +235,12 @@ def _check_calibration(latency: dict, source: str) -> None:
             _num(p, "samples", source, f"{where}.", positive=True, integer=True)
             _check_errors(p.get("cv"), source, f"{where}.cv")
             _check_errors(p.get("held_out"), source, f"{where}.held_out")
+            if "held_out_1d" in p:  # the held-out 1-d layers (Conv1d, 1-d pooling) of this op type
+                _check_errors(p["held_out_1d"], source, f"{where}.held_out_1d")
     if "held_out_overall" in cal:
         _check_errors(cal["held_out_overall"], source, "latency.calibration.held_out_overall")
+    if "held_out_1d_overall" in cal:
+        _check_errors(cal["held_out_1d_overall"], source, "latency.calibration.held_out_1d_overall")
     if not measured:
         raise BoardProfileError(f"{source}: latency.source is \"calibrated\" but no op type in latency.calibration.per_op was measured")
 

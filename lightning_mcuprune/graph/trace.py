@@ -76,13 +76,18 @@ def _conv_geometry(in_shape, out_shape, kernel, stride, padding, dilation) -> di
     if isinstance(padding, str):  # "valid" or "same" (PyTorch puts the odd pixel after)
         padding = tuple(0 if padding == "valid" else d * (k - 1) // 2 for k, d in zip(kernel, dilation))
     padding = _tuple(padding, n)
-    window, taps, row_taps = 1, 1, 1
+    if n == 1:  # 1-d: the firmware runs (C, L) as H=1, W=L with a 1xK kernel (quantize.ptq.hwc_shape)
+        sp_in, sp_out = (1, *sp_in), (1, *sp_out)
+        kernel, stride, padding, dilation, n = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation), 2
+    window, taps, row_taps, valid_rows = 1, 1, 1, 1
     for i in range(n):
         window *= kernel[i]
         t = _axis_taps(sp_in[i], sp_out[i], kernel[i], stride[i], padding[i], dilation[i])
         taps *= t
         row_taps *= t if i == 0 else sp_out[i] * kernel[i]
-    return {"window": window, "valid_taps": taps, "kernel_h": kernel[0] if n else 1, "row_taps": row_taps}
+        valid_rows *= t if i == 0 else sp_out[i]
+    return {"window": window, "valid_taps": taps, "kernel_h": kernel[0] if n else 1, "row_taps": row_taps,
+            "valid_rows": valid_rows}
 
 
 def _module_pool_params(m) -> dict:
@@ -109,7 +114,7 @@ def _pool_geometry(in_shape, out_shape, params: dict) -> dict:
     sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:]) if len(out_shape) > 2 else ()
     n = len(sp_in)
     if not sp_in:
-        return {"window": 1, "valid_taps": 1, "kernel_h": 1, "row_taps": 1}
+        return {"window": 1, "valid_taps": 1, "kernel_h": 1, "row_taps": 1, "valid_rows": 1}
     if params.get("kernel") is not None:
         g = _conv_geometry(in_shape, out_shape, params["kernel"], params["stride"], params["padding"],
                            params.get("dilation", 1))
@@ -117,15 +122,18 @@ def _pool_geometry(in_shape, out_shape, params: dict) -> dict:
     if len(sp_out) != n:  # mean over dims without keepdim, or global pooling to a vector
         sp_out = tuple(1 if sp_in[i] else 1 for i in range(n)) if "mean_dims" not in params else \
             tuple(1 if i + 2 in params["mean_dims"] else sp_in[i] for i in range(n))
-    window, taps, row_taps, kernel_h = 1, 1, 1, 1
+    if n == 1:  # 1-d: H=1, W=L on the firmware (as in _conv_geometry)
+        sp_in, sp_out, n = (1, *sp_in), (1, *sp_out), 2
+    window, taps, row_taps, kernel_h, valid_rows = 1, 1, 1, 1, 1
     for i in range(n):  # adaptive (and mean) windows: [floor(o*in/out), ceil((o+1)*in/out))
         a, b = sp_in[i], sp_out[i]
         sizes = [-((-(o + 1) * a) // b) - (o * a) // b for o in range(b)]
         window *= max(sizes)
         taps *= sum(sizes)
         row_taps *= sum(sizes) if i == 0 else b * max(sizes)
+        valid_rows *= sum(sizes) if i == 0 else b
         kernel_h = max(sizes) if i == 0 else kernel_h
-    return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps}
+    return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps, "valid_rows": valid_rows}
 
 
 @dataclass
@@ -148,6 +156,7 @@ class Op:
     valid_taps: int = 0         # per channel: kernel/window taps inside the input, summed over output positions
     kernel_h: int = 0           # kernel/window rows (first spatial dim; 1 for dense), 0 otherwise
     row_taps: int = 0           # per channel: taps in kernel rows inside the input (padded columns included), summed over outputs
+    valid_rows: int = 0         # per channel: kernel/window rows inside the input, summed over output positions
     groups: int = 1
     has_bias: bool = False
     bn_params: int = 0          # BN parameters per output channel folded in (2 if affine)
@@ -671,7 +680,7 @@ class _Tracer:
         _, spatial = _channels_and_spatial(shape)
         op = Op(name=node.name, type=type_, target=kw.pop("target", self.describe(node).split(" at ")[0]),
                 nodes=[node.name], inputs=[v.buffer for v in inputs], output=node.name,
-                out_channels=out_segs, out_spatial=spatial, out_rows=int(shape[2]) if len(shape) > 2 else 1,
+                out_channels=out_segs, out_spatial=spatial, out_rows=int(shape[2]) if len(shape) > 3 else 1,
                 mask_node=node.name, mask_module=node.target if node.op == "call_module" else None,
                 node_modules=[node.target if node.op == "call_module" else None], **kw)
         self.ops.append(op)
@@ -845,7 +854,7 @@ class _Tracer:
         g = self.new_group(m.out_features, node.name, node.target)
         op = self.add_op(node, "dense", [v], ((g, 1.0),), in_channels=v.channels, kernel_elems=1,
                          has_bias=m.bias is not None, module=node.target, window=1, valid_taps=1,
-                         kernel_h=1, row_taps=1)
+                         kernel_h=1, row_taps=1, valid_rows=1)
         if self.is_excluded(node.target):
             self.fix(op.out_channels, f"excluded module {node.target}")
         return op

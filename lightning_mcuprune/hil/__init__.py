@@ -5,7 +5,8 @@
         cycles = board.run_layer(LayerSpec("conv2d", (16, 16, 8), out_channels=16, kernel=3, padding=1))
 """
 from lightning_mcuprune.hil.board import (
-    Board, BoardError, FirmwareVersionError, HILError, HILTimeoutError, NotResponding, PortError, RunResult,
+    BadReplyError, Board, BoardError, FirmwareVersionError, HILError, HILTimeoutError, NotResponding, PortError,
+    RunResult,
 )
 from lightning_mcuprune.hil.devices import connected_boards, flash
 from lightning_mcuprune.hil.emulated import EMULATED_BOARDS, EmulatedBoard, ToolMissingError, build_firmware
@@ -14,5 +15,5 @@ from lightning_mcuprune.hil.layer import LayerSpec
 __all__ = [
     "Board", "EmulatedBoard", "LayerSpec", "RunResult", "build_firmware", "connected_boards", "flash",
     "EMULATED_BOARDS", "HILError", "BoardError", "PortError", "NotResponding", "FirmwareVersionError",
-    "HILTimeoutError", "ToolMissingError",
+    "HILTimeoutError", "ToolMissingError", "BadReplyError",
 ]

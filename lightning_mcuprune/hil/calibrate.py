@@ -37,7 +37,7 @@ from lightning_mcuprune.io import save_figure, write_json_atomic
 MEASURED_OPS = tuple(OP_FEATURES)
 #: op types the firmware has no kernel for: their coefficients stay estimates (marked as such)
 ESTIMATED_OPS = tuple(op for op in OP_TYPES if op not in MEASURED_OPS)
-CSV_COLUMNS = ("board", "firmware", "index", "split", "op", "key", "h", "w", "c", "oc", "kh", "kw", "sh", "sw",
+CSV_COLUMNS = ("board", "firmware", "icount_shift", "index", "split", "op", "key", "h", "w", "c", "oc", "kh", "kw", "sh", "sw",
                "pt", "pb", "pl", "pr", "dm", "cycles", "repeats")
 DEFAULT_FIT, DEFAULT_HELD_OUT = 100, 50
 #: rough upper bound of one layer's work (cycles; ~10 per in-input MAC): keeps each run short on QEMU and silicon
@@ -69,18 +69,18 @@ def layer_features(spec: LayerSpec) -> dict:
     if op in ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool", "pointwise_conv2d"):
         rows = _axis_taps(h, oh, kh, sh, pt)
         taps = rows * _axis_taps(w, ow, kw, sw, pl)  # per channel
-        window, k_rows, row_taps = kh * kw, kh, rows * ow * kw
+        window, k_rows, row_taps, v_rows = kh * kw, kh, rows * ow * kw, rows * ow
     elif op == "dense":
-        taps, window, k_rows, row_taps = 1, 1, 1, 1
+        taps, window, k_rows, row_taps, v_rows = 1, 1, 1, 1, 1
     elif op == "global_avg_pool":
-        taps, window, k_rows, row_taps = h * w, h * w, h, h * w
+        taps, window, k_rows, row_taps, v_rows = h * w, h * w, h, h * w, h
     else:
-        taps, window, k_rows, row_taps = 0, 0, 0, 0
+        taps, window, k_rows, row_taps, v_rows = 0, 0, 0, 0, 0
     lin = {"conv2d": c, "pointwise_conv2d": c, "dense": h * w * c, "depthwise_conv2d": 1}.get(op, 0)
     k = {"conv2d": kh * kw, "pointwise_conv2d": 1, "dense": 1, "depthwise_conv2d": kh * kw}.get(op, 0)
     f.update(macs=k * oh * ow * lin * oc, weight_elements=k * lin * oc, valid_macs=taps * lin * oc,
              valid_taps=taps * oc, kernel_positions=window * oh * ow * oc, kernel_rows=k_rows * oh * ow * oc,
-             row_taps=row_taps * oc)
+             row_taps=row_taps * oc, valid_rows=v_rows * oc)
     return {k_: float(v) for k_, v in f.items()}
 
 
@@ -103,8 +103,40 @@ def _spatial(rng, lo: int = 1, hi: int = 96) -> tuple[int, int]:
     return h, (h if rng.random() < 0.7 else _logint(rng, lo, hi))
 
 
+#: share of 1-d layers (a 1xK window on H=1, as Conv1d/pooling 1d run on the firmware, or Kx1 on W=1) in the
+#: design of conv2d, depthwise_conv2d, max_pool and avg_pool
+SHARE_1D = 0.3
+ONE_D_OPS = ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool")
+
+
+def is_1d(spec: LayerSpec) -> bool:
+    """A windowed layer on a 1-row or 1-column input (a Conv1d or 1-d pooling as the firmware runs it)."""
+    return spec.op in ONE_D_OPS and 1 in spec.input_shape[:2]
+
+
+def _candidate_1d(op: str, rng, c: int, oc: int) -> LayerSpec:
+    if op in ("max_pool", "avg_pool"):
+        k = int(rng.choice([2, 3, 4]))
+        s, p = int(rng.integers(1, 3)), (int(rng.integers(0, 2)) if k >= 3 else 0)
+    else:
+        k = int(rng.choice([3, 5, 7, 9, 10]))
+        s, p = int(rng.integers(1, 3)), int(rng.choice([0, k // 2]))
+    n = _logint(rng, max(1, k - 2 * p), 256)
+    rows = rng.random() < 0.8   # H=1, W=L (Conv1d) or, less often, W=1, H=L
+    kw = dict(kernel=(1, k) if rows else (k, 1), stride=(1, s) if rows else (s, 1),
+              padding=(0, 0, p, p) if rows else (p, p, 0, 0))
+    shape = (1, n, c) if rows else (n, 1, c)
+    if op == "conv2d":
+        return LayerSpec(op, shape, out_channels=oc, **kw)
+    if op == "depthwise_conv2d":
+        return LayerSpec(op, shape, depth_multiplier=int(rng.choice([1, 1, 1, 2])), **kw)
+    return LayerSpec(op, shape, **kw)
+
+
 def _candidate(op: str, rng) -> LayerSpec:
     c, oc = _logint(rng, 1, 256), _logint(rng, 1, 256)
+    if op in ONE_D_OPS and rng.random() < SHARE_1D:
+        return _candidate_1d(op, rng, c, oc)
     if op == "conv2d":
         k = int(rng.choice([1, 3, 3, 5, 7]))
         s = 2 if k == 1 else int(rng.integers(1, 3))   # a 1x1 stride-1 conv is a pointwise_conv2d
@@ -188,29 +220,52 @@ def make_design(limits: Limits, fit: int = DEFAULT_FIT, held_out: int = DEFAULT_
 
 
 # ---- CSV ---------------------------------------------------------------------------------------------
-def read_measurements(path: Path, board: str, firmware: str) -> pd.DataFrame:
-    """Measurements already in the CSV (empty frame if none). Refuses a CSV of another board or firmware;
-    drops a last row cut short by an interruption (and truncates the file to the last complete row)."""
+CSV_HEADER = ",".join(CSV_COLUMNS).encode()
+
+
+def _icount(value) -> str:
+    """The icount_shift cell: QEMU's -icount shift, empty on a real board."""
+    return "" if value is None or value == "" else str(int(value))
+
+
+def read_measurements(path: Path, board: str, firmware: str, icount_shift=None,
+                      repeats: Optional[int] = None) -> pd.DataFrame:
+    """Measurements already in the CSV (empty frame if none). icount_shift: QEMU's shift, "" for a real board,
+    None not to check it; repeats None not to check it.
+
+    A file whose first line is not this version's header is refused before anything is written to it (it is
+    not ours). A CSV of another board, firmware version, QEMU icount shift or repeat count is refused (its
+    cycles would not be comparable). Only then, a last row cut short by an interruption is dropped (the file
+    is truncated to its last complete row)."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=CSV_COLUMNS)
+    with open(path, "rb") as fh:
+        first = fh.read(len(CSV_HEADER) + 2)
+    if first.rstrip(b"\r\n") != CSV_HEADER or not first[len(CSV_HEADER):].startswith((b"\n", b"\r\n")):
+        raise CalibrationError(f"{path} is not a calibration CSV of this version (its first line is not the header "
+                               f"{CSV_HEADER.decode()}); it was left unchanged: give another --csv")
     raw = path.read_bytes()
     if not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
         with open(path, "r+b") as fh:
-            fh.truncate(cut)
+            fh.truncate(raw.rfind(b"\n") + 1)
     try:
-        df = pd.read_csv(path, dtype={"firmware": str, "board": str})
+        df = pd.read_csv(path, dtype={"firmware": str, "board": str, "icount_shift": str}, keep_default_na=False)
     except Exception as e:
-        raise CalibrationError(f"{path} is not a calibration CSV ({e}); move it away or give another --csv") from None
-    if tuple(df.columns) != CSV_COLUMNS:
-        raise CalibrationError(f"{path} is not a calibration CSV of this version (columns {', '.join(df.columns)}); "
-                               "move it away or give another --csv")
-    for col, want, what in (("board", board, "board"), ("firmware", firmware, "firmware version")):
+        raise CalibrationError(f"{path} is not a readable calibration CSV ({e}); give another --csv") from None
+    want_icount = None if icount_shift is None else _icount(icount_shift)
+    for col, want, what in (("board", board, "board"), ("firmware", firmware, "firmware version"),
+                            ("icount_shift", want_icount, "QEMU icount shift"),
+                            ("repeats", None if repeats is None else str(int(repeats)), "repeats per layer")):
+        if want is None:
+            continue
         other = sorted(set(df[col].astype(str)) - {want})
         if other:
-            raise CalibrationError(f"{path} holds measurements of {what} {', '.join(other)}, but the board is {board} "
-                                   f"with firmware {firmware}; give another --csv (or delete it to start over)")
+            now = f"{board}, firmware {firmware}" + (
+                f", icount shift {want_icount or '- (real board)'}" if want_icount is not None else "") + (
+                f", {repeats} repeats" if repeats is not None else "")
+            raise CalibrationError(f"{path} holds measurements with {what} {', '.join(o or '-' for o in other)}, but "
+                                   f"this run is {now}; give another --csv (or delete it to start over)")
     return df
 
 
@@ -231,13 +286,20 @@ class _CsvLog:
         self.fh.flush()
         os.fsync(self.fh.fileno())
 
-    def append(self, board: str, firmware: str, index: int, split: str, spec: LayerSpec, cycles: int, repeats: int):
+    def append(self, board: str, firmware: str, index: int, split: str, spec: LayerSpec, cycles: int, repeats: int,
+               icount_shift: Optional[int] = None):
         h, w, c = spec.input_shape
-        self._write((board, firmware, index, split, spec.op, config_key(spec), h, w, c, spec.output_shape[2],
+        self._write((board, firmware, _icount(icount_shift), index, split, spec.op, config_key(spec), h, w, c, spec.output_shape[2],
                      *spec.kernel, *spec.stride, *spec.padding, spec.depth_multiplier, int(cycles), repeats))
 
     def close(self) -> None:
         self.fh.close()
+
+
+def icount_shift_of(board) -> Optional[int]:
+    """QEMU's -icount shift of an emulated board (it scales every cycle count), None for a real board."""
+    emu = getattr(board, "emulator", None)
+    return None if emu is None else int(emu.icount_shift)
 
 
 def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = True) -> pd.DataFrame:
@@ -245,8 +307,8 @@ def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = Tr
 
     repeats: runs per layer (cycles = the minimum); QEMU is deterministic, so 1 suffices there."""
     info = board.info or board.hello()
-    name, fw = info["board"], info["firmware_version"]
-    done = read_measurements(csv_path, name, fw)
+    name, fw, shift = info["board"], info["firmware_version"], icount_shift_of(board)
+    done = read_measurements(csv_path, name, fw, "" if shift is None else shift, repeats)
     have = set(done["key"])
     todo = [(i, split, spec) for i, (split, spec) in enumerate(design) if config_key(spec) not in have]
     log = _CsvLog(csv_path)
@@ -260,14 +322,14 @@ def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = Tr
                 task = bar.add_task(f"calibrating {name}", total=len(design), completed=len(design) - len(todo))
                 for i, split, spec in todo:
                     bar.update(task, description=f"{name}: {spec.op:<16}")
-                    log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats)
+                    log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats, shift)
                     bar.advance(task)
         else:
             for i, split, spec in todo:
-                log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats)
+                log.append(name, fw, i, split, spec, _run(board, spec, repeats), repeats, shift)
     finally:
         log.close()
-    return read_measurements(csv_path, name, fw)
+    return read_measurements(csv_path, name, fw, "" if shift is None else shift, repeats)
 
 
 def _run(board, spec: LayerSpec, repeats: int) -> int:
@@ -295,9 +357,13 @@ def fit_all(rows: pd.DataFrame, folds: int = 5) -> tuple[dict, pd.DataFrame]:
             raise CalibrationError(f"{op}: {len(fit)} fit samples for {len(OP_FEATURES[op])} features; measure more (--fit)")
         r = fit_op(fit, ho, OP_FEATURES[op], folds)
         results[op] = r
-        held.append(ho.assign(predicted=r.pop("held_out_pred"))[["op", "key", "cycles", "predicted"]])
+        h = ho.assign(predicted=r.pop("held_out_pred"), one_d=[is_1d(spec_from_row(x)) for _, x in ho.iterrows()])
+        if h["one_d"].any():
+            r["held_out_1d"] = errors(h.loc[h["one_d"], "predicted"], h.loc[h["one_d"], "cycles"])
+        held.append(h[["op", "key", "cycles", "predicted", "one_d"]])
         r.pop("cv_pred")
-    return results, (pd.concat(held, ignore_index=True) if held else pd.DataFrame(columns=["op", "key", "cycles", "predicted"]))
+    return results, (pd.concat(held, ignore_index=True) if held else
+                     pd.DataFrame(columns=["op", "key", "cycles", "predicted", "one_d"]))
 
 
 def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_name: str, folds: int,
@@ -313,7 +379,8 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
             r = results[op]
             ops[op] = {f: round(v, 6) for f, v in r["coefficients"].items()}
             per_op[op] = {"source": "calibrated", "features": r["features"], "samples": r["cv"]["samples"],
-                          "held_out_samples": r["held_out"]["samples"], "cv": r["cv"], "held_out": r["held_out"]}
+                          "held_out_samples": r["held_out"]["samples"], "cv": r["cv"], "held_out": r["held_out"],
+                          **({"held_out_1d": r["held_out_1d"]} if "held_out_1d" in r else {})}
         else:
             if op not in base_ops:
                 raise CalibrationError(f"op type {op} was not measured and the base profile has no coefficients for it")
@@ -321,6 +388,8 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
             per_op[op] = {"source": "estimate"}
     estimated = [op for op in OP_TYPES if per_op[op]["source"] == "estimate"]
     overall = errors(held["predicted"], held["cycles"]) if held is not None and len(held) else None
+    one_d = held[held["one_d"].astype(bool)] if held is not None and "one_d" in held else None
+    overall_1d = errors(one_d["predicted"], one_d["cycles"]) if one_d is not None and len(one_d) else None
     prof["latency"] = {
         "source": "calibrated",
         "note": (f"Calibrated with `calibrate` on firmware {info['firmware_version']} ({info['counter']} counter"
@@ -331,8 +400,10 @@ def build_profile(base: dict, info: dict, results: dict, *, repeats: int, csv_na
         "calibration": {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
             "board": info["board"], "firmware_version": info["firmware_version"], "counter": info["counter"],
+            **({"icount_shift": info["icount_shift"]} if info.get("icount_shift") is not None else {}),
             "repeats": repeats, "folds": folds, "csv": csv_name, "estimated_ops": estimated, "per_op": per_op,
             **({"held_out_overall": overall} if overall else {}),
+            **({"held_out_1d_overall": overall_1d} if overall_1d else {}),
         },
     }
     return prof
@@ -364,7 +435,8 @@ def plot(held: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def accuracy_table(profile: dict) -> pd.DataFrame:
-    """Per op type: samples, CV and held-out median/p95 APE (%), share within +-5/10%."""
+    """Per op type: samples, CV and held-out median/p95 APE (%), share within +-5/10%; and of the held-out 1-d
+    layers (is_1d) where the op type has them (ho_1d: count, median/p95 APE, share within +-10%)."""
     rows = []
     for op, p in profile["latency"]["calibration"]["per_op"].items():
         if p["source"] != "calibrated":
@@ -375,7 +447,10 @@ def accuracy_table(profile: dict) -> pd.DataFrame:
                      "cv_median_ape_pct": cv["median_ape_pct"], "cv_p95_ape_pct": cv["p95_ape_pct"],
                      "cv_within_10pct": cv["share_within_10pct"],
                      "ho_median_ape_pct": ho["median_ape_pct"], "ho_p95_ape_pct": ho["p95_ape_pct"],
-                     "ho_within_5pct": ho["share_within_5pct"], "ho_within_10pct": ho["share_within_10pct"]})
+                     "ho_within_5pct": ho["share_within_5pct"], "ho_within_10pct": ho["share_within_10pct"],
+                     **({"ho_1d": p["held_out_1d"]["samples"], "ho_1d_median_ape_pct": p["held_out_1d"]["median_ape_pct"],
+                         "ho_1d_p95_ape_pct": p["held_out_1d"]["p95_ape_pct"],
+                         "ho_1d_within_10pct": p["held_out_1d"]["share_within_10pct"]} if "held_out_1d" in p else {})})
     return pd.DataFrame(rows)
 
 
@@ -383,21 +458,28 @@ def print_table(profile: dict, held: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"latency model of {profile['name']}: accuracy (APE = absolute percentage error)")
-    for col in ("op", "fit", "held-out", "CV median", "CV p95", "CV ±10%", "HO median", "HO p95", "HO ±5%", "HO ±10%"):
+    for col in ("op", "fit", "held-out", "CV median", "CV p95", "CV ±10%", "HO median", "HO p95", "HO ±5%", "HO ±10%",
+                "1-d HO (n, median, ±10%)"):
         t.add_column(col, justify="left" if col == "op" else "right")
     pct = lambda v: f"{v:.2f}%"  # noqa: E731
     share = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     for _, r in accuracy_table(profile).iterrows():
         if r["source"] != "calibrated":
-            t.add_row(r["op"], "-", "-", "estimate", *["-"] * 6)
+            t.add_row(r["op"], "-", "-", "estimate", *["-"] * 7)
             continue
+        one_d = (f"{int(r['ho_1d'])}, {pct(r['ho_1d_median_ape_pct'])}, {share(r['ho_1d_within_10pct'])}"
+                 if "ho_1d" in r and pd.notna(r["ho_1d"]) else "-")
         t.add_row(r["op"], str(int(r["fit"])), str(int(r["held_out"])), pct(r["cv_median_ape_pct"]), pct(r["cv_p95_ape_pct"]),
                   share(r["cv_within_10pct"]), pct(r["ho_median_ape_pct"]), pct(r["ho_p95_ape_pct"]),
-                  share(r["ho_within_5pct"]), share(r["ho_within_10pct"]))
+                  share(r["ho_within_5pct"]), share(r["ho_within_10pct"]), one_d)
     if len(held):
         e = errors(held["predicted"], held["cycles"])
+        d = held[held["one_d"].astype(bool)] if "one_d" in held else held.iloc[:0]
+        e1 = errors(d["predicted"], d["cycles"])
         t.add_row("all", "", str(e["samples"]), "", "", "", pct(e["median_ape_pct"]), pct(e["p95_ape_pct"]),
-                  share(e["share_within_5pct"]), share(e["share_within_10pct"]), style="bold")
+                  share(e["share_within_5pct"]), share(e["share_within_10pct"]),
+                  f"{e1['samples']}, {pct(e1['median_ape_pct'])}, {share(e1['share_within_10pct'])}" if len(d) else "-",
+                  style="bold")
     Console().print(t)
 
 
@@ -418,7 +500,7 @@ def calibrate(board, out: Path, csv_path: Optional[Path] = None, png: Optional[P
     out = Path(out)
     csv_path = Path(csv_path) if csv_path else out.with_suffix(".csv")
     png = Path(png) if png else out.with_suffix(".png")
-    info = board.hello()
+    info = dict(board.hello(), icount_shift=icount_shift_of(board))
     limits = Limits(info["arena_bytes"], info["weights_bytes"])
     design = make_design(limits, fit, held_out, seed, ops)
     prof0 = base_profile(info["board"], base)
@@ -455,6 +537,16 @@ def select_port(devices: list, port: Optional[str] = None) -> str:
 
 
 def _cmd_calibrate(args) -> int:
+    """The CLI: HIL errors (QEMU or toolchain missing, a bad --port, a board that does not answer) become one
+    line (CalibrationError is a ValueError, which the CLI prints without a traceback; exit code 2)."""
+    from lightning_mcuprune.hil.board import HILError
+    try:
+        return _calibrate_cli(args)
+    except HILError as e:
+        raise CalibrationError(str(e)) from e
+
+
+def _calibrate_cli(args) -> int:
     if args.emulate and args.port:
         raise CalibrationError("give either --port or --emulate, not both")
     kw = dict(fit=args.fit, held_out=args.held_out, seed=args.seed, repeats=args.repeats, folds=args.folds,

@@ -17,12 +17,14 @@ from lightning_mcuprune.boards import LATENCY_FEATURES
 
 #: Features fitted per op type (measured op types only). See boards.profile.LATENCY_FEATURES.
 OP_FEATURES = {
-    "conv2d": ("valid_macs", "valid_taps", "row_taps", "kernel_rows", "output_elements", "output_pixels", "output_rows", "const"),
-    "depthwise_conv2d": ("valid_macs", "row_taps", "kernel_rows", "output_elements", "output_pixels", "output_rows", "const"),
+    "conv2d": ("valid_macs", "valid_taps", "row_taps", "kernel_rows", "valid_rows", "output_elements", "output_pixels",
+               "output_rows", "const"),
+    "depthwise_conv2d": ("valid_macs", "row_taps", "kernel_rows", "valid_rows", "output_elements", "output_pixels",
+                         "output_rows", "const"),
     "pointwise_conv2d": ("macs", "output_elements", "output_pixels", "output_rows", "const"),
     "dense": ("macs", "input_elements", "output_channels", "const"),
-    "max_pool": ("valid_taps", "kernel_positions", "output_elements", "output_pixels", "output_rows", "const"),
-    "avg_pool": ("valid_taps", "kernel_positions", "output_elements", "output_pixels", "output_rows", "const"),
+    "max_pool": ("valid_taps", "valid_rows", "output_elements", "output_pixels", "output_rows", "const"),
+    "avg_pool": ("valid_taps", "valid_rows", "output_elements", "output_pixels", "output_rows", "const"),
     "global_avg_pool": ("input_elements", "output_elements", "const"),
     "add": ("output_elements", "output_pixels", "output_rows", "const"),
 }

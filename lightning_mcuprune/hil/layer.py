@@ -17,6 +17,7 @@ from lightning_mcuprune.quantize import reference as ref
 
 WINDOW_OPS = ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool")
 WEIGHTED_OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
+INT32_MAX = 2 ** 31 - 1
 
 
 def _align4(n: int) -> int:
@@ -146,6 +147,45 @@ class LayerSpec:
             return 12 * oc
         return {"global_avg_pool": 8 * oc, "add": 28, "mul": 8}.get(self.op, 0)
 
+    # ---- int32 accumulator ----
+    def accumulator_bound(self, weights: Optional[np.ndarray] = None) -> Optional[int]:
+        """The largest |int32 accumulator| the firmware's kernel can reach for any input, or None if it depends
+        on weights that are not known (then the firmware checks it at RUN, when they are on the board).
+
+        conv/depthwise/pointwise/dense: max over output channels of |bias| + d * sum|w| over the channel's
+        weights, with d = max |x - input_zp| = max(127 - input_zp, 128 + input_zp); global_avg_pool:
+        d * H * W; avg_pool: 128 * KH * KW; max_pool and add: 0 (add saturates its int32 sum on both sides).
+        The firmware (hil/src/main.c, acc_bound) computes the same figure.
+        """
+        d = max(127 - self.input_zp, 128 + self.input_zp)
+        if self.op == "global_avg_pool":
+            return d * self.input_shape[0] * self.input_shape[1]
+        if self.op == "avg_pool":
+            return 128 * self.kernel[0] * self.kernel[1]
+        if self.op not in WEIGHTED_OPS:
+            return 0
+        w = self.weights if weights is None else weights
+        if w is None:
+            return None
+        oc = self.output_shape[2]
+        w = np.abs(np.asarray(w, dtype=np.int64).reshape(self.weights_shape))
+        per_oc = w.sum(axis=(0, 1)) if self.op == "depthwise_conv2d" else w.reshape(oc, -1).sum(axis=1)
+        bias = np.abs(self.params_array()[:oc].astype(np.int64))
+        return int((bias + d * per_oc).max())
+
+    def check_accumulator(self, weights: Optional[np.ndarray] = None) -> None:
+        """ValueError if the int32 accumulator could overflow (see accumulator_bound): such a layer is refused
+        on the host and by the firmware alike, so that the board and the host reference (int64) never differ."""
+        b = self.accumulator_bound(weights)
+        if b is None or b <= INT32_MAX:
+            return
+        why = {"global_avg_pool": f"{self.input_shape[0]}x{self.input_shape[1]} inputs per channel",
+               "avg_pool": f"a {self.kernel[0]}x{self.kernel[1]} window"}.get(
+            self.op, "|bias| plus max|x - input_zp| times the sum of |weights| of an output channel")
+        raise ValueError(f"{self.op} layer {self.input_shape}->{self.output_shape}: its int32 accumulator could reach "
+                         f"{b:,} (> 2^31-1 = {INT32_MAX:,}) from {why}; the firmware refuses it. Use smaller "
+                         "biases or weights, or split the layer (fewer inputs per output).")
+
     # ---- placement ----
     def placed(self) -> "LayerSpec":
         """A copy with every None offset resolved (inputs, then output; weights, then params; 4-byte aligned)."""
@@ -209,6 +249,7 @@ class LayerSpec:
                   ) -> np.ndarray:
         """What the board must output for input x (HWC int8, or a batch NHWC), via lightning_mcuprune.quantize.reference."""
         w = self.weights if weights is None else weights
+        self.check_accumulator(w)
         x = np.asarray(x, dtype=np.int8)
         lead = x.shape[:1] if x.ndim == 4 else ()  # a batch (the host executor) or one input (the board)
         x = x.reshape(*lead, *self.input_shape)

@@ -29,13 +29,15 @@ ERRORS = {
     1: "bad CRC", 2: "frame too long", 3: "unknown frame type", 4: "bad payload length",
     5: "truncated frame", 6: "noise skipped", 7: "protocol version mismatch", 8: "out of range",
     9: "bad layer config", 10: "no layer configured", 11: "layer exceeds the arena",
-    12: "layer exceeds the weights store", 13: "bad quantisation parameters",
+    12: "layer exceeds the weights store", 13: "bad quantisation parameters", 14: "run cancelled by a new frame",
 }
 #: link-level errors: the request did not arrive intact, so it is safe to send it again (this host never
 #: sends a frame longer than MAX_PAYLOAD, so "too long" means a damaged length field)
 TRANSIENT_ERRORS = {1, 2, 5, 6}
 E_CRC, E_TOO_LONG, E_UNKNOWN_TYPE, E_BAD_LENGTH, E_TRUNCATED, E_NOISE, E_VERSION = 1, 2, 3, 4, 5, 6, 7
-E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS = 8, 9, 10, 11, 12, 13
+#: E_NOISE's request-type byte when the line went idle after the noise (0: noise before a frame, which follows)
+NOISE_LINE_IDLE = 0xFF
+E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS, E_ABORTED = 8, 9, 10, 11, 12, 13, 14
 
 #: op codes of the firmware, by resource-model op name
 OP_CODES = {"conv2d": 1, "depthwise_conv2d": 2, "pointwise_conv2d": 3, "dense": 4,
@@ -69,8 +71,10 @@ class Frame:
         return self.type == T_ERROR
 
     def error(self) -> tuple[int, int, int, str]:
-        """(code, request type, detail, message) of an ERROR frame."""
-        code, req, detail = struct.unpack_from("<BBH", self.payload.ljust(4, b"\0"))
+        """(code, request type, detail, message) of an ERROR frame; BadReply if it is shorter than 4 bytes."""
+        if len(self.payload) < 4:
+            raise BadReply(f"ERROR frame of {len(self.payload)} bytes (at least 4: code, request type, detail)")
+        code, req, detail = struct.unpack_from("<BBH", self.payload)
         return code, req, detail, self.payload[4:].decode("ascii", "replace")
 
 
@@ -127,13 +131,30 @@ def fill_bytes(seed: int, n: int) -> np.ndarray:
     return (x & np.uint32(0xFF)).astype(np.uint8).view(np.int8)
 
 
+class BadReply(ValueError):
+    """An answer with a valid CRC whose contents are impossible (wrong length or fields). Board turns it into
+    its HIL error type (board.BadReplyError)."""
+
+
+def _need(name: str, payload: bytes, n: int, exact: bool = True) -> None:
+    if len(payload) < n or (exact and len(payload) != n):
+        raise BadReply(f"{name} answer of {len(payload)} bytes, expected {'' if exact else 'at least '}{n}")
+
+
 def parse_hello(payload: bytes) -> dict:
-    """HELLO answer -> dict (sizes in bytes, clock in Hz)."""
-    if len(payload) < 30:
-        raise ValueError(f"HELLO answer too short ({len(payload)} bytes)")
+    """HELLO answer -> dict (sizes in bytes, clock in Hz). BadReply if its length or fields are impossible."""
+    _need("HELLO", payload, 30, exact=False)
     proto, major, minor, patch, counter = struct.unpack_from("<5B", payload)
     clock, arena, wstore, max_payload, stack = struct.unpack_from("<5I", payload, 8)
     names = payload[28:].split(b"\0")
+    if not names[0]:
+        raise BadReply("HELLO answer without a board name")
+    if counter not in COUNTER_KINDS:
+        raise BadReply(f"HELLO answer with unknown cycle counter kind {counter}")
+    if clock == 0 or arena == 0 or wstore == 0:
+        raise BadReply(f"HELLO answer with clock {clock} Hz, arena {arena} B, weights store {wstore} B (all must be > 0)")
+    if not 16 < max_payload <= MAX_PAYLOAD:
+        raise BadReply(f"HELLO answer with max payload {max_payload} B (17..{MAX_PAYLOAD})")
     return {
         "protocol_version": proto,
         "firmware_version": f"{major}.{minor}.{patch}",
@@ -144,12 +165,40 @@ def parse_hello(payload: bytes) -> dict:
         "weights_bytes": wstore,
         "max_payload": max_payload,
         "stack_bytes": stack,
-        "counter": COUNTER_KINDS.get(counter, f"unknown({counter})"),
+        "counter": COUNTER_KINDS[counter],
     }
 
 
 def parse_stats(payload: bytes) -> dict:
-    """STATS answer -> dict (bytes and frame counts)."""
+    """STATS answer -> dict (bytes and frame counts). BadReply unless it is 32 bytes with consistent fields."""
+    _need("STATS", payload, 32)
     keys = ("arena_bytes", "arena_high_water", "weights_bytes", "weights_high_water", "stack_bytes",
             "stack_used", "frames_ok", "frames_error")
-    return dict(zip(keys, struct.unpack_from("<8I", payload)))
+    d = dict(zip(keys, struct.unpack_from("<8I", payload)))
+    if d["arena_high_water"] > d["arena_bytes"] or d["weights_high_water"] > d["weights_bytes"] or \
+            d["stack_used"] > d["stack_bytes"]:
+        raise BadReply(f"STATS answer with a high-water mark above its region's size: {d}")
+    return d
+
+
+def parse_u32(name: str, payload: bytes, expect: int | None = None, at_most: int | None = None) -> int:
+    """The u32 answer of WRITE, FILL (bytes) or CONFIG (arena end, bytes), checked against what it must be."""
+    _need(name, payload, 4)
+    (v,) = struct.unpack("<I", payload)
+    if expect is not None and v != expect:
+        raise BadReply(f"{name} answer says {v}, expected {expect}")
+    if at_most is not None and v > at_most:
+        raise BadReply(f"{name} answer says {v}, more than {at_most}")
+    return v
+
+
+def parse_run(payload: bytes, repeats: int) -> tuple[int, int, int, int]:
+    """RUN answer -> (n, min, max, total) cycles. BadReply unless it is 32 bytes, n equals the repeats asked
+    for, and min <= max, n*min <= total <= n*max."""
+    _need("RUN", payload, 32)
+    n, pad, mn, mx, total = struct.unpack("<IIQQQ", payload)
+    if n != repeats or pad != 0:
+        raise BadReply(f"RUN answer for {n} repeats (reserved word {pad}), asked for {repeats}")
+    if not (mn <= mx and n * mn <= total <= n * mx):
+        raise BadReply(f"RUN answer with inconsistent cycles: min {mn}, max {mx}, total {total} over {n} runs")
+    return n, mn, mx, total

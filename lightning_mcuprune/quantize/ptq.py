@@ -327,6 +327,7 @@ def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op, in_hwc, out_hwc):
         if h % oh or w % ow:
             raise UnsupportedOnBoardError(f"adaptive pooling {op.label!r} from {h}x{w} to {oh}x{ow} has uneven windows")
         k, s, p = (h // oh, w // ow), (h // oh, w // ow), 0
+    k, s, p = ((v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v) for v in (k, s, p))  # AvgPool1d: (k,)
     kk, ss = ref._pair(k), ref._pair(s if s is not None else k)
     pp = ref._pair(p) if not isinstance(p, str) else (0, 0)
     if len(graph.buffers[op.inputs[0]].shape) == 3:  # 1-d: (1, L) windows

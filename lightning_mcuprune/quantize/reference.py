@@ -284,6 +284,7 @@ def add(x1, x2, input1_zp, input2_zp, output_zp, input1_mult, input1_shift, inpu
     sb = _wrap32((b.astype(np.int64) - int(input2_zp)) << int(left_shift))
     s = multiply_by_quantized_multiplier(sa, input1_mult, input1_shift).astype(np.int64) + \
         multiply_by_quantized_multiplier(sb, input2_mult, input2_shift)
+    s = np.clip(s, _I32_MIN, _I32_MAX)   # the int32 sum saturates (as the firmware's add does)
     return _requant(s, output_mult, output_shift, output_zp, act_min, act_max)
 
 

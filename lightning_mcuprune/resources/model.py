@@ -81,7 +81,7 @@ class ResourceModel:
             return m
 
         b_in = []
-        mcoef, wcoef, pcoef, qcoef, vmcoef, vtcoef, kpcoef, krcoef, rtcoef = (torch.zeros(O, dtype=f64) for _ in range(9))
+        mcoef, wcoef, pcoef, qcoef, vmcoef, vtcoef, kpcoef, krcoef, rtcoef, vrcoef = (torch.zeros(O, dtype=f64) for _ in range(10))
         const_feats = []  # output_pixels, output_rows, const
         for i, op in enumerate(ops):
             put("A_in", i, op.in_channels)
@@ -101,6 +101,7 @@ class ResourceModel:
             kpcoef[i] = op.window * op.out_spatial
             krcoef[i] = op.kernel_h * op.out_spatial
             rtcoef[i] = op.row_taps
+            vrcoef[i] = op.valid_rows
             if op.type == "mul" and op.bn_params:  # an unfolded BN: per-channel scale and offset
                 qcoef[i] = REQUANT_BYTES_PER_CHANNEL
             pcoef[i] = (1 if op.has_bias else 0) + op.bn_params
@@ -121,7 +122,7 @@ class ResourceModel:
             A_in=dense("A_in", O), b_in=torch.tensor(b_in, dtype=f64).reshape(O), A_out=dense("A_out", O), b_out=zeros,
             A_inel=dense("A_inel", O), b_inel=zeros, A_cin=dense("A_cin", O),
             mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
-            krcoef=krcoef, rtcoef=rtcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
+            krcoef=krcoef, rtcoef=rtcoef, vrcoef=vrcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
             table_bytes=torch.tensor([float(self._table_bytes(op)) for op in ops], dtype=f64),
         )
@@ -277,7 +278,7 @@ class ResourceModel:
         return torch.cat([
             torch.stack([m["mcoef"] * ll, m["A_inel"] @ n, m["out_spatial"] * lout, m["wcoef"] * ll, lout,
                          m["vmcoef"] * ll, m["vtcoef"] * lout, m["kpcoef"] * lout, m["krcoef"] * lout,
-                         m["rtcoef"] * lout], dim=1),
+                         m["rtcoef"] * lout, m["vrcoef"] * lout], dim=1),
             m["const_feats"]], dim=1)
 
     def latency_features(self, n=None) -> torch.Tensor:
