@@ -6,7 +6,10 @@ activation buffers of the resource model (`trace_graph`), so what the board runs
 * weights: per-output-channel symmetric int8 (scale = max|w| / 127), BN folded first;
 * biases: int32 at scale s_in * s_w;
 * activations: per-tensor asymmetric int8 from the min/max over a calibration batch (range widened to
-  include 0); max/avg pooling keep their input's scale and zero point (as TFLite);
+  include 0); max/avg pooling keep their input's scale and zero point, and a concatenation's inputs share
+  its output's (as TFLite);
+* every scale is a float32 (what a .tflite file stores) and every multiplier is derived from the float32
+  scales exactly as TFLite Micro's kernels derive it at Prepare, so that TFLM runs the same integers;
 * requantisation: TFLite's (per-channel int32 multiplier and shift, `reference.quantize_multiplier`),
   add with left_shift 20, global average pooling with 1/(H*W) folded into the multiplier;
 * fused ReLU / ReLU6 as act_min / act_max.
@@ -30,6 +33,14 @@ from lightning_mcuprune.quantize import reference as ref
 
 #: op types the firmware runs (resource-model names)
 FIRMWARE_OPS = ref.OPS
+#: op types the host executor runs per runtime ("tflm": TensorFlow Lite Micro, see lightning_mcuprune.deploy).
+#: Extension point: an op kind added to the quantiser is listed here for the runtimes that have it.
+RUNTIME_OPS = {"mcuprune-firmware": FIRMWARE_OPS, "tflm": FIRMWARE_OPS + ("concat",)}
+
+
+def _f32(x) -> float:
+    """The float32 nearest x, as a Python float (a .tflite file stores scales as float32)."""
+    return float(np.float32(x))
 
 
 class QuantizationError(ValueError):
@@ -65,6 +76,8 @@ class QOp:
     output: str
     spec: LayerSpec
     weights: Optional[np.ndarray] = field(default=None, repr=False)   # in the firmware's layout
+    weight_scales: Optional[np.ndarray] = field(default=None, repr=False)  # float32 per output channel
+    activation: Optional[str] = None   # fused activation (None, "relu", "relu6")
 
     def run(self, x: np.ndarray, x2: Optional[np.ndarray] = None) -> np.ndarray:
         """Run on a batch (N, H, W, C) int8 with the reference kernels; -> (N, OH, OW, OC)."""
@@ -115,6 +128,10 @@ class QuantizedGraph:
         """Host int8 executor: int8 NHWC batch -> int8 output (N, H, W, C); keep=True -> dict of every buffer."""
         bufs = {self.input: np.asarray(xq, dtype=np.int8).reshape(-1, *self.shapes[self.input])}
         for op in self.ops:
+            if op.type == "concat":   # inputs share the output's quantisation: a copy along channels
+                n = bufs[op.inputs[0]].shape[0]
+                bufs[op.output] = np.concatenate([bufs[b].reshape(n, *self.shapes[b]) for b in op.inputs], axis=3)
+                continue
             x2 = bufs[op.inputs[1]] if len(op.inputs) > 1 else None
             bufs[op.output] = op.run(bufs[op.inputs[0]], x2)
             if not keep:
@@ -134,7 +151,7 @@ class QuantizedGraph:
 
     @property
     def weights_bytes(self) -> int:
-        return sum(op.spec.weights_bytes + 4 * op.spec.params_array().size for op in self.ops)
+        return sum(op.spec.weights_bytes + 4 * op.spec.params_array().size for op in self.ops if op.spec is not None)
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -159,7 +176,7 @@ def _qparams_from(values: np.ndarray) -> QParams:
     hi = max(0.0, float(values.max()))
     if hi - lo < 1e-3:        # a (nearly) constant tensor, e.g. a dead channel after pruning: keep scales sane
         hi = lo + 1e-3
-    scale = (hi - lo) / 255.0
+    scale = _f32((hi - lo) / 255.0)
     zp = int(np.clip(round(-128 - lo / scale), -128, 127))
     return QParams(scale, zp)
 
@@ -169,8 +186,9 @@ def _act_range(op, qp: QParams) -> tuple[int, int]:
         return -128, 127
     if op.activation == "relu":
         return max(-128, qp.zero_point), 127
-    if op.activation == "relu6":
-        return max(-128, qp.zero_point), int(min(127, qp.zero_point + round(6.0 / qp.scale)))
+    if op.activation == "relu6":  # TFLite: zp + round(6.0f / scale) in float32, rounded half away from zero
+        six = float(np.float32(6.0) / np.float32(qp.scale))
+        return max(-128, qp.zero_point), int(min(127, qp.zero_point + int(np.floor(six + 0.5))))
     raise UnsupportedOnBoardError(
         f"op {op.label!r} ({op.type}) ends in a {op.activation} activation; the firmware fuses only ReLU and "
         f"ReLU6 (use nn.ReLU / nn.ReLU6, or run the network on another runtime)")
@@ -229,13 +247,17 @@ def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op, in_hwc, out_hwc):
     return kk, ss, (pp[0], pp[0], pp[1], pp[1])
 
 
-def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: Optional[ResourceGraph] = None
-             ) -> QuantizedGraph:
-    """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware.
+def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: Optional[ResourceGraph] = None,
+             runtime: str = "mcuprune-firmware") -> QuantizedGraph:
+    """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware or TFLite Micro.
 
     `calib_data`: a float batch (N, C, H, W) from the training data, or an iterable of batches / (x, y).
-    Raises UnsupportedOnBoardError naming the op when the firmware lacks an op or activation.
+    `runtime`: "mcuprune-firmware" (our firmware's ops) or "tflm" (adds concatenation).
+    Raises UnsupportedOnBoardError naming the op when the runtime lacks an op or activation.
     """
+    if runtime not in RUNTIME_OPS:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIME_OPS)}, not {runtime!r}")
+    supported = RUNTIME_OPS[runtime]
     was = model.training
     model.eval()
     try:
@@ -243,10 +265,10 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
             graph = trace_graph(model, example_input)
         calib = _calib_tensor(calib_data)
         for op in graph.ops:  # check support before any work
-            if op.type not in FIRMWARE_OPS:
+            if op.type not in supported:
                 raise UnsupportedOnBoardError(
-                    f"op {op.label!r} ({op.target}, resource-model type {op.type!r}) is not in the firmware, which runs "
-                    f"{', '.join(FIRMWARE_OPS)} (with fused ReLU/ReLU6)")
+                    f"op {op.label!r} ({op.target}, resource-model type {op.type!r}) is not supported on runtime "
+                    f"{runtime!r}, which runs {', '.join(supported)} (with fused ReLU/ReLU6)")
             if op.activation not in (None, "relu", "relu6"):
                 _act_range(op, QParams(1.0, 0))
             if op.type in ("conv2d", "depthwise_conv2d") and op.groups not in (1,) and op.type == "conv2d":
@@ -257,6 +279,9 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
         mods = dict(graph.gm.named_modules())
         shapes = {name: hwc_shape(b.shape) for name, b in graph.buffers.items()}
         qp = {graph.inputs[0]: _qparams_from(values[graph.inputs[0]])}
+        shared = _shared_qparams(graph, values)
+        if graph.inputs[0] in shared:
+            qp[graph.inputs[0]] = shared[graph.inputs[0]]
         ops = []
         for op in graph.ops:
             ins = op.inputs
@@ -264,8 +289,16 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
             qi = qp[ins[0]]
             if op.type in ("max_pool", "avg_pool"):
                 qo = qp[op.output] = QParams(qi.scale, qi.zero_point)
+            elif op.output in shared:
+                qo = qp[op.output] = shared[op.output]
             else:
                 qo = qp[op.output] = _qparams_from(values[op.output])
+            if op.type == "concat":
+                if any((qp[b].scale, qp[b].zero_point) != (qo.scale, qo.zero_point) for b in ins):
+                    raise QuantizationError(f"concatenation {op.label!r}: its inputs could not share its quantisation "
+                                            "(an input also feeds another concatenation or comes from a pooling op)")
+                ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, None, None, None, op.activation))
+                continue
             amin, amax = _act_range(op, qo)
             common = dict(input_zp=qi.zero_point, output_zp=qo.zero_point, act_min=amin, act_max=amax)
             weights = None
@@ -279,11 +312,12 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                     w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
                 oc = w.shape[0]
                 absmax = np.abs(w.reshape(oc, -1)).max(axis=1)
-                sw = np.where(absmax > 0, absmax / 127.0, 1.0)
+                sw = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32).astype(np.float64)
                 wq = np.clip(np.round(w / sw.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
                 # +-2^30 leaves headroom so that the firmware's int32 accumulator (acc + bias) cannot wrap
                 bias = np.clip(np.round(b / (qi.scale * sw)), -2 ** 30, 2 ** 30).astype(np.int64)
-                ms = [ref.quantize_multiplier(qi.scale * s / qo.scale) for s in sw]
+                # TFLite's PopulateConvolutionQuantizationParams: double(s_in) * double(s_w) / double(s_out)
+                ms = [ref.quantize_multiplier(qi.scale * float(s) / qo.scale) for s in sw]
                 mult = np.array([v[0] for v in ms], dtype=np.int64)
                 shift = np.array([v[1] for v in ms], dtype=np.int64)
                 kw = dict(bias=bias.astype(np.int32), mult=mult.astype(np.int32), shift=shift.astype(np.int32))
@@ -320,12 +354,12 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 spec = LayerSpec(op.type, in_hwc, kernel=k, stride=s, padding=p, **common)
             elif op.type == "global_avg_pool":
                 h, w_, c = in_hwc
-                mq = ref.quantize_multiplier(qi.scale / (qo.scale * h * w_))
+                mq = tflm_mean_multiplier(qi.scale, qo.scale, h * w_)
                 spec = LayerSpec("global_avg_pool", in_hwc, mult=np.full(c, mq[0], np.int32),
                                  shift=np.full(c, mq[1], np.int32), **common)
             else:  # add
                 q2 = qp[ins[1]]
-                twice = 2 * max(qi.scale, q2.scale)
+                twice = 2 * max(qi.scale, q2.scale)   # TFLite's Add Prepare, in double from float32 scales
                 m1, s1 = ref.quantize_multiplier(qi.scale / twice)
                 m2, s2 = ref.quantize_multiplier(q2.scale / twice)
                 mo, so = ref.quantize_multiplier(twice / ((1 << 20) * qo.scale))
@@ -335,10 +369,54 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 raise QuantizationError(f"op {op.label!r}: the firmware's {spec.op} gives {spec.output_shape}, "
                                         f"PyTorch {out_hwc}")
             spec.weights = weights
-            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights))
+            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights,
+                           sw.astype(np.float32) if op.type in WEIGHTED_OPS else None, op.activation))
         return QuantizedGraph(graph, ops, qp, shapes, graph.inputs[0], graph.outputs[0])
     finally:
         model.train(was)
+
+
+def tflm_mean_multiplier(in_scale: float, out_scale: float, count: int) -> tuple[int, int]:
+    """(multiplier, shift) with which TFLite Micro's int8 MEAN requantises a sum of `count` (zero-point
+    corrected) inputs: QuantizeMultiplier(s_in / s_out), then 1/count folded in as its reference
+    QuantizedMeanOrSum does (shift clamped to 32 and to 31 + the output shift)."""
+    m, s = ref.quantize_multiplier(in_scale / out_scale)
+    shift = min(int(count).bit_length() - 1, 32, 31 + s)
+    return int((m << shift) // count), s - shift
+
+
+def _shared_qparams(graph: ResourceGraph, values: dict) -> dict:
+    """Buffers that must share one quantisation (a concatenation's inputs and output; max/avg pooling's
+    input and output, transitively): one QParams per such set, from the union of their ranges."""
+    parent: dict = {}
+
+    def find(a):
+        while parent.setdefault(a, a) != a:
+            a = parent[a]
+        return a
+    linked = False
+    for op in graph.ops:
+        if op.type == "concat":
+            linked = True
+            for b in op.inputs:
+                parent[find(b)] = find(op.output)
+    if not linked:
+        return {}
+    for op in graph.ops:
+        if op.type in ("max_pool", "avg_pool"):
+            parent[find(op.inputs[0])] = find(op.output)
+    sets: dict = {}
+    for b in list(parent):
+        sets.setdefault(find(b), []).append(b)
+    out = {}
+    for members in sets.values():
+        if len(members) < 2:
+            continue
+        vals = np.concatenate([values[b].ravel() for b in members])
+        q = _qparams_from(vals)
+        for b in members:
+            out[b] = q
+    return out
 
 
 def _calib_tensor(calib_data) -> torch.Tensor:
@@ -358,4 +436,4 @@ def _calib_tensor(calib_data) -> torch.Tensor:
 
 
 __all__ = ["quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError",
-           "FIRMWARE_OPS", "to_nhwc", "hwc_shape"]
+           "FIRMWARE_OPS", "RUNTIME_OPS", "to_nhwc", "hwc_shape", "tflm_mean_multiplier"]
