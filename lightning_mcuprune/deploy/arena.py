@@ -1,0 +1,116 @@
+"""TFLite Micro's tensor arena for a written model: planned activations (head) + persistent data (tail).
+
+* head: TFLM's GreedyMemoryPlanner, replayed: every activation tensor (and kernel scratch buffer) with its
+  lifetime in the flatbuffer's op order, sizes rounded up to 16 bytes, placed largest first at the lowest
+  offset that does not overlap a buffer alive at the same time. The same bytes on a host and a Cortex-M.
+* tail: what TFLM keeps for the whole run: a TfLiteEvalTensor per tensor, a node-and-registration struct
+  per op, persistent TfLiteTensors (with quantisation) for the input and output, each kernel's op data and
+  per-channel output multipliers and shifts (2 x 4 bytes per channel, 16-byte aligned), and the
+  allocator's own objects. Two sets of sizes:
+    - "host": the 64-bit host build that `tflite-micro` runs (the check); constants measured with its
+      RecordingMicroAllocator on single-op and zoo models (residuals within +-9 bytes, hence the margin);
+    - "cortex-m": a 32-bit Cortex-M build (what the board needs): the same planned head, the struct sizes
+      halved where they are pointers. An ESTIMATE: no 32-bit TFLM build has been measured here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightning_mcuprune.deploy.writer import TFLiteModel
+
+ALIGN = 16
+#: per-op-type op data in the tail (bytes, host 64-bit build), fitted on measurements (see module doc)
+HOST_OP_BYTES = {"CONV_2D": 110, "DEPTHWISE_CONV_2D": 109, "FULLY_CONNECTED": 101, "MAX_POOL_2D": 74,
+                 "AVERAGE_POOL_2D": 74, "MEAN": 67, "ADD": 73, "CONCATENATION": 82, "PAD": 54, "PADV2": 54,
+                 "RESHAPE": 40, "MUL": 73, "LOGISTIC": 60, "HARD_SWISH": 60}
+HOST = dict(base=529, eval_tensor=24, node=64, io_tensors=192, margin=16, op=HOST_OP_BYTES)
+#: 32-bit Cortex-M (estimate): TfLiteEvalTensor 12 B, node+registration ~40 B, pointer-sized fields halved
+CORTEX_M = dict(base=300, eval_tensor=12, node=40, io_tensors=112, margin=16,
+                op={k: (v + 1) // 2 + 16 for k, v in HOST_OP_BYTES.items()})
+SIZES = {"host": HOST, "cortex-m": CORTEX_M}
+PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _align(n: int) -> int:
+    return (int(n) + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class ArenaPrediction:
+    """Predicted TFLM arena (bytes). `build`: "host" (64-bit, checkable here) or "cortex-m" (32-bit, estimate)."""
+
+    head: int
+    tail: int
+    build: str
+
+    @property
+    def total(self) -> int:
+        return self.head + self.tail
+
+
+def buffers(model: TFLiteModel) -> list:
+    """(size, first op, last op) of every planned buffer in op order: activation tensors, then scratch."""
+    first, last = {}, {}
+    n = len(model.ops)
+    for t in model.inputs:
+        first[t] = 0
+    for i, op in enumerate(model.ops):
+        for t in op.inputs:
+            if model.tensors[t].data is None:
+                first.setdefault(t, i)
+                last[t] = i
+        for t in op.outputs:
+            first.setdefault(t, i)
+            last[t] = max(last.get(t, i), i)
+    for t in model.outputs:
+        last[t] = n - 1
+    out = []
+    for t in sorted(first):
+        size = 1
+        for d in model.tensors[t].shape:
+            size *= int(d)
+        out.append((_align(size), first[t], last.get(t, first[t])))
+    for i, op in enumerate(model.ops):   # kernel scratch buffers of TFLM's reference kernels
+        if op.code == "MEAN":
+            out.append((_align(4 * model.tensors[op.outputs[0]].shape[-1]), i, i))
+    return out
+
+
+def greedy_plan(bufs: list) -> tuple[list, int]:
+    """TFLM's GreedyMemoryPlanner: offsets (in `bufs` order) and the planned size (bytes)."""
+    # TFLM fills its sort array from the back, then bubble-sorts by size (stable): ties in reverse order
+    order = sorted(reversed(range(len(bufs))), key=lambda i: -bufs[i][0])
+    placed: list = []   # (offset, size, first, last)
+    offsets = [0] * len(bufs)
+    for i in order:
+        size, f, l = bufs[i]
+        cand = 0
+        for off, sz, pf, pl in placed:    # kept in offset order, a new entry after equal offsets
+            if pl < f or pf > l:
+                continue
+            if off >= cand + size:
+                break
+            cand = max(cand, off + sz)
+        offsets[i] = cand
+        at = next((k for k, p in enumerate(placed) if p[0] > cand), len(placed))
+        placed.insert(at, (cand, size, f, l))
+    return offsets, max((o + b[0] for o, b in zip(offsets, bufs)), default=0)
+
+
+def predict_arena(model: TFLiteModel, build: str = "host") -> ArenaPrediction:
+    """The arena TFLM needs for `model` (its ops in flatbuffer order), head planned + tail estimated."""
+    if build not in SIZES:
+        raise ValueError(f"build must be one of {', '.join(SIZES)}, not {build!r}")
+    s = SIZES[build]
+    _, head = greedy_plan(buffers(model))
+    tail = s["base"] + s["io_tensors"] + s["eval_tensor"] * len(model.tensors) + s["node"] * len(model.ops)
+    for op in model.ops:
+        tail += s["op"].get(op.code, 110)
+        if op.code in PER_CHANNEL_OPS:
+            c = int(model.tensors[op.outputs[0]].shape[-1])
+            if op.code != "FULLY_CONNECTED" or c > 1:
+                tail += 2 * _align(4 * c)
+    return ArenaPrediction(head, _align(tail + s["margin"]), build)
+
+
+__all__ = ["predict_arena", "greedy_plan", "buffers", "ArenaPrediction", "SIZES"]
