@@ -23,10 +23,12 @@ ALIGN = 16
 HOST_OP_BYTES = {"CONV_2D": 110, "DEPTHWISE_CONV_2D": 109, "FULLY_CONNECTED": 101, "MAX_POOL_2D": 74,
                  "AVERAGE_POOL_2D": 74, "MEAN": 67, "ADD": 73, "CONCATENATION": 82, "PAD": 54, "PADV2": 54,
                  "RESHAPE": 40, "MUL": 73, "LOGISTIC": 60, "HARD_SWISH": 60}
-HOST = dict(base=529, eval_tensor=24, node=64, io_tensors=192, margin=16, op=HOST_OP_BYTES)
+HOST = dict(base=529, eval_tensor=24, node=64, io_tensors=192, margin=16, op=HOST_OP_BYTES,
+            allocation_info=32, planner_per_buffer=40, prepare_temp=616, fc_prepare_temp=320, per_tensor_fc_temp=352)
 #: 32-bit Cortex-M (estimate): TfLiteEvalTensor 12 B, node+registration ~40 B, pointer-sized fields halved
 CORTEX_M = dict(base=300, eval_tensor=12, node=40, io_tensors=112, margin=16,
-                op={k: (v + 1) // 2 + 16 for k, v in HOST_OP_BYTES.items()})
+                op={k: (v + 1) // 2 + 16 for k, v in HOST_OP_BYTES.items()}, allocation_info=24, planner_per_buffer=40,
+                prepare_temp=400, fc_prepare_temp=220, per_tensor_fc_temp=240)
 SIZES = {"host": HOST, "cortex-m": CORTEX_M}
 PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -71,9 +73,20 @@ def buffers(model: TFLiteModel) -> list:
             size *= int(d)
         out.append((_align(size), first[t], last.get(t, first[t])))
     for i, op in enumerate(model.ops):   # kernel scratch buffers of TFLM's reference kernels
-        if op.code == "MEAN":
-            out.append((_align(4 * model.tensors[op.outputs[0]].shape[-1]), i, i))
+        out.extend((size, i, i) for size in scratch_sizes(model, op))
     return out
+
+
+def scratch_sizes(model: TFLiteModel, op) -> list:
+    """Scratch buffers (bytes, 16-byte aligned) a TFLM reference kernel requests at Prepare."""
+    if op.code == "MEAN":   # int32 sums per output element, then input-rank and axis-count int arrays
+        outs = 1
+        for d in model.tensors[op.outputs[0]].shape:
+            outs *= int(d)
+        rank = len(model.tensors[op.inputs[0]].shape)
+        axes = len(model.tensors[op.inputs[1]].shape and range(model.tensors[op.inputs[1]].shape[0]))
+        return [_align(4 * outs), _align(4 * rank), _align(4 * axes)]
+    return []
 
 
 def greedy_plan(bufs: list) -> tuple[list, int]:
@@ -102,7 +115,24 @@ def predict_arena(model: TFLiteModel, build: str = "host") -> ArenaPrediction:
     if build not in SIZES:
         raise ValueError(f"build must be one of {', '.join(SIZES)}, not {build!r}")
     s = SIZES[build]
-    _, head = greedy_plan(buffers(model))
+    bufs = buffers(model)
+    _, head = greedy_plan(bufs)
+    # Before the plan exists the head region holds temporaries: each kernel's Prepare (TfLiteTensor structs and
+    # per-channel zero-point arrays, ~3 x 8-byte aligned (4 + 4 C) for a conv), then the planner's records
+    # (an AllocationInfo per tensor and scratch buffer, a planner entry per planned buffer). For tiny models
+    # that, not the plan, sets the arena. Measured on the host build; upper bounds within ~16 bytes.
+    n_scratch = len(bufs) - len(model.activation_tensors())
+    temp = s["allocation_info"] * (len(model.tensors) + n_scratch) + s["planner_per_buffer"] * len(bufs)
+    for op in model.ops:
+        c = int(model.tensors[op.outputs[0]].shape[-1])
+        zp = (4 + 4 * c + 7) // 8 * 8
+        if op.code == "FULLY_CONNECTED":
+            temp = max(temp, s["fc_prepare_temp"] + 2 * zp if c > 1 else s["per_tensor_fc_temp"])
+        elif op.code in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            temp = max(temp, s["prepare_temp"] + 3 * zp)
+        else:
+            temp = max(temp, s["prepare_temp"])
+    head = max(head, _align(temp))
     tail = s["base"] + s["io_tensors"] + s["eval_tensor"] * len(model.tensors) + s["node"] * len(model.ops)
     for op in model.ops:
         tail += s["op"].get(op.code, 110)
