@@ -54,7 +54,8 @@ class MCUPruneCallback(pl.Callback):
                  exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int = 0.1,
                  prune_end: float | int = 0.6, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
                  importance_decay: float = 0.9, temperature: float | None = None, order: str = "traced",
-                 export: bool = True, verbose: bool = True):
+                 export: bool = True, verbose: bool = True, runtime: str = "mcuprune-firmware",
+                 calib_samples: int = 256):
         super().__init__()
         self.board = load_board(board)
         self.budgets = parse_budgets(budgets, self.board)
@@ -73,6 +74,13 @@ class MCUPruneCallback(pl.Callback):
         self.update_every, self.removals = int(update_every), int(removals)
         self.pi_lr, self.importance_decay, self.temperature = pi_lr, importance_decay, temperature
         self.order, self.export_after_fit, self.verbose = order, export, verbose
+        from lightning_mcuprune.resources.model import RUNTIMES
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if int(calib_samples) < 0:
+            raise ValueError("calib_samples must be >= 0 (training inputs kept to calibrate the int8 export)")
+        self.runtime, self.calib_samples = runtime, int(calib_samples)
+        self._calib: list = []
         self.phase = "idle"
         self.report: Report | None = None
         self.dense_report: Report | None = None
@@ -139,7 +147,7 @@ class MCUPruneCallback(pl.Callback):
         self.root = self._root(pl_module)
         self.example = example
         self.plan = make_plan(self.root, example, self.exclude)
-        self.rm = ResourceModel(self.plan.graph, self.board, order=self.order)
+        self.rm = ResourceModel(self.plan.graph, self.board, order=self.order, runtime=self.runtime)
         self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels,
                                   floors=self.plan.floors, multiple=self.multiple,
                                   pi_lr=self.pi_lr, importance_decay=self.importance_decay, temperature=self.temperature)
@@ -206,6 +214,11 @@ class MCUPruneCallback(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.phase == "idle":
             self._start(trainer, pl_module, batch)
+        kept = sum(len(x) for x in self._calib)
+        if kept < self.calib_samples:   # a sample of training inputs, to calibrate the int8 export
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if isinstance(x, torch.Tensor):
+                self._calib.append(x[: self.calib_samples - kept].detach().cpu().float())
 
     def on_after_backward(self, trainer, pl_module) -> None:
         if self.phase in ("warmup", "pruning"):
@@ -299,6 +312,8 @@ class MCUPruneCallback(pl.Callback):
         st = self.state
         st.project(dict(self.budgets))
         kept = st.fill(st.guarantee(st.kept_counts()))
+        if self.runtime == "tflm" and "sram" in self.budgets:
+            kept = self._fit_tflm_arena(kept)
         with torch.no_grad():  # pi follows the final integer counts, so history and progress bar show what is kept
             st.pi.copy_(torch.tensor(kept, dtype=torch.float64) / st.C0[st.ids])
         st.update_masks(kept)
@@ -311,10 +326,25 @@ class MCUPruneCallback(pl.Callback):
         self.hooks.remove()
         self._finish()
 
+    def _fit_tflm_arena(self, kept: list) -> list:
+        """TFLM plans its arena greedily, which can need more than the smooth model that pruning followed
+        (fragmentation): tighten the SRAM target by the difference until TFLM's planned arena fits too."""
+        st, budget = self.state, self.budgets["sram"]
+        for _ in range(50):
+            over = self.rm.tflm_arena_bytes(st.integer_counts(kept)) - budget
+            if over <= 0:
+                break
+            st.budgets["sram"] = float(st.resources(st.integer_counts(kept))["sram"]) - over
+            try:
+                kept = st.guarantee(kept)
+            finally:
+                st.budgets["sram"] = budget
+        return kept
+
     def _finish(self) -> None:
         was_training = self.root.training
         self.root.eval()
-        self.report = analyze(self.root, self.example, board=self.board, order=self.order)
+        self.report = analyze(self.root, self.example, board=self.board, order=self.order, runtime=self.runtime)
         self.root.train(was_training)
         values = self._report_values(self.report)
         bad = {k: values[k] for k in self.budgets if values[k] > self.budgets[k]}
@@ -365,7 +395,7 @@ class MCUPruneCallback(pl.Callback):
         if self.phase in ("warmup", "pruning") or (self.phase == "finetune" and self._deferred):
             self._install()
         elif self.phase in ("finetune",):
-            self.report = analyze(self.root, example, board=self.board, order=self.order)
+            self.report = analyze(self.root, example, board=self.board, order=self.order, runtime=self.runtime)
 
     # ---- export -------------------------------------------------------------------------------
     def export(self, directory) -> dict:
@@ -384,6 +414,8 @@ class MCUPruneCallback(pl.Callback):
                    channels={n: {"dense": int(self.state.C0[g]), "kept": c}
                              for n, g, c in zip(self.plan.producers, self.state.ids, self.state.current)},
                    example_shape=list(self.example.shape))
+        tfl, rep["tflite"] = self._export_tflite(directory)
+        paths.update(tfl)
         paths["report"] = write_json_atomic(directory / "report.json", rep)
         if self._rows:
             paths.update(plot_history(self.history, self.budgets, directory))
@@ -392,6 +424,30 @@ class MCUPruneCallback(pl.Callback):
                                                       budget=self.budgets.get("sram"))
         self.export_dir = directory
         return paths
+
+    def _export_tflite(self, directory: Path) -> tuple[dict, dict]:
+        """model.tflite (int8) and the C files for TFLite Micro, calibrated on the kept training inputs. A network
+        the writer cannot export gets a warning (and the reason in report.json), not a failed fit."""
+        import warnings
+
+        from lightning_mcuprune.deploy import export_tflite
+        calib = torch.cat(self._calib) if self._calib else None
+        info = {"calibration_samples": 0 if calib is None else len(calib), "calib_samples_option": self.calib_samples}
+        if calib is None:
+            info["error"] = "no training inputs kept (calib_samples=0): call lightning_mcuprune.export_tflite"
+            return {}, info
+        was = self.root.training
+        try:
+            res = export_tflite(self.root.eval(), self.example.cpu(), calib, directory / "model.tflite",
+                                order=self.order, c_dir=directory)
+        except Exception as e:  # noqa: BLE001 - the other artefacts stay useful
+            warnings.warn(f"mcuprune: no model.tflite written: {e}", stacklevel=2)
+            info["error"] = str(e)
+            return {}, info
+        finally:
+            self.root.train(was)
+        info.update(res.summary())
+        return {k if k != "tflite" else "tflite": v for k, v in res.paths.items()}, info
 
     # ---- history, logging, summary -----------------------------------------------------------
     def _record(self, step: int, n: torch.Tensor, targets: dict) -> None:

@@ -95,3 +95,52 @@ def test_measured_arena_is_the_smallest_that_runs():
     a = measure_arena(res.data)
     assert _fits(res.data, a, _runtime()) and not _fits(res.data, a - 1, _runtime())
     assert _within(res.host.total, a)
+
+
+def _callback_fit(tmp_path, net, shape, budget, seed=0):
+    import warnings
+
+    from lit import Classifier, random_loader, trainer
+
+    from lightning_mcuprune.callback import MCUPruneCallback
+    torch.manual_seed(seed)
+    model = Classifier(net)
+    cb = MCUPruneCallback("mps2-an386", {"sram": budget}, runtime="tflm", verbose=False, calib_samples=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = trainer([cb], max_steps=20, default_root_dir=str(tmp_path))
+        t.fit(model, random_loader(shape, n=40, batch=8, seed=seed))
+    return cb
+
+
+@pytest.mark.parametrize("name,factory,shape", [
+    ("resnet8", lambda: zoo.resnet8(in_channels=1), (1, 12, 12)),
+    ("mobilenet_v2", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 12, 12))])
+def test_callback_tflm_budget_holds_in_tflm_and_export_writes_tflite(name, factory, shape, tmp_path):
+    dense = lm.analyze(factory().eval(), torch.zeros(1, *shape), runtime="tflm").peak_sram_bytes
+    budget = int(dense * 0.85)
+    cb = _callback_fit(tmp_path, factory(), shape, budget)
+    out = cb.export_dir
+    data = (out / "model.tflite").read_bytes()
+    assert (out / "model_data.cc").is_file() and (out / "model_ops.h").is_file()
+    import json
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["runtime"] == "tflm" and rep["tflite"]["calibration_samples"] == 32
+    measured = measure_arena(data)
+    assert measured <= budget, (measured, budget)
+    assert rep["tflite"]["arena_bytes_host_predicted"] >= measured
+    assert rep["peak_sram_bytes"] >= measured
+
+
+def test_analyze_runtime_tflm_predicts_file_and_arena():
+    net = zoo.inception_like().eval()
+    x = torch.randn(32, 1, 28, 28)
+    rep = lm.analyze(net, x[:1], runtime="tflm")
+    res = lm.export_tflite(net, x[:1], x)
+    from lightning_mcuprune.deploy.export import runtime_flash_bytes
+    model_flash = rep.flash_bytes - runtime_flash_bytes(res.model.op_codes)
+    assert abs(model_flash - len(res.data)) <= 0.01 * len(res.data)
+    m = measure_arena(res.data)
+    assert _within(rep.peak_sram_bytes, m)
+    fw = lm.analyze(net, x[:1])
+    assert fw.runtime == "mcuprune-firmware" and fw.peak_sram_bytes < rep.peak_sram_bytes
