@@ -144,3 +144,29 @@ def test_analyze_runtime_tflm_predicts_file_and_arena():
     assert _within(rep.peak_sram_bytes, m)
     fw = lm.analyze(net, x[:1])
     assert fw.runtime == "mcuprune-firmware" and fw.peak_sram_bytes < rep.peak_sram_bytes
+
+
+def test_cli_export_tflite_and_c_and_benchmark_runtime_tflm(tmp_path):
+    from lightning_mcuprune.cli import main
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((32, 1, 49, 10)).astype(np.float32))
+    spec = "lightning_mcuprune.zoo:ds_cnn"
+    assert main(["export", spec, "--input-shape", "1,49,10", "--format", "tflite", "--out", str(tmp_path / "t"),
+                 "--calib-data", str(calib)]) == 0
+    assert (tmp_path / "t" / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    assert main(["export", spec, "--input-shape", "1,49,10", "--format", "c", "--out", str(tmp_path / "c"),
+                 "--calib-data", str(calib)]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["model_data.cc", "model_data.h", "model_ops.h"]
+    out = tmp_path / "b.json"
+    assert main(["benchmark", spec, "--input-shape", "1,49,10", "--runtime", "tflm", "--json", str(out)]) == 0
+    import json
+    r = json.loads(out.read_text())
+    assert r["bit_exact"] and r["samples"] == 100
+    assert r["measured_arena_bytes"] <= r["arena_bytes_host_predicted"] <= r["measured_arena_bytes"] * 1.01
+
+
+def test_cli_export_without_calibration_data_says_how(tmp_path, capsys):
+    from lightning_mcuprune.cli import main
+    assert main(["export", "lightning_mcuprune.zoo:ds_cnn", "--input-shape", "1,49,10", "--out", str(tmp_path)]) == 2
+    assert "--calib-data" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
