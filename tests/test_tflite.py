@@ -170,3 +170,13 @@ def test_cli_export_without_calibration_data_says_how(tmp_path, capsys):
     assert main(["export", "lightning_mcuprune.zoo:ds_cnn", "--input-shape", "1,49,10", "--out", str(tmp_path)]) == 2
     assert "--calib-data" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_memory_plan_is_accepted_by_tflm():
+    net = zoo.inception_like().eval()
+    x = torch.randn(32, 1, 20, 20)
+    plain = lm.export_tflite(net, x[:1], x)
+    planned = lm.export_tflite(net, x[:1], x, offline_plan=True, order="optimal")
+    assert b"OfflineMemoryAllocation" in planned.data and b"OfflineMemoryAllocation" not in plain.data
+    r = check(planned.qgraph, planned.data, torch.randn(20, 1, 20, 20))
+    assert r.bit_exact and _within(planned.host.total, r.measured_arena_bytes)

@@ -101,12 +101,14 @@ inline TfLiteStatus RegisterModelOps(ModelOpResolver& resolver) {{
 
 
 def export_tflite(net: torch.nn.Module, example_input, calib_data, path=None, *, order="traced",
-                  c_dir=None, graph=None) -> TFLiteExport:
+                  c_dir=None, graph=None, offline_plan: bool = False) -> TFLiteExport:
     """Quantise `net` to int8 on `calib_data` and write it as a TFLite flatbuffer at `path` (optional), and the
     C files (model_data.h/.cc, model_ops.h) into `c_dir` (optional).
 
     `calib_data`: a float batch of training inputs (N, C, H, W), or an iterable of batches / (x, y) pairs.
     `order`: "traced", "optimal" (the execution order that minimises peak SRAM) or a list of op indices.
+    `offline_plan`: embed our arena plan as TFLM's OfflineMemoryAllocation metadata (TFLM then places the
+    activations exactly there; the plan is TFLM's greedy one replayed, so the arena is the same).
     Raises TFLiteExportError before any file is written if TFLM or the writer lacks an op.
     """
     from lightning_mcuprune.quantize.ptq import QuantizationError, quantize
@@ -119,6 +121,13 @@ def export_tflite(net: torch.nn.Module, example_input, calib_data, path=None, *,
         raise TFLiteExportError(f"cannot export to TFLite for runtime 'tflm': {e}") from None
     op_order = _resolve_order(qg.graph, order)
     model = to_model(qg, op_order)
+    if offline_plan:
+        from lightning_mcuprune.deploy.arena import buffers, greedy_plan
+        offsets, _ = greedy_plan(buffers(model))
+        plan = [-1] * len(model.tensors)
+        for t, off in zip(sorted(model.activation_tensors()), offsets):
+            plan[t] = off
+        model.offline_plan = plan
     data = model.to_bytes()
     res = TFLiteExport(data, model, predict_arena(model, "host"), predict_arena(model, "cortex-m"), op_order)
     res.qgraph = qg
