@@ -78,7 +78,7 @@ def measure(name, net, shape, calib, inputs, budget=None):
     t0 = time.time()
     row = {"name": name}
     try:
-        res = lm.export_tflite(net.eval(), calib[:1], calib)
+        res = lm.export_tflite(net.eval(), calib[:1], calib)   # traced order, arena plan embedded
     except ValueError as e:
         row["error"] = str(e).split(";")[0][:160]
         return row, None
@@ -138,9 +138,10 @@ def main():
         calib = torch.randn(64, *shape)
         graph = lm.trace_graph(net, calib[:1])
         res = {}
-        for label, order in (("ours", "optimal"), ("bfs", bfs_order(graph)), ("traced", "traced")):
+        for label, order, plan in (("ours", "optimal", True), ("bfs", bfs_order(graph), False),
+                                   ("traced", "traced", False)):
             try:
-                r = lm.export_tflite(net, calib[:1], calib, order=order)
+                r = lm.export_tflite(net, calib[:1], calib, order=order, offline_plan=plan)
             except Exception as e:  # noqa: BLE001 - order search too large
                 res[label] = (None, str(e)[:60])
                 continue
@@ -181,10 +182,12 @@ def write(rows, order_rows):
               f"max(1 %, 64 B) above the measured: **{within}/{len(ok)}**; predicted model flash within 1 % of the file: "
               f"**{fl}/{len(ok)}**; pruned with `runtime=\"tflm\"`: measured arena <= budget in "
               f"**{sum(r['measured'] <= r['budget'] for r in budg)}/{len(budg)}** runs.", "",
-              "Op order on branching networks: TFLM's measured arena (B) with the ops written in our order "
-              "(`order=\"optimal\"`, the resource model's exact search) and in the traced order, against the same ops in a "
-              "plain breadth-first topological order (Kahn, FIFO), which TFLM plans greedily as given.", "",
-              "| network | ours (optimal) | traced | breadth-first | ours / breadth-first |", "|---|---|---|---|---|"]
+              "Op order and arena plan on branching networks: TFLM's measured arena (B) with the ops in our order "
+              "(`order=\"optimal\"`, the resource model's exact search) and our arena plan embedded as "
+              "OfflineMemoryAllocation (`export_tflite`'s default), against TFLM planning the same ops itself (greedy) "
+              "in the traced order and in a plain breadth-first topological order (Kahn, FIFO).", "",
+              "| network | ours (optimal order + our plan) | traced, TFLM-planned | breadth-first, TFLM-planned | "
+              "ours / breadth-first |", "|---|---|---|---|---|"]
     for name, res in order_rows:
         o, t, b = res.get("ours", (None,))[0], res.get("traced", (None,))[0], res.get("bfs", (None,))[0]
         ratio = f"{o / b:.3f}" if o and b else "n/a"

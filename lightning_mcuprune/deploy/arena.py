@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from lightning_mcuprune.deploy.writer import TFLiteModel
 
@@ -89,25 +90,76 @@ def scratch_sizes(model: TFLiteModel, op) -> list:
     return []
 
 
-def greedy_plan(bufs: list) -> tuple[list, int]:
-    """TFLM's GreedyMemoryPlanner: offsets (in `bufs` order) and the planned size (bytes)."""
+def greedy_plan(bufs: list, fixed: Optional[dict] = None) -> tuple[list, int]:
+    """TFLM's GreedyMemoryPlanner: offsets (in `bufs` order) and the planned size (bytes). `fixed`: buffer index
+    -> offset of offline-planned buffers (placed first, as given; the others fill the gaps greedily)."""
+    fixed = fixed or {}
+    online = [i for i in range(len(bufs)) if i not in fixed]
     # TFLM fills its sort array from the back, then bubble-sorts by size (stable): ties in reverse order
-    order = sorted(reversed(range(len(bufs))), key=lambda i: -bufs[i][0])
+    order = [i for i in range(len(bufs)) if i in fixed] + sorted(reversed(online), key=lambda i: -bufs[i][0])
     placed: list = []   # (offset, size, first, last)
     offsets = [0] * len(bufs)
     for i in order:
         size, f, l = bufs[i]
         cand = 0
-        for off, sz, pf, pl in placed:    # kept in offset order, a new entry after equal offsets
+        for off, sz, pf, pl in placed if i not in fixed else ():  # offset order, a new entry after equal offsets
+            if pl < f or pf > l:
+                continue
+            if off >= cand + size:
+                break
+            cand = max(cand, off + sz)
+        cand = fixed.get(i, cand)
+        offsets[i] = cand
+        at = next((k for k, p in enumerate(placed) if p[0] > cand), len(placed))
+        placed.insert(at, (cand, size, f, l))
+    return offsets, max((o + b[0] for o, b in zip(offsets, bufs)), default=0)
+
+
+def first_fit_plan(bufs: list, key) -> tuple[list, int]:
+    """Place buffers one by one (in the order of `key`) at the lowest offset free over their lifetime."""
+    offsets = [0] * len(bufs)
+    placed: list = []
+    for i in sorted(range(len(bufs)), key=key):
+        size, f, l = bufs[i]
+        cand = 0
+        for off, sz, pf, pl in sorted(placed):
             if pl < f or pf > l:
                 continue
             if off >= cand + size:
                 break
             cand = max(cand, off + sz)
         offsets[i] = cand
-        at = next((k for k, p in enumerate(placed) if p[0] > cand), len(placed))
-        placed.insert(at, (cand, size, f, l))
+        placed.append((cand, size, f, l))
     return offsets, max((o + b[0] for o, b in zip(offsets, bufs)), default=0)
+
+
+def best_plan(bufs: list, n_act: int) -> tuple[int, Optional[list]]:
+    """The least planned head over TFLM's greedy plan and our candidate plans of the first `n_act` buffers (the
+    activations; the rest, kernel scratch, stay online): (head bytes, our offsets or None if TFLM's is best).
+    Candidates: first fit by decreasing size x lifetime, by decreasing lifetime, and in order of first use."""
+    _, best = greedy_plan(bufs)
+    best_offsets = None
+    keys = (lambda i: (-bufs[i][0] * (bufs[i][2] - bufs[i][1] + 1), i), lambda i: (-(bufs[i][2] - bufs[i][1]), -bufs[i][0]),
+            lambda i: (bufs[i][1], -bufs[i][0]))
+    for key in keys:
+        offsets, _ = first_fit_plan(bufs[:n_act], key)
+        _, total = greedy_plan(bufs, dict(enumerate(offsets)))
+        if total < best:
+            best, best_offsets = total, offsets
+    return best, best_offsets
+
+
+def offline_plan(model: TFLiteModel) -> Optional[list]:
+    """An arena plan for the activation tensors that needs less than TFLM's own greedy plan, as the per-tensor
+    offsets of TFLM's OfflineMemoryAllocation metadata (-1: planned online); None if none is better."""
+    acts = sorted(model.activation_tensors())
+    _, offsets = best_plan(buffers(model), len(acts))
+    if offsets is None:
+        return None
+    plan = [-1] * len(model.tensors)
+    for t, off in zip(acts, offsets):
+        plan[t] = off
+    return plan
 
 
 def predict_arena(model: TFLiteModel, build: str = "host") -> ArenaPrediction:
@@ -116,7 +168,11 @@ def predict_arena(model: TFLiteModel, build: str = "host") -> ArenaPrediction:
         raise ValueError(f"build must be one of {', '.join(SIZES)}, not {build!r}")
     s = SIZES[build]
     bufs = buffers(model)
-    _, head = greedy_plan(bufs)
+    fixed = None
+    if model.offline_plan is not None:
+        acts = sorted(model.activation_tensors())
+        fixed = {k: model.offline_plan[t] for k, t in enumerate(acts) if model.offline_plan[t] >= 0}
+    _, head = greedy_plan(bufs, fixed)
     # Before the plan exists the head region holds temporaries: each kernel's Prepare (TfLiteTensor structs and
     # per-channel zero-point arrays, ~3 x 8-byte aligned (4 + 4 C) for a conv), then the planner's records
     # (an AllocationInfo per tensor and scratch buffer, a planner entry per planned buffer). For tiny models

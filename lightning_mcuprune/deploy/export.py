@@ -101,14 +101,15 @@ inline TfLiteStatus RegisterModelOps(ModelOpResolver& resolver) {{
 
 
 def export_tflite(net: torch.nn.Module, example_input, calib_data, path=None, *, order="traced",
-                  c_dir=None, graph=None, offline_plan: bool = False) -> TFLiteExport:
+                  c_dir=None, graph=None, offline_plan=True) -> TFLiteExport:
     """Quantise `net` to int8 on `calib_data` and write it as a TFLite flatbuffer at `path` (optional), and the
     C files (model_data.h/.cc, model_ops.h) into `c_dir` (optional).
 
     `calib_data`: a float batch of training inputs (N, C, H, W), or an iterable of batches / (x, y) pairs.
     `order`: "traced", "optimal" (the execution order that minimises peak SRAM) or a list of op indices.
-    `offline_plan`: embed our arena plan as TFLM's OfflineMemoryAllocation metadata (TFLM then places the
-    activations exactly there; the plan is TFLM's greedy one replayed, so the arena is the same).
+    `offline_plan`: True (default) embeds an arena plan as TFLM's OfflineMemoryAllocation metadata (4 bytes per
+    tensor): ours where it needs less than TFLM's greedy planner would plan, else TFLM's greedy plan replayed;
+    TFLM then places the activations exactly there. "auto": only where ours is better. False: none.
     Raises TFLiteExportError before any file is written if TFLM or the writer lacks an op.
     """
     from lightning_mcuprune.quantize.ptq import QuantizationError, quantize
@@ -123,10 +124,13 @@ def export_tflite(net: torch.nn.Module, example_input, calib_data, path=None, *,
     model = to_model(qg, op_order)
     if offline_plan:
         from lightning_mcuprune.deploy.arena import buffers, greedy_plan
-        offsets, _ = greedy_plan(buffers(model))
-        plan = [-1] * len(model.tensors)
-        for t, off in zip(sorted(model.activation_tensors()), offsets):
-            plan[t] = off
+        from lightning_mcuprune.deploy.arena import offline_plan as our_plan
+        plan = our_plan(model)
+        if plan is None and offline_plan is True:
+            offsets, _ = greedy_plan(buffers(model))
+            plan = [-1] * len(model.tensors)
+            for t, off in zip(sorted(model.activation_tensors()), offsets):
+                plan[t] = off
         model.offline_plan = plan
     data = model.to_bytes()
     res = TFLiteExport(data, model, predict_arena(model, "host"), predict_arena(model, "cortex-m"), op_order)

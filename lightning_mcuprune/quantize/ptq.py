@@ -272,7 +272,8 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
             if op.activation not in (None, "relu", "relu6"):
                 _act_range(op, QParams(1.0, 0))
             if op.type in ("conv2d", "depthwise_conv2d") and op.groups not in (1,) and op.type == "conv2d":
-                raise UnsupportedOnBoardError(f"grouped convolution {op.label!r} (groups={op.groups}) is not in the firmware")
+                raise UnsupportedOnBoardError(f"grouped convolution {op.label!r} (groups={op.groups}) is not supported "
+                                              f"on runtime {runtime!r}")
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise QuantizationError("the board runs networks with one input and one output")
         values = _capture(graph, calib)

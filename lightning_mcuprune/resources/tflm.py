@@ -6,8 +6,9 @@ A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the pla
   16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch; the
   host 64-bit sizes (what the tflite-micro check measures, an upper bound for a 32-bit Cortex-M);
 * flash: the .tflite bytes (int8 weights, int32 bias, per-channel scale and zero point of weights and bias
-  (4 + 8 bytes each), and a flatbuffer overhead per op fitted on the zoo's models: within 0.2 % of the
-  written file on them), plus TFLM's code (an ESTIMATE: 40 KiB + 3 KiB per distinct kernel).
+  (4 + 8 bytes each), and a flatbuffer overhead per op fitted on 77 written models, zoo nets at several widths
+  (odd channel counts, whose buffers need alignment padding) and single-op models: within 0.3 % of the file
+  for every model above 5 KB, within 2.4 % for single-op models of ~1 KB), plus TFLM's code (an ESTIMATE: 40 KiB + 3 KiB per distinct kernel).
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import torch
 #: zero points (int64)
 TFLITE_BYTES_PER_CHANNEL = 28
 #: .tflite flatbuffer bytes per op (tables, tensors, shapes, names, buffer alignment), fitted on measurements
-TFLITE_OP_BYTES = {"conv2d": 361, "pointwise_conv2d": 366, "depthwise_conv2d": 396, "dense": 320, "max_pool": 198,
-                   "avg_pool": 215, "global_avg_pool": 292, "add": 186, "concat": 193, "mul": 200}
-TFLITE_FIXED_BYTES = 367
-TFLITE_PAD_OP_BYTES = 306
+TFLITE_OP_BYTES = {"conv2d": 357, "pointwise_conv2d": 358, "depthwise_conv2d": 405, "dense": 322, "max_pool": 202,
+                   "avg_pool": 221, "global_avg_pool": 298, "add": 197, "concat": 213, "mul": 200}
+TFLITE_FIXED_BYTES = 364
+TFLITE_PAD_OP_BYTES = 309
+#: the OfflineMemoryAllocation metadata beyond its 4 bytes per tensor (header, metadata table, name), measured
+OFFLINE_PLAN_BYTES = 116
 _CODES = {"conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
           "dense": "FULLY_CONNECTED", "max_pool": "MAX_POOL_2D", "avg_pool": "AVERAGE_POOL_2D",
           "global_avg_pool": "MEAN", "add": "ADD", "concat": "CONCATENATION", "mul": "MUL"}
@@ -91,6 +94,7 @@ def tflm_terms(graph, build: str = "host") -> dict:
             scratch[i, 1] += geo[0] * geo[1]
             fixed_flash += TFLITE_PAD_OP_BYTES
     tail += s["eval_tensor"] * n_tensors + s["node"] * n_ops
+    fixed_flash += OFFLINE_PLAN_BYTES + 4 * n_tensors     # the embedded arena plan (export_tflite's default)
     return dict(scratch=scratch, tail_const=tail, tail_lout=tail_lout, op_flash=op_flash,
                 model_fixed_flash=fixed_flash, runtime_flash=float(runtime_flash_bytes(kernel_codes(graph))),
                 temp_floor=float(s["prepare_temp"] + 3 * 16), align_slack=15.0)
@@ -99,12 +103,18 @@ def tflm_terms(graph, build: str = "host") -> dict:
 __all__ = ["tflm_terms", "pad_geometry", "TFLITE_BYTES_PER_CHANNEL"]
 
 
+def greedy_plan_head(bufs) -> int:
+    from lightning_mcuprune.deploy.arena import greedy_plan
+    return greedy_plan(bufs)[1]
+
+
 class TFLMArena:
     """TFLM's arena at any channel counts, planned exactly as TFLM plans the exported model (the same buffers,
     lifetimes and greedy planner as `deploy.arena.predict_arena`), from the graph and an execution order."""
 
-    def __init__(self, rm, order, build: str = "host"):
+    def __init__(self, rm, order, build: str = "host", offline: bool = True):
         from lightning_mcuprune.deploy.arena import SIZES
+        self.offline = offline   # export_tflite embeds our plan where it beats TFLM's greedy one (offline_plan="auto")
         graph = rm.graph
         self.s = SIZES[build]
         self.rm = rm
@@ -147,7 +157,7 @@ class TFLMArena:
 
     def predict(self, n) -> float:
         """The arena (bytes) at channel counts n: planned head (or Prepare/planner temporaries) + tail."""
-        from lightning_mcuprune.deploy.arena import _align, greedy_plan
+        from lightning_mcuprune.deploy.arena import _align, best_plan
         rm, s = self.rm, self.s
         with torch.no_grad():
             n = torch.as_tensor(n, dtype=torch.float64)
@@ -162,7 +172,7 @@ class TFLMArena:
         n_act = len(bufs)
         for i, t in self.mean_ops:
             bufs += [(_align(4 * round(lout[i])), t, t), (16, t, t), (16, t, t)]
-        _, head = greedy_plan(bufs)
+        head, _ = best_plan(bufs, n_act) if self.offline else (greedy_plan_head(bufs), None)
         graph = rm.graph
         n_tensors, n_ops = n_act, self.steps
         tail = s["base"] + s["io_tensors"]
