@@ -299,17 +299,7 @@ def _serialise(model: TFLiteModel) -> bytes:
         plan = np.array([0, 0, len(model.offline_plan)] + list(model.offline_plan), dtype="<i4")
         buf_data.append(plan.tobytes())
         metadata.append((OFFLINE_PLAN_KEY, len(buf_data) - 1))
-    buf_offsets = []
-    for data in buf_data:
-        if data:
-            b.StartVector(1, len(data), 16)
-            b.head = b.head - len(data)
-            b.Bytes[b.head:b.head + len(data)] = data
-            vec = b.EndVector()
-            B.Start(b); B.AddData(b, vec)
-        else:
-            B.Start(b)
-        buf_offsets.append(B.End(b))
+    buf_offsets = _write_buffers(b, buf_data)
     tensor_offsets = []
     next_buf = 1
     for t in model.tensors:
@@ -369,6 +359,34 @@ def _serialise(model: TFLiteModel) -> bytes:
         M.AddMetadata(b, mdv)
     b.Finish(M.End(b), file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def _write_buffers(b, buf_data) -> list:
+    """Write the Buffer tables (each data vector 16-byte aligned); `buf_data` items: bytes, or a length (zeros)."""
+    B = _fb("Buffer")
+    offsets = []
+    for data in buf_data:
+        n = data if isinstance(data, int) else len(data or b"")
+        if n:
+            b.StartVector(1, n, 16)
+            b.head = b.head - n
+            if not isinstance(data, int):
+                b.Bytes[b.head:b.head + n] = data
+            vec = b.EndVector()
+            B.Start(b); B.AddData(b, vec)
+        else:
+            B.Start(b)
+        offsets.append(B.End(b))
+    return offsets
+
+
+def buffer_section_bytes(lengths) -> int:
+    """Bytes the buffer section of a .tflite takes (data, alignment padding, tables), for buffers of `lengths`
+    bytes written first, as `to_bytes` writes them: exact, without the data itself."""
+    import flatbuffers
+    b = flatbuffers.Builder(1024)
+    _write_buffers(b, [0] + [int(n) for n in lengths])
+    return b.Offset()
 
 
 def _offsets(b, module, name, offs):
