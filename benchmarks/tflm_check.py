@@ -49,7 +49,8 @@ def networks():
     import nets as tnets
     out = [(n, f, s) for n, (f, s) in tnets.NETS.items()]
     out += [("mobilenet_v2_0.35_64px", lambda: zoo.mobilenet_v2(num_classes=10, width=0.35), (3, 64, 64)),
-            ("conv1d_kws", Conv1dNet, (40, 49))]
+            ("conv1d_kws", Conv1dNet, (40, 49)),
+            ("reference_cnn_w0.37 (odd channels)", lambda: zoo.reference_cnn(width=0.37), (1, 28, 28))]
     return out
 
 
@@ -123,7 +124,8 @@ def main():
               ("mobilenet_v2_tiny", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 16, 16), 0.75),
               ("ds_cnn", lambda: zoo.ds_cnn(width=0.5, num_classes=10), (1, 49, 10), 0.6),
               ("inception", zoo.inception_like, (1, 20, 20), 0.7),
-              ("vgg", lambda: zoo.vgg_style(width=0.25), (1, 28, 28), 0.5)]
+              ("vgg", lambda: zoo.vgg_style(width=0.25), (1, 28, 28), 0.5),
+              ("conv1d_kws", Conv1dNet, (40, 49), 0.6)]
     for name, factory, shape, frac in pruned:
         net, budget = prune(factory, shape, frac)
         row, _ = measure(f"{name} pruned (sram {frac:.0%})", net, shape, torch.randn(128, *shape),

@@ -334,9 +334,14 @@ class ResourceModel:
         cycles = (m["C"] * feats).sum(1)
         peak = self._peak(ws, n, exact=True)
         total_cycles = cycles.sum()
+        flash = op_flash.sum() + self._runtime_flash
+        if self._tflm is not None:   # the value: the .tflite bytes as written (+ TFLM code); the gradient: the model's
+            from lightning_mcuprune.resources.tflm import model_flash_bytes
+            exact = model_flash_bytes(self, n, self.order) + self._tflm["runtime_flash"]
+            flash = flash + (exact - flash.detach())
         return Resources(
             macs=op_macs.sum(), params=op_params.sum(),
-            flash_bytes=op_flash.sum() + self._runtime_flash, peak_sram_bytes=peak,
+            flash_bytes=flash, peak_sram_bytes=peak,
             latency_cycles=total_cycles, latency_ms=total_cycles * (1e3 / self.board.clock_hz),
             op_macs=op_macs, op_params=op_params, op_flash=op_flash, op_cycles=cycles, working_set=ws,
             bottleneck=int(ws.detach().argmax()),
