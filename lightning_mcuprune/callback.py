@@ -447,7 +447,7 @@ class MCUPruneCallback(pl.Callback):
         finally:
             self.root.train(was)
         info.update(res.summary())
-        return {k if k != "tflite" else "tflite": v for k, v in res.paths.items()}, info
+        return dict(res.paths), info
 
     # ---- history, logging, summary -----------------------------------------------------------
     def _record(self, step: int, n: torch.Tensor, targets: dict) -> None:

@@ -32,9 +32,7 @@ def _cmd(args) -> int:
     if Path(args.model).is_dir():
         net, saved = _load_export(Path(args.model))
         shape = shape or saved
-    else:
-        if not args.checkpoint and ":" in args.model:
-            pass  # an unpruned network from its factory
+    else:   # a network factory, pruned by --checkpoint if given
         net = _load_model(args.model, args.checkpoint)
     if not shape:
         raise ValueError("--input-shape C,H,W is required (the export directory's report.json gives it otherwise)")
