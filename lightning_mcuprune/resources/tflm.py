@@ -26,10 +26,10 @@ TFLITE_PAD_OP_BYTES = 309
 OFFLINE_PLAN_BYTES = 116
 #: for the exact figure at integer counts (`model_flash_bytes`): flatbuffer bytes per op and fixed outside the
 #: buffer section (which is computed exactly), fitted on 87 written models (max error 107 B)
-TFLITE_OP_TABLE_BYTES = {"conv2d": 321, "pointwise_conv2d": 327, "depthwise_conv2d": 364, "dense": 287,
-                         "max_pool": 210, "avg_pool": 223, "global_avg_pool": 266, "add": 206, "concat": 207, "mul": 210}
-TFLITE_TABLE_FIXED_BYTES = 424
-TFLITE_PAD_TABLE_BYTES = 262
+TFLITE_OP_TABLE_BYTES = {"conv2d": 269, "pointwise_conv2d": 262, "depthwise_conv2d": 322, "dense": 249,
+                         "max_pool": 194, "avg_pool": 211, "global_avg_pool": 256, "add": 156, "concat": 205, "mul": 160}
+TFLITE_TABLE_FIXED_BYTES = 445
+TFLITE_PAD_TABLE_BYTES = 218
 QUANT_BYTES_PER_CHANNEL = 24   # weight and bias scales (float32) and zero points (int64)
 _CODES = {"conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
           "dense": "FULLY_CONNECTED", "max_pool": "MAX_POOL_2D", "avg_pool": "AVERAGE_POOL_2D",
@@ -73,24 +73,33 @@ def model_flash_bytes(rm, n, order) -> float:
         weights = (m["wcoef"] * lin * lout).tolist()
         lout = lout.tolist()
     lengths, total, n_tensors = [], float(TFLITE_TABLE_FIXED_BYTES), len(graph.buffers)
+    names = list(graph.buffers)               # the writer names tensors after the graph's buffers and ops
+
+    def string(name):                         # a flatbuffer string: length, bytes, NUL, 4-byte aligned
+        return (len(name.encode()) + 1 + 4 + 3) // 4 * 4
     for i in order:
         op = graph.ops[i]
         total += TFLITE_OP_TABLE_BYTES.get(op.type, 250)
         if pad_geometry(graph, op) is not None:
             lengths.append(32)
             n_tensors += 2
+            names += [f"{op.name}_pad", f"{op.name}_paddings"]
             total += TFLITE_PAD_TABLE_BYTES
             if op.type == "max_pool":
                 lengths.append(1)
                 n_tensors += 1
+                names.append(f"{op.name}_pad_value")
         if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "dense"):
             c = round(lout[i])
             lengths += [round(weights[i]), 4 * c]
             total += QUANT_BYTES_PER_CHANNEL * c
             n_tensors += 2
+            names += [f"{op.name}_weights", f"{op.name}_bias"]
         if op.type == "global_avg_pool":
             lengths.append(8)
             n_tensors += 1
+            names.append(f"{op.name}_axis")
+    total += sum(string(nm) for nm in names)
     lengths.append(4 * (3 + n_tensors))      # the embedded arena plan
     return total + buffer_section_bytes(lengths)
 
