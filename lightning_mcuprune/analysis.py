@@ -33,6 +33,7 @@ class Report:
     layers: pd.DataFrame
     graph: ResourceGraph
     order: list
+    runtime: str = "mcuprune-firmware"
 
     @property
     def latency_source(self) -> str:
@@ -50,7 +51,7 @@ class Report:
 
     def to_dict(self) -> dict:
         return {
-            "board": self.board.name, "macs": self.macs, "params": self.params, "flash_bytes": self.flash_bytes,
+            "board": self.board.name, "runtime": self.runtime, "macs": self.macs, "params": self.params, "flash_bytes": self.flash_bytes,
             "peak_sram_bytes": self.peak_sram_bytes, "latency_cycles": self.latency_cycles,
             "latency_ms": self.latency_ms, "latency_source": self.latency_source, "bottleneck": self.bottleneck,
             "board_sram_available_bytes": self.board.sram_available, "board_flash_bytes": self.board.flash_bytes,
@@ -137,16 +138,20 @@ def report_from_model(rm: ResourceModel, counts=None) -> Report:
         board=rm.board, macs=int(round(r.macs.item())), params=int(round(r.params.item())),
         flash_bytes=int(round(r.flash_bytes.item())), peak_sram_bytes=int(round(r.peak_sram_bytes.item())),
         latency_cycles=float(r.latency_cycles.item()), latency_ms=float(r.latency_ms.item()),
-        bottleneck=g.ops[r.bottleneck].label, layers=pd.DataFrame(rows), graph=g, order=list(rm.order))
+        bottleneck=g.ops[r.bottleneck].label, layers=pd.DataFrame(rows), graph=g, order=list(rm.order),
+        runtime=rm.runtime)
 
 
-def analyze(model: torch.nn.Module, example_input, board="mps2-an386", order: str = "traced", exclude=()) -> Report:
+def analyze(model: torch.nn.Module, example_input, board="mps2-an386", order: str = "traced", exclude=(),
+            runtime: str = "mcuprune-firmware") -> Report:
     """Trace `model` at `example_input` (batch first) and report its resources on `board`.
 
     `order`: "traced" (the order of forward()) or "optimal" (the execution order of least peak SRAM).
+    `runtime`: "mcuprune-firmware" (our HIL firmware) or "tflm" (TensorFlow Lite Micro: peak SRAM is its
+    whole tensor arena, flash the .tflite bytes plus TFLM's code, an estimate).
     """
     graph = trace_graph(model, example_input, exclude=exclude)
-    rm = ResourceModel(graph, load_board(board), order=order)
+    rm = ResourceModel(graph, load_board(board), order=order, runtime=runtime)
     return report_from_model(rm)
 
 
@@ -208,7 +213,7 @@ def _cmd_analyze(args) -> int:
     model.eval()
     from lightning_mcuprune.resources.order import OrderSearchTooLarge
     try:
-        rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order)
+        rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order, runtime=args.runtime)
     except OrderSearchTooLarge as e:
         raise ValueError(f"{e} (--order traced)") from None
     console = cli_console()
@@ -230,6 +235,8 @@ def register(subparsers) -> None:
     p.add_argument("--input-shape", help="input without the batch, e.g. 1,28,28 (default for zoo models: their own)")
     p.add_argument("--board", default="mps2-an386", help="built-in board name or profile JSON (default mps2-an386)")
     p.add_argument("--order", choices=("traced", "optimal"), default="traced", help="execution order for peak SRAM")
+    p.add_argument("--runtime", choices=("mcuprune-firmware", "tflm"), default="mcuprune-firmware",
+                   help="where the network runs: our HIL firmware (default) or TensorFlow Lite Micro")
     p.add_argument("--plot", help="write the memory profile as PNG here")
     p.add_argument("--json", help="write the report as JSON here")
     p.set_defaults(func=_cmd_analyze)

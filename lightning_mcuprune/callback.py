@@ -56,7 +56,8 @@ class MCUPruneCallback(pl.Callback):
                  exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int = 0.1,
                  prune_end: float | int = 0.6, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
                  importance_decay: float = 0.9, temperature: float | None = None, order: str = "traced",
-                 export: bool = True, verbose: bool = True):
+                 export: bool = True, verbose: bool = True, runtime: str = "mcuprune-firmware",
+                 calib_samples: int = 256):
         super().__init__()
         self.board = load_board(board)
         self.budgets = parse_budgets(budgets, self.board)
@@ -75,6 +76,13 @@ class MCUPruneCallback(pl.Callback):
         self.update_every, self.removals = int(update_every), int(removals)
         self.pi_lr, self.importance_decay, self.temperature = pi_lr, importance_decay, temperature
         self.order, self.export_after_fit, self.verbose = order, export, verbose
+        from lightning_mcuprune.resources.model import RUNTIMES
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if int(calib_samples) < 0:
+            raise ValueError("calib_samples must be >= 0 (training inputs kept to calibrate the int8 export)")
+        self.runtime, self.calib_samples = runtime, int(calib_samples)
+        self._calib: list = []
         self.phase = "idle"
         self.report: Report | None = None
         self.dense_report: Report | None = None
@@ -143,7 +151,7 @@ class MCUPruneCallback(pl.Callback):
         self.example = example
         check_train_eval_structure(self.root)  # a training-only branch is refused before the first step
         self.plan = make_plan(self.root, example, self.exclude)
-        self.rm = ResourceModel(self.plan.graph, self.board, order=self.order)
+        self.rm = ResourceModel(self.plan.graph, self.board, order=self.order, runtime=self.runtime)
         self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels,
                                   floors=self.plan.floors, multiple=self.multiple,
                                   pi_lr=self.pi_lr, importance_decay=self.importance_decay, temperature=self.temperature)
@@ -174,13 +182,15 @@ class MCUPruneCallback(pl.Callback):
         self._record(trainer.global_step, self.rm.dense_counts, {k: self.dense_values[k] for k in self.budgets})
 
     def _warn_deployment_gaps(self) -> None:
-        """Before the first step: say which ops the int8 firmware (`mcuprune benchmark`, `quantize`) cannot run."""
-        from lightning_mcuprune.quantize import firmware_gaps
-        gaps = firmware_gaps(self.plan.graph)
+        """Before the first step: say which ops the chosen runtime (our int8 firmware for `mcuprune benchmark` and
+        `quantize`, or the TFLite export for runtime="tflm") cannot run."""
+        from lightning_mcuprune.quantize import runtime_gaps
+        gaps = runtime_gaps(self.plan.graph, self.runtime)
         if gaps:
-            warnings.warn(f"mcuprune: the int8 firmware cannot run {len(gaps)} op(s) of this network, so `mcuprune "
-                          "benchmark` and `quantize` will refuse it after training (pruning goes on; other runtimes may "
-                          "run them): " + "; ".join(gaps), stacklevel=2)
+            what = "the int8 firmware" if self.runtime == "mcuprune-firmware" else f"runtime {self.runtime!r}"
+            warnings.warn(f"mcuprune: {what} cannot run {len(gaps)} op(s) of this network, so its int8 export will be "
+                          "refused after training (pruning goes on; other runtimes may run them): " + "; ".join(gaps),
+                          stacklevel=2)
 
     def _install(self) -> None:
         self.hooks.set_masks(self.state.keep, device=self.example.device)
@@ -220,6 +230,11 @@ class MCUPruneCallback(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.phase == "idle":
             self._start(trainer, pl_module, batch)
+        kept = sum(len(x) for x in self._calib)
+        if kept < self.calib_samples:   # a sample of training inputs, to calibrate the int8 export
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if isinstance(x, torch.Tensor):
+                self._calib.append(x[: self.calib_samples - kept].detach().cpu().float())
 
     def on_after_backward(self, trainer, pl_module) -> None:
         if self.phase in ("warmup", "pruning"):
@@ -343,6 +358,8 @@ class MCUPruneCallback(pl.Callback):
         st = self.state
         st.project(dict(self.budgets))
         kept = st.fill(st.guarantee(st.kept_counts()))
+        if self.runtime == "tflm" and "sram" in self.budgets:
+            kept = self._fit_tflm_arena(kept)
         with torch.no_grad():  # pi follows the final integer counts, so history and progress bar show what is kept
             st.pi.copy_(torch.tensor(kept, dtype=torch.float64) / st.C0[st.ids])
         st.update_masks(kept)
@@ -355,10 +372,25 @@ class MCUPruneCallback(pl.Callback):
         self.hooks.remove()
         self._finish()
 
+    def _fit_tflm_arena(self, kept: list) -> list:
+        """TFLM plans its arena greedily, which can need more than the smooth model that pruning followed
+        (fragmentation): tighten the SRAM target by the difference until TFLM's planned arena fits too."""
+        st, budget = self.state, self.budgets["sram"]
+        for _ in range(50):
+            over = self.rm.tflm_arena_bytes(st.integer_counts(kept)) - budget
+            if over <= 0:
+                break
+            st.budgets["sram"] = float(st.resources(st.integer_counts(kept))["sram"]) - over
+            try:
+                kept = st.guarantee(kept)
+            finally:
+                st.budgets["sram"] = budget
+        return kept
+
     def _finish(self) -> None:
         was_training = self.root.training
         self.root.eval()
-        self.report = analyze(self.root, self.example, board=self.board, order=self.order)
+        self.report = analyze(self.root, self.example, board=self.board, order=self.order, runtime=self.runtime)
         self.root.train(was_training)
         values = self._report_values(self.report)
         bad = {k: values[k] for k in self.budgets if values[k] > self.budgets[k]}
@@ -414,7 +446,7 @@ class MCUPruneCallback(pl.Callback):
         if self.phase in ("warmup", "pruning") or (self.phase == "finetune" and self._deferred):
             self._install()
         elif self.phase in ("finetune", "dense-fits"):
-            self.report = analyze(self.root, example, board=self.board, order=self.order)
+            self.report = analyze(self.root, example, board=self.board, order=self.order, runtime=self.runtime)
 
     def _check_new_budgets(self, saved: dict) -> None:
         """Resuming with budgets other than the checkpoint's: before hardening, pruning continues toward the new
@@ -445,12 +477,13 @@ class MCUPruneCallback(pl.Callback):
         """What `export` writes, most valuable first: (name, writer) pairs, writer(directory) -> {key: path}.
         Each is written on its own: one that fails (e.g. ONNX) is reported and the others are still written."""
         return [("pruned_state", self._write_pruned_state), ("module", self._write_module),
-                ("report", self._write_report), ("onnx", self._write_onnx), ("plots", self._write_plots)]
+                ("tflite", self._write_tflite), ("report", self._write_report), ("onnx", self._write_onnx), ("plots", self._write_plots)]
 
     def export(self, directory) -> dict:
         """Write into `directory`, each on its own and atomically: pruned_state.pt (weights, kept channels and
         architecture signature: data only, for `load_pruned(dense_module, path)`), model.pt (the pruned network
-        pickled: code, load only your own), report.json, model.onnx (opset 17) and the PNG plots. Returns the
+        pickled: code, load only your own), model.tflite with model_data.h/.cc and model_ops.h (int8, for TFLite Micro),
+        report.json, model.onnx (opset 17) and the PNG plots. Returns the
         paths written; an artefact that fails is warned about and listed in `self.export_errors`, it does not
         raise. `mcuprune benchmark DIRECTORY` runs the export on a board."""
         directory = Path(directory)
@@ -485,6 +518,7 @@ class MCUPruneCallback(pl.Callback):
                    channels={n: {"dense": int(self.state.C0[g]), "kept": c}
                              for n, g, c in zip(self.plan.producers, self.state.ids, self.state.current)},
                    example_shape=list(self.example.shape))
+        rep["tflite"] = getattr(self, "_tflite_info", None)
         return {"report": write_json_atomic(directory / "report.json", rep)}
 
     def _write_onnx(self, directory: Path) -> dict:
@@ -498,6 +532,28 @@ class MCUPruneCallback(pl.Callback):
             paths["memory"] = plot_memory_before_after(self.dense_report, self.report, directory / "memory_profile.png",
                                                       budget=self.budgets.get("sram"))
         return paths
+
+    def _write_tflite(self, directory: Path) -> dict:
+        """model.tflite (int8) and the C files for TFLite Micro, calibrated on the kept training inputs; what was
+        done (or why not) goes into report.json under "tflite"."""
+        from lightning_mcuprune.deploy import export_tflite
+        calib = torch.cat(self._calib) if self._calib else None
+        info = self._tflite_info = {"calibration_samples": 0 if calib is None else len(calib),
+                                    "calib_samples_option": self.calib_samples}
+        if calib is None:
+            info["error"] = "no training inputs kept (calib_samples=0): call lightning_mcuprune.export_tflite"
+            return {}
+        was = self.root.training
+        try:
+            res = export_tflite(self.root.eval(), self.example.cpu(), calib, directory / "model.tflite",
+                                order=self.order, c_dir=directory)
+        except Exception as e:
+            info["error"] = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.root.train(was)
+        info.update(res.summary())
+        return dict(res.paths)
 
     # ---- history, logging, summary -----------------------------------------------------------
     def _record(self, step: int, n: torch.Tensor, targets: dict) -> None:

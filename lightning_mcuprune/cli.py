@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as e:
+    except (CLIError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"mcuprune {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

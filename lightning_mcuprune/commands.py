@@ -13,6 +13,7 @@ MODULES = [
     "lightning_mcuprune.hil.cli",     # mcuprune boards
     "lightning_mcuprune.hil.calibrate",  # mcuprune calibrate (and the calibrate console script)
     "lightning_mcuprune.lab",         # mcuprune benchmark
+    "lightning_mcuprune.deploy.cli",  # mcuprune export
 ]
 
 

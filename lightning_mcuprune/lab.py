@@ -358,6 +358,30 @@ def _cmd(args) -> int:
     else:
         torch.manual_seed(0)
         calib = torch.randn(64, *shape)
+    if args.runtime == "tflm":   # TensorFlow Lite Micro's own interpreter on the host: outputs and arena
+        from lightning_mcuprune.deploy import export_tflite
+        from lightning_mcuprune.deploy.tflm import check
+        try:
+            res = export_tflite(net.eval(), example, calib, order=args.order)
+            n = 100
+            inputs = test[0][:n] if test is not None else torch.randn(n, *shape, generator=torch.Generator().manual_seed(1))
+            r = check(res.qgraph, res.data, inputs)
+        except (ValueError, ImportError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            return 1
+        console.print(f"TFLite Micro (host interpreter, tflite-micro): {r.samples - r.mismatched_samples}/{r.samples} "
+                      f"outputs bit-exact with the host int8 executor (max |diff| {r.max_abs_diff})")
+        console.print(f"arena: measured {r.measured_arena_bytes} B (smallest that runs, 64-bit host build), predicted "
+                      f"{res.host.total} B; 32-bit Cortex-M estimate {res.cortex_m.total} B; model {len(res.data)} B")
+        if args.json:
+            from lightning_mcuprune.io import write_json_atomic
+            write_json_atomic(args.json, {"runtime": "tflm", "samples": r.samples, "bit_exact": r.bit_exact,
+                                          "mismatched_samples": r.mismatched_samples,
+                                          "measured_arena_bytes": r.measured_arena_bytes, **res.summary()})
+        return 0 if r.bit_exact else 2
+    if not (args.port or args.emulate):
+        console.print("[red]error:[/red] give --port or --emulate (or --runtime tflm for the host TFLM check)")
+        return 1
     try:
         benchmark(net, example, calib, port=args.port, emulate=args.emulate, test_data=test,
                   board_samples=args.board_samples, json_path=args.json, plot_path=args.plot, console=console)
@@ -379,11 +403,15 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", help="Lightning checkpoint of an MCUPruneCallback run, or the export's "
                                         "pruned_state.pt; read weights-only (no code runs) and applied with load_pruned")
     p.add_argument("--input-shape", default="1,28,28", help="C,H,W of one input (default 1,28,28)")
-    g = p.add_mutually_exclusive_group(required=True)
+    g = p.add_mutually_exclusive_group()
     g.add_argument("--port", help="serial port of a board flashed with the HIL firmware")
     g.add_argument("--emulate", choices=("mps2-an386", "mps2-an500"), help="run on QEMU")
     p.add_argument("--test-data", choices=("fashion-mnist",), help="labelled test data for accuracy")
     p.add_argument("--board-samples", type=int, default=0, help="test images also run on the board")
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--plot", help="write a PNG of measured against predicted per layer")
+    p.add_argument("--runtime", choices=("mcuprune-firmware", "tflm"), default="mcuprune-firmware",
+                   help="mcuprune-firmware: run on the board (--port/--emulate); tflm: check the int8 .tflite in "
+                        "TensorFlow Lite Micro's host interpreter (bit-exact outputs, measured arena)")
+    p.add_argument("--order", choices=("traced", "optimal"), default="traced", help="op order (--runtime tflm)")
     p.set_defaults(func=_cmd)

@@ -31,3 +31,16 @@ def test_runtime_reserve_overflow_fails_the_link(tmp_path):
                         "EXTRA_CFLAGS=-DMAX_PAYLOAD=16384u", "mps2-an386"], capture_output=True, text=True)
     assert r.returncode != 0
     assert "runtime (.data + .bss + stack) exceeds its SRAM reserve" in r.stderr
+
+
+def test_emulated_profiles_fixed_flash_is_the_measured_image(tmp_path):
+    """The emulated boards' runtime flash is the firmware image's size (measured), so predicted flash is what the
+    board holds (within 5%: the firmware changes a little between profile updates)."""
+    require_hil_tools()
+    from lightning_mcuprune.boards import load_board
+    r = subprocess.run(["make", "-s", "-C", str(firmware_dir()), f"BUILD={tmp_path}", "mps2-an386", "mps2-an500"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for board in ("mps2-an386", "mps2-an500"):
+        image = (tmp_path / board / "firmware.bin").stat().st_size
+        assert abs(load_board(board).runtime_flash_bytes - image) <= 0.05 * image, (board, image)

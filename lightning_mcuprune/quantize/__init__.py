@@ -1,6 +1,6 @@
 """int8 quantisation for the HIL firmware: `quantize()` (post-training) and the host int8 executor
 (`QuantizedGraph.run`) over the reference kernels in `reference` (bit-exact with the firmware)."""
-_LAZY = ("quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError", "firmware_gaps")
+_LAZY = ("quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError", "firmware_gaps", "runtime_gaps")
 
 
 def __getattr__(name):  # lazy: lightning_mcuprune.hil.layer imports .reference, and .quantize imports hil.layer

@@ -6,7 +6,10 @@ activation buffers of the resource model (`trace_graph`), so what the board runs
 * weights: per-output-channel symmetric int8 (scale = max|w| / 127), BN folded first;
 * biases: int32 at scale s_in * s_w;
 * activations: per-tensor asymmetric int8 from the min/max over a calibration batch (range widened to
-  include 0); max/avg pooling keep their input's scale and zero point (as TFLite);
+  include 0); max/avg pooling keep their input's scale and zero point, and a concatenation's inputs share
+  its output's (as TFLite);
+* every scale is a float32 (what a .tflite file stores) and every multiplier is derived from the float32
+  scales exactly as TFLite Micro's kernels derive it at Prepare, so that TFLM runs the same integers;
 * requantisation: TFLite's (per-channel int32 multiplier and shift, `reference.quantize_multiplier`),
   add with left_shift 20, global average pooling with 1/(H*W) folded into the multiplier;
 * fused ReLU / ReLU6 as act_min / act_max;
@@ -42,8 +45,19 @@ from lightning_mcuprune.quantize import reference as ref
 
 #: op types the firmware runs (resource-model names; an "activation" op runs as the firmware's ``lut``)
 FIRMWARE_OPS = tuple(o for o in ref.OPS if o != "lut") + ("activation",)
+#: op types the TFLite writer exports (lightning_mcuprune.deploy): lookup-table activations and MUL are not yet
+#: written as TFLite builtins (LOGISTIC, HARD_SWISH, TANH, MUL), so a network with them stays on our firmware
+TFLM_OPS = tuple(o for o in FIRMWARE_OPS if o not in ("mul", "activation")) + ("concat",)
+#: op types the host executor runs per runtime ("tflm": TensorFlow Lite Micro, see lightning_mcuprune.deploy).
+#: Extension point: an op kind added to the quantiser and the writer is listed here for the runtimes that have it.
+RUNTIME_OPS = {"mcuprune-firmware": FIRMWARE_OPS, "tflm": TFLM_OPS}
 #: fixed output quantisation of bounded activations (TFLite's LOGISTIC and TANH int8 output parameters)
 FIXED_OUTPUT_QPARAMS = {"sigmoid": (1.0 / 256, -128), "hardsigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
+
+
+def _f32(x) -> float:
+    """The float32 nearest x, as a Python float (a .tflite file stores scales as float32)."""
+    return float(np.float32(x))
 
 
 class QuantizationError(ValueError):
@@ -86,9 +100,10 @@ class QOp:
     output: str
     spec: LayerSpec
     weights: Optional[np.ndarray] = field(default=None, repr=False)   # in the firmware's layout
-    post: Optional[LayerSpec] = None
+    weight_scales: Optional[np.ndarray] = field(default=None, repr=False)  # float32 per output channel
+    activation: Optional[str] = None   # the fused or standalone activation (None, "relu", "relu6", "sigmoid", ...)
+    post: Optional[LayerSpec] = None   # a fused lookup-table activation, run in place after the op
     pre_qparams: Optional["QParams"] = None
-    activation: Optional[str] = None
 
     def run(self, x: np.ndarray, x2: Optional[np.ndarray] = None) -> np.ndarray:
         """Run on a batch (N, H, W, C) int8 with the reference kernels; -> (N, OH, OW, OC)."""
@@ -140,6 +155,10 @@ class QuantizedGraph:
         """Host int8 executor: int8 NHWC batch -> int8 output (N, H, W, C); keep=True -> dict of every buffer."""
         bufs = {self.input: np.asarray(xq, dtype=np.int8).reshape(-1, *self.shapes[self.input])}
         for op in self.ops:
+            if op.type == "concat":   # inputs share the output's quantisation: a copy along channels
+                n = bufs[op.inputs[0]].shape[0]
+                bufs[op.output] = np.concatenate([bufs[b].reshape(n, *self.shapes[b]) for b in op.inputs], axis=3)
+                continue
             x2 = bufs[op.inputs[1]] if len(op.inputs) > 1 else None
             bufs[op.output] = op.run(bufs[op.inputs[0]], x2)
             if not keep:
@@ -160,7 +179,7 @@ class QuantizedGraph:
     @property
     def weights_bytes(self) -> int:
         return sum(op.spec.weights_bytes + 4 * op.spec.params_array().size + (op.post.weights_bytes if op.post else 0)
-                   for op in self.ops)
+                   for op in self.ops if op.spec is not None)
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -185,7 +204,7 @@ def _qparams_from(values: np.ndarray) -> QParams:
     hi = max(0.0, float(values.max()))
     if hi - lo < 1e-3:        # a (nearly) constant tensor, e.g. a dead channel after pruning: keep scales sane
         hi = lo + 1e-3
-    scale = float(np.float32((hi - lo) / 255.0))   # float32, as a .tflite stores it
+    scale = _f32((hi - lo) / 255.0)
     zp = int(np.clip(round(-128 - lo / scale), -128, 127))
     return QParams(scale, zp)
 
@@ -197,8 +216,9 @@ def _act_range(op, qp: QParams) -> tuple[int, int]:
         return -128, 127      # no clamp, or an elementwise activation that runs as a lookup table
     if op.activation == "relu":
         return max(-128, qp.zero_point), 127
-    if op.activation == "relu6":
-        return max(-128, qp.zero_point), int(min(127, qp.zero_point + round(6.0 / qp.scale)))
+    if op.activation == "relu6":  # TFLite: zp + round(6.0f / scale) in float32, rounded half away from zero
+        six = float(np.float32(6.0) / np.float32(qp.scale))
+        return max(-128, qp.zero_point), int(min(127, qp.zero_point + int(np.floor(six + 0.5))))
     _refuse_non_elementwise(op)
 
 
@@ -234,6 +254,28 @@ def firmware_gaps(graph: ResourceGraph) -> list[str]:
                 any(d != 1 for d in getattr(mods[op.module], "dilation", (1,))):
             gaps.append(f"dilated convolution {op.label!r} is not in the firmware; use dilation=1 (a larger kernel or "
                         "a pool before the conv)")
+    return gaps
+
+
+def runtime_gaps(graph: ResourceGraph, runtime: str = "mcuprune-firmware") -> list[str]:
+    """What in the traced network `runtime` cannot run ("mcuprune-firmware": `firmware_gaps`; "tflm": the ops and
+    activations the TFLite writer does not write): one message per op, naming it, its module and the runtime."""
+    if runtime not in RUNTIME_OPS:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIME_OPS)}, not {runtime!r}")
+    if runtime == "mcuprune-firmware":
+        return firmware_gaps(graph)
+    supported, gaps = RUNTIME_OPS[runtime], []
+    for op in graph.ops:
+        where = f"op {op.label!r} ({op.target})"
+        if op.type not in supported:
+            gaps.append(f"{where}, resource-model type {op.type!r}, is not supported on runtime {runtime!r}, which runs "
+                        f"{', '.join(supported)} (with fused ReLU/ReLU6); deploy it on runtime 'mcuprune-firmware'")
+        elif op.activation not in CLAMP_ACTIVATIONS + (None,):
+            gaps.append(f"{where} ends in a {op.activation} activation, which the TFLite export does not write yet on "
+                        f"runtime {runtime!r} (only ReLU/ReLU6 are fused): use nn.ReLU/nn.ReLU6 for TFLite Micro, or "
+                        "deploy on runtime 'mcuprune-firmware', which runs it as a lookup table")
+        elif op.type == "conv2d" and op.groups != 1:
+            gaps.append(f"grouped convolution {op.label!r} (groups={op.groups}) is not supported on runtime {runtime!r}")
     return gaps
 
 
@@ -335,20 +377,24 @@ def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op, in_hwc, out_hwc):
     return kk, ss, (pp[0], pp[0], pp[1], pp[1])
 
 
-def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: Optional[ResourceGraph] = None
-             ) -> QuantizedGraph:
-    """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware.
+def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: Optional[ResourceGraph] = None,
+             runtime: str = "mcuprune-firmware") -> QuantizedGraph:
+    """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware or TFLite Micro.
 
     `calib_data`: a float batch (N, C, H, W) from the training data, or an iterable of batches / (x, y).
-    Raises UnsupportedOnBoardError naming the op when the firmware lacks an op or activation.
+    `runtime`: "mcuprune-firmware" (our firmware's ops) or "tflm" (adds concatenation).
+    Raises UnsupportedOnBoardError naming the op when the runtime lacks an op or activation.
     """
+    if runtime not in RUNTIME_OPS:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIME_OPS)}, not {runtime!r}")
+    supported = RUNTIME_OPS[runtime]
     was = model.training
     model.eval()
     try:
         if graph is None:
             graph = trace_graph(model, example_input)
         calib = _calib_tensor(calib_data)
-        gaps = firmware_gaps(graph)   # check support before any work
+        gaps = runtime_gaps(graph, runtime)   # check support before any work
         if gaps:
             raise UnsupportedOnBoardError(gaps[0])
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -357,6 +403,9 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
         mods = dict(graph.gm.named_modules())
         shapes = {name: hwc_shape(b.shape) for name, b in graph.buffers.items()}
         qp = {graph.inputs[0]: _qparams_from(values[graph.inputs[0]])}
+        shared = _shared_qparams(graph, values)
+        if graph.inputs[0] in shared:
+            qp[graph.inputs[0]] = shared[graph.inputs[0]]
         ops = []
         for op in graph.ops:
             ins = op.inputs
@@ -373,9 +422,17 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 continue
             if op.type in ("max_pool", "avg_pool"):
                 qo = QParams(qi.scale, qi.zero_point)
+            elif op.output in shared:
+                qo = shared[op.output]
             else:   # the op's own output: before a fused lookup-table activation, else the buffer
                 qo = _qparams_from(values[op.nodes[-2] if lut_act else op.output])
             qp[op.output] = qo
+            if op.type == "concat":
+                if any((qp[b].scale, qp[b].zero_point) != (qo.scale, qo.zero_point) for b in ins):
+                    raise QuantizationError(f"concatenation {op.label!r}: its inputs could not share its quantisation "
+                                            "(an input also feeds another concatenation or comes from a pooling op)")
+                ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, None, None, activation=op.activation))
+                continue
             post = None
             if lut_act:
                 qp[op.output] = _lut_qparams(op.activation, values[op.output])
@@ -393,11 +450,12 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                     w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
                 oc = w.shape[0]
                 absmax = np.abs(w.reshape(oc, -1)).max(axis=1)
-                sw = np.where(absmax > 0, absmax / 127.0, 1.0)
+                sw = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32).astype(np.float64)
                 wq = np.clip(np.round(w / sw.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
                 # +-2^30 leaves headroom so that the firmware's int32 accumulator (acc + bias) cannot wrap
                 bias = np.clip(np.round(b / (qi.scale * sw)), -2 ** 30, 2 ** 30).astype(np.int64)
-                ms = [ref.quantize_multiplier(qi.scale * s / qo.scale) for s in sw]
+                # TFLite's PopulateConvolutionQuantizationParams: double(s_in) * double(s_w) / double(s_out)
+                ms = [ref.quantize_multiplier(qi.scale * float(s) / qo.scale) for s in sw]
                 mult = np.array([v[0] for v in ms], dtype=np.int64)
                 shift = np.array([v[1] for v in ms], dtype=np.int64)
                 kw = dict(bias=bias.astype(np.int32), mult=mult.astype(np.int32), shift=shift.astype(np.int32))
@@ -434,7 +492,7 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 spec = LayerSpec(op.type, in_hwc, kernel=k, stride=s, padding=p, **common)
             elif op.type == "global_avg_pool":
                 h, w_, c = in_hwc
-                mq = ref.quantize_multiplier(qi.scale / (qo.scale * h * w_))
+                mq = tflm_mean_multiplier(qi.scale, qo.scale, h * w_)
                 spec = LayerSpec("global_avg_pool", in_hwc, mult=np.full(c, mq[0], np.int32),
                                  shift=np.full(c, mq[1], np.int32), **common)
             elif op.type == "mul":
@@ -447,7 +505,7 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                                                   "multiplies same-shape or channel-wise (1, 1, C) operands only")
             else:  # add
                 q2 = qp[ins[1]]
-                twice = 2 * max(qi.scale, q2.scale)
+                twice = 2 * max(qi.scale, q2.scale)   # TFLite's Add Prepare, in double from float32 scales
                 m1, s1 = ref.quantize_multiplier(qi.scale / twice)
                 m2, s2 = ref.quantize_multiplier(q2.scale / twice)
                 mo, so = ref.quantize_multiplier(twice / ((1 << 20) * qo.scale))
@@ -457,12 +515,55 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 raise QuantizationError(f"op {op.label!r}: the firmware's {spec.op} gives {spec.output_shape}, "
                                         f"PyTorch {out_hwc}")
             spec.weights = weights
-            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights, post=post,
-                           pre_qparams=qo if post is not None else None,
-                           activation=op.activation if post is not None else None))
+            ops.append(QOp(op.name, op.type, op.label, list(ins), op.output, spec, weights,
+                           weight_scales=sw.astype(np.float32) if op.type in WEIGHTED_OPS else None,
+                           activation=op.activation, post=post, pre_qparams=qo if post is not None else None))
         return QuantizedGraph(graph, ops, qp, shapes, graph.inputs[0], graph.outputs[0])
     finally:
         model.train(was)
+
+
+def tflm_mean_multiplier(in_scale: float, out_scale: float, count: int) -> tuple[int, int]:
+    """(multiplier, shift) with which TFLite Micro's int8 MEAN requantises a sum of `count` (zero-point
+    corrected) inputs: QuantizeMultiplier(s_in / s_out), then 1/count folded in as its reference
+    QuantizedMeanOrSum does (shift clamped to 32 and to 31 + the output shift)."""
+    m, s = ref.quantize_multiplier(in_scale / out_scale)
+    shift = min(int(count).bit_length() - 1, 32, 31 + s)
+    return int((m << shift) // count), s - shift
+
+
+def _shared_qparams(graph: ResourceGraph, values: dict) -> dict:
+    """Buffers that must share one quantisation (a concatenation's inputs and output; max/avg pooling's
+    input and output, transitively): one QParams per such set, from the union of their ranges."""
+    parent: dict = {}
+
+    def find(a):
+        while parent.setdefault(a, a) != a:
+            a = parent[a]
+        return a
+    linked = False
+    for op in graph.ops:
+        if op.type == "concat":
+            linked = True
+            for b in op.inputs:
+                parent[find(b)] = find(op.output)
+    if not linked:
+        return {}
+    for op in graph.ops:
+        if op.type in ("max_pool", "avg_pool"):
+            parent[find(op.inputs[0])] = find(op.output)
+    sets: dict = {}
+    for b in list(parent):
+        sets.setdefault(find(b), []).append(b)
+    out = {}
+    for members in sets.values():
+        if len(members) < 2:
+            continue
+        vals = np.concatenate([values[b].ravel() for b in members])
+        q = _qparams_from(vals)
+        for b in members:
+            out[b] = q
+    return out
 
 
 def _calib_tensor(calib_data) -> torch.Tensor:
@@ -482,4 +583,4 @@ def _calib_tensor(calib_data) -> torch.Tensor:
 
 
 __all__ = ["quantize", "QuantizedGraph", "QOp", "QParams", "QuantizationError", "UnsupportedOnBoardError",
-           "FIRMWARE_OPS", "firmware_gaps", "to_nhwc", "hwc_shape"]
+           "FIRMWARE_OPS", "TFLM_OPS", "RUNTIME_OPS", "firmware_gaps", "runtime_gaps", "to_nhwc", "hwc_shape", "tflm_mean_multiplier"]

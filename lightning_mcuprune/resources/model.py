@@ -51,10 +51,21 @@ class Resources:
     bottleneck: int             # op index at peak SRAM
 
 
-class ResourceModel:
-    """Resource models of one traced graph on one board. `order`: "traced", "optimal", or op indices."""
+#: where the network runs: our HIL firmware (the default), or TensorFlow Lite Micro (see resources.tflm)
+RUNTIMES = ("mcuprune-firmware", "tflm")
 
-    def __init__(self, graph: ResourceGraph, board="mps2-an386", order="traced"):
+
+class ResourceModel:
+    """Resource models of one traced graph on one board and runtime. `order`: "traced", "optimal", or op indices.
+
+    `runtime`: "mcuprune-firmware" (our firmware: its scratch rules and fixed flash from the board profile) or
+    "tflm" (TFLite Micro: peak SRAM = its arena (host 64-bit sizes), flash = the .tflite bytes + TFLM's code
+    (estimate); see lightning_mcuprune.resources.tflm)."""
+
+    def __init__(self, graph: ResourceGraph, board="mps2-an386", order="traced", runtime: str = "mcuprune-firmware"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        self.runtime = runtime
         self.graph = graph
         self.board: BoardProfile = load_board(board)
         ops, groups = graph.ops, graph.groups
@@ -118,19 +129,30 @@ class ResourceModel:
         S = torch.tensor([[rules.get(op.type, {}).get(f, 0.0) for f in SCRATCH_FEATURES] for op in ops], dtype=f64).reshape(O, len(SCRATCH_FEATURES))
         kern = torch.tensor([float(op.kernel_elems) for op in ops], dtype=f64)
         zeros = torch.zeros(O, dtype=f64)
+        self._tflm = None
+        table_bytes = torch.tensor([float(self._table_bytes(op)) for op in ops], dtype=f64)
+        op_const = float(self.board.per_op_flash_bytes) + table_bytes
+        runtime_flash = float(self.board.runtime_flash_bytes)
+        if runtime == "tflm":
+            from lightning_mcuprune.resources.tflm import TFLITE_BYTES_PER_CHANNEL, tflm_terms
+            self._tflm = t = tflm_terms(graph)
+            S = t["scratch"]
+            qcoef = torch.where(qcoef > 0, torch.full_like(qcoef, float(TFLITE_BYTES_PER_CHANNEL)), qcoef)
+            op_const = t["op_flash"]
+            runtime_flash = t["runtime_flash"] + t["model_fixed_flash"]
         self._mats64 = dict(
             A_in=dense("A_in", O), b_in=torch.tensor(b_in, dtype=f64).reshape(O), A_out=dense("A_out", O), b_out=zeros,
             A_inel=dense("A_inel", O), b_inel=zeros, A_cin=dense("A_cin", O),
             mcoef=mcoef, wcoef=wcoef, pcoef=pcoef, vmcoef=vmcoef, vtcoef=vtcoef, kpcoef=kpcoef,
             krcoef=krcoef, rtcoef=rtcoef, vrcoef=vrcoef, qcoef=qcoef, A_buf=A_buf, C=C, S=S, kern=kern,
             const_feats=self._const_feats, out_spatial=self._const_feats[:, 0].clone(),
-            table_bytes=torch.tensor([float(self._table_bytes(op)) for op in ops], dtype=f64),
         )
         self._cache: dict = {}
         self._producer = [bidx[op.output] for op in ops]
         self.dense_counts = graph.dense_counts
-        self.flash_fixed = float(self.board.runtime_flash_bytes + O * self.board.per_op_flash_bytes
-                                 + sum(self._table_bytes(op) for op in ops))
+        self._op_flash_const = op_const
+        self._runtime_flash = runtime_flash
+        self.flash_fixed = float(runtime_flash + op_const.sum())
         self.order = list(range(O))  # the traced order first: the optimal-order search evaluates buffer sizes
         self._liveness = self.liveness(self.order)
         if order != "traced":
@@ -252,15 +274,51 @@ class ResourceModel:
         return (m["S"] * feats).sum(1)
 
     def working_set(self, n) -> torch.Tensor:
-        """Bytes of SRAM in use while each op runs (graph op order), for the current execution order."""
+        """Bytes of SRAM in use while each op runs (graph op order), for the current execution order
+        (runtime="tflm": including TFLM's persistent arena tail, which is in use throughout)."""
         n = self._check(n)
         m = self._mats(n.dtype)
-        return m["L"] @ (m["A_buf"] @ n) + self.scratch_bytes(n)
+        ws = m["L"] @ (m["A_buf"] @ n) + self.scratch_bytes(n)
+        if self._tflm is not None:   # buffers rounded up to 16 bytes; Prepare's temporaries; the arena's tail
+            ws = ws + self._tflm["align_slack"] * m["L"].sum(1)
+            ws = torch.clamp(ws, min=self._tflm["temp_floor"]) + self.runtime_sram_bytes(n)
+        return ws
+
+    def runtime_sram_bytes(self, n) -> torch.Tensor:
+        """SRAM the runtime keeps beside the planned activations: TFLM's persistent arena tail (host sizes);
+        0 for our firmware (its arena holds activations only)."""
+        n = self._check(n)
+        if self._tflm is None:
+            return torch.zeros((), dtype=n.dtype)
+        m, _, lout = self._linear(n)
+        return self._tflm["tail_const"] + (self._tflm["tail_lout"].to(n.dtype) * lout).sum()
+
+    def _peak(self, ws, n, exact: bool = False) -> torch.Tensor:
+        approx = ws.max()
+        if self._tflm is None or not exact:
+            return approx
+        # the value is TFLM's planned arena (greedy planner replayed); the gradient the working-set model's
+        return approx + (self.tflm_arena_bytes(n) - approx.detach())
+
+    def tflm_arena_bytes(self, n) -> float:
+        """runtime="tflm": the arena TFLM plans for the exported network at counts n (its greedy planner over
+        the same buffers and lifetimes; host 64-bit sizes). peak_sram_bytes is the smooth model of it that
+        pruning optimises (working set + tail: equal on chains, below it where the planner fragments);
+        evaluate() and reports give this exact value."""
+        if self._tflm is None:
+            raise ValueError("tflm_arena_bytes is for ResourceModel(..., runtime='tflm')")
+        return self._tflm_arena().predict(self._check(n).detach())
+
+    def _tflm_arena(self):
+        if getattr(self, "_arena_order", None) != self.order:
+            from lightning_mcuprune.resources.tflm import TFLMArena
+            self._arena, self._arena_order = TFLMArena(self, self.order), list(self.order)
+        return self._arena
 
     def peak_sram_bytes(self, n) -> torch.Tensor:
-        """Peak SRAM (bytes) of the activation arena; subgradient through the bottleneck op (split evenly
-        among ops that tie at the peak)."""
-        return self.working_set(n).max()
+        """Peak SRAM (bytes) of the activation arena (TFLM: the whole tensor arena); subgradient through the
+        bottleneck op (split evenly among ops that tie at the peak)."""
+        return self._peak(self.working_set(n), n)
 
     def smooth_peak_sram_bytes(self, n, temperature: float = 256.0) -> torch.Tensor:
         """A smooth upper bound of the peak (log-sum-exp, `temperature` in bytes); gradient on all near-peak ops."""
@@ -301,15 +359,20 @@ class ResourceModel:
         weights = m["wcoef"] * lin * lout
         op_macs = m["mcoef"] * lin * lout
         op_params = weights + m["pcoef"] * lout
-        op_flash = weights + m["qcoef"] * lout + float(self.board.per_op_flash_bytes) + m["table_bytes"]
+        op_flash = weights + m["qcoef"] * lout + self._op_flash_const.to(n.dtype)
         ws = self.working_set(n)
         feats = self._latency_features(n, m, lin, lout)
         cycles = (m["C"] * feats).sum(1)
-        peak = ws.max()
+        peak = self._peak(ws, n, exact=True)
         total_cycles = cycles.sum()
+        flash = op_flash.sum() + self._runtime_flash
+        if self._tflm is not None:   # the value: the .tflite bytes as written (+ TFLM code); the gradient: the model's
+            from lightning_mcuprune.resources.tflm import model_flash_bytes
+            exact = model_flash_bytes(self, n, self.order) + self._tflm["runtime_flash"]
+            flash = flash + (exact - flash.detach())
         return Resources(
             macs=op_macs.sum(), params=op_params.sum(),
-            flash_bytes=op_flash.sum() + float(self.board.runtime_flash_bytes), peak_sram_bytes=peak,
+            flash_bytes=flash, peak_sram_bytes=peak,
             latency_cycles=total_cycles, latency_ms=total_cycles * (1e3 / self.board.clock_hz),
             op_macs=op_macs, op_params=op_params, op_flash=op_flash, op_cycles=cycles, working_set=ws,
             bottleneck=int(ws.detach().argmax()),

@@ -1,0 +1,407 @@
+"""A pure-Python int8 TFLite writer: the quantised graph the lab benchmark runs, as a `.tflite` flatbuffer.
+
+Built with the `tflite` package's generated flatbuffer builders (pure Python, over `flatbuffers`), so the
+writer installs wherever the library does; TensorFlow and the tflite-micro wheel (Linux x86-64 only)
+are not needed to write a model, only to check one (`lightning_mcuprune.deploy.tflm`).
+
+What is written, from a `QuantizedGraph` (`lightning_mcuprune.quantize`):
+* int8 input and output tensors with their scale and zero point; int8 activations (NHWC);
+* per-output-channel int8 weights (scales, zero points 0, quantized_dimension 0, or 3 for depthwise),
+  int32 biases at scale s_in * s_w; BatchNorm already folded, ReLU/ReLU6 fused as the builtin activation;
+* builtin ops only: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MAX_POOL_2D, AVERAGE_POOL_2D,
+  MEAN (global average pooling), CONCATENATION, and PAD / PADV2 where PyTorch's symmetric padding is
+  not TFLite's SAME (a stride-2 window on an even input): then the pad is an op of its own;
+* ops in the given execution order (default: the traced order), so TFLM's planner sees our order;
+* optionally TFLM's offline memory plan (`OfflineMemoryAllocation` metadata): an arena offset per tensor.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from lightning_mcuprune.quantize.ptq import QuantizationError, QuantizedGraph
+
+#: resource-model op type -> TFLite builtin operator name (what `to_tflite` writes for it)
+TFLITE_OPS = {
+    "conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
+    "dense": "FULLY_CONNECTED", "add": "ADD", "max_pool": "MAX_POOL_2D", "avg_pool": "AVERAGE_POOL_2D",
+    "global_avg_pool": "MEAN", "concat": "CONCATENATION",
+}
+#: versions written in the operator codes (those TFLite's converter gives the int8 kernels)
+_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "MAX_POOL_2D": 2,
+             "AVERAGE_POOL_2D": 2, "MEAN": 2, "CONCATENATION": 2, "PAD": 2, "PADV2": 2, "RESHAPE": 1}
+_INT8, _INT32 = 9, 2
+_ACT = {None: 0, "relu": 1, "relu6": 3}
+_SAME, _VALID = 0, 1
+OFFLINE_PLAN_KEY = "OfflineMemoryAllocation"
+
+
+class TFLiteExportError(ValueError):
+    """The network cannot be written as an int8 .tflite; the message names the op and the runtime."""
+
+
+def _fb(name):
+    return importlib.import_module(f"tflite.{name}")
+
+
+@dataclass
+class TTensor:
+    """A tensor of the model being written."""
+
+    name: str
+    shape: tuple
+    dtype: int = _INT8
+    data: Optional[bytes] = None            # constant data (weights, bias, axis), None for activations
+    scale: Sequence[float] = ()
+    zero_point: Sequence[int] = ()
+    qdim: int = 0
+
+
+@dataclass
+class TOp:
+    """An operator of the model being written: builtin name, tensor indices, options."""
+
+    code: str
+    inputs: list
+    outputs: list
+    options: dict = field(default_factory=dict)
+    source: str = ""                         # the resource-model op it comes from (module path)
+
+
+@dataclass
+class TFLiteModel:
+    """The model before serialisation: what `to_bytes` writes, and what the TFLM arena model reads."""
+
+    tensors: list
+    ops: list
+    inputs: list
+    outputs: list
+    offline_plan: Optional[list] = None      # arena offset per tensor (-1: online), or None
+
+    @property
+    def op_codes(self) -> list:
+        """The distinct builtin operators, in first-use order."""
+        return list(dict.fromkeys(op.code for op in self.ops))
+
+    def activation_tensors(self) -> list:
+        return [i for i, t in enumerate(self.tensors) if t.data is None]
+
+    def to_bytes(self) -> bytes:
+        return _serialise(self)
+
+
+def _shape(qg: QuantizedGraph, name: str) -> tuple:
+    """TFLite shape of an activation buffer: [1, F] for a vector, [1, H, W, C] otherwise (1-d: H = 1)."""
+    torch_shape = qg.graph.buffers[name].shape
+    if len(torch_shape) == 2:
+        return 1, int(torch_shape[1])
+    h, w, c = qg.shapes[name]
+    return 1, h, w, c
+
+
+def _same_padding(in_size: int, k: int, s: int) -> tuple[int, int]:
+    """(output size, top padding) of TFLite's SAME padding (TFLM ComputePaddingHeightWidth)."""
+    out = (in_size + s - 1) // s
+    total = max((out - 1) * s + k - in_size, 0)
+    return out, total // 2
+
+
+def _padding_mode(in_hw, out_hw, kernel, stride, pads) -> Optional[int]:
+    """SAME or VALID if TFLite's padding gives PyTorch's windows (same output size and top/left offset), else None."""
+    t, _, l, _ = pads
+    if t == 0 and l == 0:
+        valid = all((i - k) // s + 1 == o for i, k, s, o in zip(in_hw, kernel, stride, out_hw))
+        if valid:
+            return _VALID
+    ok = True
+    for i, k, s, o, p in zip(in_hw, kernel, stride, out_hw, (t, l)):
+        so, sp = _same_padding(i, k, s)
+        ok &= so == o and sp == p
+    return _SAME if ok else None
+
+
+def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime: str = "tflm") -> TFLiteModel:
+    """The TFLite model of a quantised graph, ops in `order` (indices into qg.ops; default traced order).
+
+    Raises TFLiteExportError (naming op, module path and runtime) for an op the writer lacks.
+    """
+    for op in qg.ops:
+        if op.type not in TFLITE_OPS:
+            raise TFLiteExportError(
+                f"op {op.label!r} (resource-model type {op.type!r}) has no int8 TFLite builtin in this writer for "
+                f"runtime {runtime!r}; supported: {', '.join(sorted(TFLITE_OPS))}")
+        if op.activation not in _ACT:
+            raise TFLiteExportError(f"op {op.label!r} ends in a {op.activation} activation, which runtime {runtime!r} "
+                                    "cannot fuse; use ReLU or ReLU6")
+    order = list(range(len(qg.ops))) if order is None else list(order)
+    tensors: list[TTensor] = []
+    index: dict[str, int] = {}
+
+    def act(name):
+        if name not in index:
+            q = qg.qparams[name]
+            index[name] = len(tensors)
+            tensors.append(TTensor(name, _shape(qg, name), _INT8, None, [q.scale], [q.zero_point]))
+        return index[name]
+
+    def const(name, arr, dtype, scale=(), zp=(), qdim=0):
+        tensors.append(TTensor(name, tuple(int(d) for d in arr.shape), dtype, np.ascontiguousarray(arr).tobytes(),
+                               list(scale), list(zp), qdim))
+        return len(tensors) - 1
+
+    act(qg.input)
+    ops: list[TOp] = []
+    for i in order:
+        op = qg.ops[i]
+        spec = op.spec
+        fused = _ACT[op.activation]
+        x = act(op.inputs[0])
+        if op.type == "concat":
+            ins = [act(b) for b in op.inputs]
+            out = act(op.output)
+            ops.append(TOp("CONCATENATION", ins, [out], {"axis": len(tensors[out].shape) - 1, "act": 0}, op.label))
+            continue
+        if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+            h, w, _ = spec.input_shape
+            oh, ow, _ = spec.output_shape
+            kernel = spec.kernel if op.type != "pointwise_conv2d" else (1, 1)
+            stride = spec.stride if op.type != "pointwise_conv2d" else (1, 1)
+            pads = spec.padding if op.type != "pointwise_conv2d" else (0, 0, 0, 0)
+            mode = _padding_mode((h, w), (oh, ow), kernel, stride, pads)
+            if mode is None:   # an explicit pad op, then a VALID window
+                if op.type == "avg_pool":
+                    raise TFLiteExportError(
+                        f"average pooling {op.label!r} with padding {pads} on a {h}x{w} input has no TFLite "
+                        f"equivalent on runtime {runtime!r} (TFLite pads SAME or VALID); use padding that keeps "
+                        "the windows of SAME padding, or no padding")
+                t, b, l, r = pads
+                xq = qg.qparams[op.inputs[0]]
+                pname = f"{op.name}_pad"
+                tensors.append(TTensor(pname, (1, h + t + b, w + l + r, spec.input_shape[2]), _INT8, None,
+                                       [xq.scale], [xq.zero_point]))
+                padded = len(tensors) - 1
+                pv = const(f"{op.name}_paddings", np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32), _INT32)
+                if op.type == "max_pool":   # pad with the smallest int8: never the max
+                    v = const(f"{op.name}_pad_value", np.array([-128], np.int8), _INT8, [xq.scale], [xq.zero_point])
+                    ops.append(TOp("PADV2", [x, pv, v], [padded], {}, op.label))
+                else:                       # pad with the zero point: a real zero, as PyTorch's padding
+                    ops.append(TOp("PAD", [x, pv], [padded], {}, op.label))
+                x, mode = padded, _VALID
+            out = act(op.output)
+            opts = {"padding": mode, "stride": stride, "act": fused}
+            if op.type in ("max_pool", "avg_pool"):
+                opts["filter"] = kernel
+                ops.append(TOp("MAX_POOL_2D" if op.type == "max_pool" else "AVERAGE_POOL_2D", [x], [out], opts, op.label))
+                continue
+            qi = qg.qparams[op.inputs[0]]
+            oc = spec.output_shape[2]
+            ws = np.asarray(op.weight_scales, dtype=np.float32)
+            bscale = [float(np.float32(qi.scale * float(s))) for s in ws]
+            if op.type == "depthwise_conv2d":
+                wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(1, *kernel, oc), _INT8,
+                           ws.tolist(), [0] * oc, 3)
+                opts["depth_multiplier"] = spec.depth_multiplier
+                code = "DEPTHWISE_CONV_2D"
+            else:
+                wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(oc, *kernel, -1), _INT8,
+                           ws.tolist(), [0] * oc, 0)
+                code = "CONV_2D"
+            bias = const(f"{op.name}_bias", np.asarray(spec.bias, np.int32).reshape(oc), _INT32, bscale, [0] * oc, 0)
+            ops.append(TOp(code, [x, wt, bias], [out], opts, op.label))
+        elif op.type == "dense":
+            out = act(op.output)
+            qi = qg.qparams[op.inputs[0]]
+            oc = spec.output_shape[2]
+            ws = np.asarray(op.weight_scales, dtype=np.float32)
+            wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(oc, -1), _INT8, ws.tolist(), [0] * oc, 0)
+            bias = const(f"{op.name}_bias", np.asarray(spec.bias, np.int32).reshape(oc), _INT32,
+                         [float(np.float32(qi.scale * float(s))) for s in ws], [0] * oc, 0)
+            ops.append(TOp("FULLY_CONNECTED", [x, wt, bias], [out], {"act": fused}, op.label))
+        elif op.type == "global_avg_pool":
+            out = act(op.output)
+            axis = const(f"{op.name}_axis", np.array([1, 2], np.int32), _INT32)
+            ops.append(TOp("MEAN", [x, axis], [out], {"keep_dims": len(tensors[out].shape) == 4}, op.label))
+        elif op.type == "add":
+            x2 = act(op.inputs[1])
+            out = act(op.output)
+            ops.append(TOp("ADD", [x, x2], [out], {"act": fused}, op.label))
+    return TFLiteModel(tensors, ops, [index[qg.input]], [index[qg.output]])
+
+
+# ---- serialisation --------------------------------------------------------------------------------
+def _vec(b, module, name, values, kind):
+    getattr(module, f"Start{name}Vector")(b, len(values))
+    for v in reversed(list(values)):
+        getattr(b, f"Prepend{kind}")(v)
+    return b.EndVector()
+
+
+def _options(b, op: TOp):
+    """Build the op's builtin options table; -> (BuiltinOptions type, offset)."""
+    bo = _fb("BuiltinOptions").BuiltinOptions
+    o = op.options
+    if op.code == "CONV_2D":
+        m = _fb("Conv2DOptions")
+        m.Start(b); m.AddPadding(b, o["padding"]); m.AddStrideW(b, o["stride"][1]); m.AddStrideH(b, o["stride"][0])
+        m.AddFusedActivationFunction(b, o["act"]); m.AddDilationWFactor(b, 1); m.AddDilationHFactor(b, 1)
+        return bo.Conv2DOptions, m.End(b)
+    if op.code == "DEPTHWISE_CONV_2D":
+        m = _fb("DepthwiseConv2DOptions")
+        m.Start(b); m.AddPadding(b, o["padding"]); m.AddStrideW(b, o["stride"][1]); m.AddStrideH(b, o["stride"][0])
+        m.AddDepthMultiplier(b, o["depth_multiplier"]); m.AddFusedActivationFunction(b, o["act"])
+        m.AddDilationWFactor(b, 1); m.AddDilationHFactor(b, 1)
+        return bo.DepthwiseConv2DOptions, m.End(b)
+    if op.code == "FULLY_CONNECTED":
+        m = _fb("FullyConnectedOptions")
+        m.Start(b); m.AddFusedActivationFunction(b, o["act"]); m.AddKeepNumDims(b, False)
+        return bo.FullyConnectedOptions, m.End(b)
+    if op.code in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        m = _fb("Pool2DOptions")
+        m.Start(b); m.AddPadding(b, o["padding"]); m.AddStrideW(b, o["stride"][1]); m.AddStrideH(b, o["stride"][0])
+        m.AddFilterWidth(b, o["filter"][1]); m.AddFilterHeight(b, o["filter"][0]); m.AddFusedActivationFunction(b, o["act"])
+        return bo.Pool2DOptions, m.End(b)
+    if op.code == "MEAN":
+        m = _fb("ReducerOptions")
+        m.Start(b); m.AddKeepDims(b, o["keep_dims"])
+        return bo.ReducerOptions, m.End(b)
+    if op.code == "ADD":
+        m = _fb("AddOptions")
+        m.Start(b); m.AddFusedActivationFunction(b, o["act"])
+        return bo.AddOptions, m.End(b)
+    if op.code == "CONCATENATION":
+        m = _fb("ConcatenationOptions")
+        m.Start(b); m.AddAxis(b, o["axis"]); m.AddFusedActivationFunction(b, o["act"])
+        return bo.ConcatenationOptions, m.End(b)
+    if op.code == "PAD":
+        m = _fb("PadOptions")
+        m.Start(b)
+        return bo.PadOptions, m.End(b)
+    if op.code == "PADV2":
+        m = _fb("PadV2Options")
+        m.Start(b)
+        return bo.PadV2Options, m.End(b)
+    raise TFLiteExportError(f"no options writer for {op.code}")
+
+
+def _serialise(model: TFLiteModel) -> bytes:
+    import flatbuffers
+    bops = _fb("BuiltinOperator").BuiltinOperator
+    T, Q, B, O, OC, SG, M, MD = (_fb(n) for n in ("Tensor", "QuantizationParameters", "Buffer", "Operator",
+                                                   "OperatorCode", "SubGraph", "Model", "Metadata"))
+    b = flatbuffers.Builder(1024)
+    # buffers: 0 is the empty sentinel; one per constant tensor
+    buf_data = [None] + [t.data for t in model.tensors if t.data is not None]
+    metadata = []
+    if model.offline_plan is not None:
+        plan = np.array([0, 0, len(model.offline_plan)] + list(model.offline_plan), dtype="<i4")
+        buf_data.append(plan.tobytes())
+        metadata.append((OFFLINE_PLAN_KEY, len(buf_data) - 1))
+    buf_offsets = _write_buffers(b, buf_data)
+    tensor_offsets = []
+    next_buf = 1
+    for t in model.tensors:
+        name = b.CreateString(t.name)
+        shape = _vec(b, T, "Shape", t.shape, "Int32")
+        q = None
+        if t.scale:
+            sc = _vec(b, Q, "Scale", [float(s) for s in t.scale], "Float32")
+            zp = _vec(b, Q, "ZeroPoint", [int(z) for z in t.zero_point], "Int64")
+            Q.Start(b); Q.AddScale(b, sc); Q.AddZeroPoint(b, zp); Q.AddQuantizedDimension(b, t.qdim)
+            q = Q.End(b)
+        T.Start(b); T.AddShape(b, shape); T.AddType(b, t.dtype); T.AddName(b, name)
+        if t.data is not None:
+            T.AddBuffer(b, next_buf)
+            next_buf += 1
+        else:
+            T.AddBuffer(b, 0)
+        if q is not None:
+            T.AddQuantization(b, q)
+        tensor_offsets.append(T.End(b))
+    codes = model.op_codes
+    op_offsets = []
+    for op in model.ops:
+        ins = _vec(b, O, "Inputs", op.inputs, "Int32")
+        outs = _vec(b, O, "Outputs", op.outputs, "Int32")
+        otype, opts = _options(b, op)
+        O.Start(b); O.AddOpcodeIndex(b, codes.index(op.code)); O.AddInputs(b, ins); O.AddOutputs(b, outs)
+        O.AddBuiltinOptionsType(b, otype); O.AddBuiltinOptions(b, opts)
+        op_offsets.append(O.End(b))
+    code_offsets = []
+    for c in codes:
+        v = getattr(bops, c)
+        OC.Start(b); OC.AddDeprecatedBuiltinCode(b, min(v, 127)); OC.AddBuiltinCode(b, v)
+        OC.AddVersion(b, _VERSIONS.get(c, 1))
+        code_offsets.append(OC.End(b))
+    sg_name = b.CreateString("main")
+    tv = _offsets(b, SG, "Tensors", tensor_offsets)
+    iv = _vec(b, SG, "Inputs", model.inputs, "Int32")
+    ov = _vec(b, SG, "Outputs", model.outputs, "Int32")
+    opv = _offsets(b, SG, "Operators", op_offsets)
+    SG.Start(b); SG.AddTensors(b, tv); SG.AddInputs(b, iv); SG.AddOutputs(b, ov); SG.AddOperators(b, opv)
+    SG.AddName(b, sg_name)
+    sg = SG.End(b)
+    md_offsets = []
+    for key, bi in metadata:
+        n = b.CreateString(key)
+        MD.Start(b); MD.AddName(b, n); MD.AddBuffer(b, bi)
+        md_offsets.append(MD.End(b))
+    desc = b.CreateString("lightning-mcuprune int8")
+    codes_v = _offsets(b, M, "OperatorCodes", code_offsets)
+    sgs = _offsets(b, M, "Subgraphs", [sg])
+    bufs = _offsets(b, M, "Buffers", buf_offsets)
+    mdv = _offsets(b, M, "Metadata", md_offsets) if md_offsets else None
+    M.Start(b); M.AddVersion(b, 3); M.AddOperatorCodes(b, codes_v); M.AddSubgraphs(b, sgs)
+    M.AddDescription(b, desc); M.AddBuffers(b, bufs)
+    if mdv is not None:
+        M.AddMetadata(b, mdv)
+    b.Finish(M.End(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _write_buffers(b, buf_data) -> list:
+    """Write the Buffer tables (each data vector 16-byte aligned); `buf_data` items: bytes, or a length (zeros)."""
+    B = _fb("Buffer")
+    offsets = []
+    for data in buf_data:
+        n = data if isinstance(data, int) else len(data or b"")
+        if n:
+            b.StartVector(1, n, 16)
+            b.head = b.head - n
+            if not isinstance(data, int):
+                b.Bytes[b.head:b.head + n] = data
+            vec = b.EndVector()
+            B.Start(b); B.AddData(b, vec)
+        else:
+            B.Start(b)
+        offsets.append(B.End(b))
+    return offsets
+
+
+def buffer_section_bytes(lengths) -> int:
+    """Bytes the buffer section of a .tflite takes (data, alignment padding, tables), for buffers of `lengths`
+    bytes written first, as `to_bytes` writes them: exact, without the data itself."""
+    import flatbuffers
+    b = flatbuffers.Builder(1024)
+    _write_buffers(b, [0] + [int(n) for n in lengths])
+    return b.Offset()
+
+
+def _offsets(b, module, name, offs):
+    getattr(module, f"Start{name}Vector")(b, len(offs))
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    return b.EndVector()
+
+
+def to_tflite(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, offline_plan: Optional[list] = None,
+              runtime: str = "tflm") -> bytes:
+    """The int8 .tflite flatbuffer (bytes) of a quantised graph; see the module docstring."""
+    model = to_model(qg, order, runtime)
+    model.offline_plan = offline_plan
+    return model.to_bytes()
+
+
+__all__ = ["to_tflite", "to_model", "TFLiteModel", "TFLiteExportError", "TFLITE_OPS", "OFFLINE_PLAN_KEY"]

@@ -1,0 +1,186 @@
+"""int8 TFLite export, checked with TensorFlow Lite Micro's own interpreter (tflite-micro, host build)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import lightning_mcuprune as lm
+from lightning_mcuprune import zoo
+from lightning_mcuprune.deploy import TFLiteExportError
+
+tflm = pytest.importorskip("tflite_micro") if os.environ.get("CI") != "true" else __import__("tflite_micro")
+from lightning_mcuprune.deploy.tflm import check, measure_arena  # noqa: E402
+
+
+def _within(pred: int, meas: int) -> bool:
+    return meas <= pred <= meas + max(0.01 * meas, 64)
+
+
+@pytest.mark.parametrize("name,shape", [("inception_like", (1, 20, 20)), ("mobilenet_v2_tiny", (1, 16, 16)),
+                                        ("resnet8", (3, 16, 16))])
+def test_export_tflite_bit_exact_with_tflm_and_arena_predicted(name, shape, tmp_path):
+    torch.manual_seed(0)
+    kw = {"resnet8": dict(width=0.5)}.get(name, {})
+    net = getattr(zoo, name)(**kw).eval()
+    calib = torch.randn(64, *shape)
+    res = lm.export_tflite(net, calib[:1], calib, tmp_path / "model.tflite")
+    data = (tmp_path / "model.tflite").read_bytes()
+    assert data == res.data and data[4:8] == b"TFL3"
+    r = check(res.qgraph, data, torch.randn(100, *shape))
+    assert r.bit_exact, f"{r.mismatched_samples}/100 outputs differ (max {r.max_abs_diff})"
+    assert _within(res.host.total, r.measured_arena_bytes), (res.host, r.measured_arena_bytes)
+    assert res.cortex_m.total < res.host.total   # 32-bit structs are smaller (estimate)
+
+
+def test_padding_that_is_not_same_becomes_a_pad_op(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    x = torch.randn(32, 1, 16, 16)
+    res = lm.export_tflite(net.eval(), x[:1], x)
+    assert [op.code for op in res.model.ops] == ["PAD", "CONV_2D", "PADV2", "MAX_POOL_2D", "FULLY_CONNECTED"]
+    assert check(res.qgraph, res.data, torch.randn(100, 1, 16, 16), measure=False).bit_exact
+
+
+def test_c_files_and_op_resolver(tmp_path):
+    net = zoo.ds_cnn(width=0.25).eval()
+    x = torch.randn(16, 1, 49, 10)
+    res = lm.export_tflite(net, x[:1], x, tmp_path / "model.tflite", c_dir=tmp_path)
+    h = (tmp_path / "model_data.h").read_text()
+    cc = (tmp_path / "model_data.cc").read_text()
+    ops = (tmp_path / "model_ops.h").read_text()
+    assert f"g_model_data_size = {len(res.data)};" in h
+    assert "alignas(16) const unsigned char g_model_data[g_model_data_size]" in cc
+    body = cc.split("{", 1)[1].rsplit("}", 1)[0]
+    assert bytes(int(v, 16) for v in body.replace(",", " ").split()) == res.data
+    codes = res.model.op_codes
+    assert f"kTensorArenaSize = {res.host.total};" in ops and f"MicroMutableOpResolver<{len(codes)}>" in ops
+    for m in ("AddConv2D", "AddDepthwiseConv2D", "AddMean", "AddFullyConnected"):
+        assert f"resolver.{m}()" in ops
+    if subprocess.run(["which", "g++"], capture_output=True).returncode == 0:
+        subprocess.run(["g++", "-std=c++17", "-c", str(tmp_path / "model_data.cc"), "-o", str(tmp_path / "m.o")],
+                       check=True)
+
+
+def test_unsupported_op_fails_before_any_file(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    x = torch.randn(8, 1, 8, 8)
+    with pytest.raises(TFLiteExportError, match=r"'0'.*tanh.*tflm|tflm.*'0'.*tanh"):
+        lm.export_tflite(net, x[:1], x, tmp_path / "m.tflite", c_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_calibration_data_says_how(tmp_path):
+    with pytest.raises(ValueError, match="calib_data="):
+        lm.export_tflite(zoo.reference_cnn(width=0.25), torch.zeros(1, 1, 28, 28), None, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_check_without_tflite_micro_names_the_install_command():
+    code = ("import sys; sys.modules['tflite_micro'] = None\n"
+            "from lightning_mcuprune.deploy.tflm import measure_arena, TFLMNotInstalled\n"
+            "try:\n    measure_arena(b'')\nexcept TFLMNotInstalled as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "lightning-mcuprune[tflm]"' in out
+
+
+def test_measured_arena_is_the_smallest_that_runs():
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 2)).eval()
+    x = torch.randn(16, 1, 8, 8)
+    res = lm.export_tflite(net, x[:1], x)
+    from lightning_mcuprune.deploy.tflm import _fits, _runtime
+    a = measure_arena(res.data)
+    assert _fits(res.data, a, _runtime()) and not _fits(res.data, a - 1, _runtime())
+    assert _within(res.host.total, a)
+
+
+def _callback_fit(tmp_path, net, shape, budget, seed=0):
+    import warnings
+
+    from lit import Classifier, random_loader, trainer
+
+    from lightning_mcuprune.callback import MCUPruneCallback
+    torch.manual_seed(seed)
+    model = Classifier(net)
+    cb = MCUPruneCallback("mps2-an386", {"sram": budget}, runtime="tflm", verbose=False, calib_samples=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = trainer([cb], max_steps=20, default_root_dir=str(tmp_path))
+        t.fit(model, random_loader(shape, n=40, batch=8, seed=seed))
+    return cb
+
+
+@pytest.mark.parametrize("name,factory,shape", [
+    ("resnet8", lambda: zoo.resnet8(in_channels=1), (1, 12, 12)),
+    ("mobilenet_v2", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 12, 12))])
+def test_callback_tflm_budget_holds_in_tflm_and_export_writes_tflite(name, factory, shape, tmp_path):
+    dense = lm.analyze(factory().eval(), torch.zeros(1, *shape), runtime="tflm").peak_sram_bytes
+    budget = int(dense * 0.85)
+    cb = _callback_fit(tmp_path, factory(), shape, budget)
+    out = cb.export_dir
+    data = (out / "model.tflite").read_bytes()
+    assert (out / "model_data.cc").is_file() and (out / "model_ops.h").is_file()
+    import json
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["runtime"] == "tflm" and rep["tflite"]["calibration_samples"] == 32
+    measured = measure_arena(data)
+    assert measured <= budget, (measured, budget)
+    assert rep["tflite"]["arena_bytes_host_predicted"] >= measured
+    assert rep["peak_sram_bytes"] >= measured
+
+
+def test_analyze_runtime_tflm_predicts_file_and_arena():
+    net = zoo.inception_like().eval()
+    x = torch.randn(32, 1, 28, 28)
+    rep = lm.analyze(net, x[:1], runtime="tflm")
+    res = lm.export_tflite(net, x[:1], x)
+    from lightning_mcuprune.deploy.export import runtime_flash_bytes
+    model_flash = rep.flash_bytes - runtime_flash_bytes(res.model.op_codes)
+    assert abs(model_flash - len(res.data)) <= 0.01 * len(res.data)
+    m = measure_arena(res.data)
+    assert _within(rep.peak_sram_bytes, m)
+    fw = lm.analyze(net, x[:1])
+    assert fw.runtime == "mcuprune-firmware" and fw.peak_sram_bytes < rep.peak_sram_bytes
+
+
+def test_cli_export_tflite_and_c_and_benchmark_runtime_tflm(tmp_path):
+    from lightning_mcuprune.cli import main
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((32, 1, 49, 10)).astype(np.float32))
+    spec = "lightning_mcuprune.zoo:ds_cnn"
+    assert main(["export", spec, "--input-shape", "1,49,10", "--format", "tflite", "--out", str(tmp_path / "t"),
+                 "--calib-data", str(calib)]) == 0
+    assert (tmp_path / "t" / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    assert main(["export", spec, "--input-shape", "1,49,10", "--format", "c", "--out", str(tmp_path / "c"),
+                 "--calib-data", str(calib)]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["model_data.cc", "model_data.h", "model_ops.h"]
+    out = tmp_path / "b.json"
+    assert main(["benchmark", spec, "--input-shape", "1,49,10", "--runtime", "tflm", "--json", str(out)]) == 0
+    import json
+    r = json.loads(out.read_text())
+    assert r["bit_exact"] and r["samples"] == 100
+    assert r["measured_arena_bytes"] <= r["arena_bytes_host_predicted"] <= r["measured_arena_bytes"] * 1.01
+
+
+def test_cli_export_without_calibration_data_says_how(tmp_path, capsys):
+    from lightning_mcuprune.cli import main
+    assert main(["export", "lightning_mcuprune.zoo:ds_cnn", "--input-shape", "1,49,10", "--out", str(tmp_path)]) == 2
+    assert "--calib-data" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_our_offline_memory_plan_lowers_tflm_arena():
+    """Inception-like: TFLM's greedy planner fragments; our plan, embedded as OfflineMemoryAllocation, needs less,
+    and TFLM's measured arena is what we predicted in both cases."""
+    net = zoo.inception_like().eval()
+    x = torch.randn(32, 1, 28, 28)
+    plain = lm.export_tflite(net, x[:1], x, offline_plan=False)
+    planned = lm.export_tflite(net, x[:1], x)
+    assert b"OfflineMemoryAllocation" in planned.data and b"OfflineMemoryAllocation" not in plain.data
+    r = check(planned.qgraph, planned.data, torch.randn(20, 1, 28, 28))
+    m_plain = measure_arena(plain.data)
+    assert r.bit_exact and _within(planned.host.total, r.measured_arena_bytes) and _within(plain.host.total, m_plain)
+    assert r.measured_arena_bytes < m_plain
