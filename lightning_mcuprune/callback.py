@@ -46,6 +46,11 @@ class MCUPruneCallback(pl.Callback):
             steps, an int an epoch number.
         update_every: optimiser steps between pi/mask updates. removals: physical removals during pruning.
         pi_lr: learning rate of pi's own Adam. importance_decay: EMA decay of channel importance.
+        pi_norm: "global" (pi's Adam normalises the task feedback of all groups by one scale) or "group" (each by
+            its own, the behaviour before 0.x: weak signals drift like strong ones).
+        compute_step: how the projection under MACs/latency budgets spreads a cut over groups: "share" (by each
+            group's share of the resource, uniform-like when importance is equal) or "cost" (by the cost of one channel,
+            as under SRAM). soft_floor: keep every group at >= min(4, its uniform-width count) unless the budget forces less.
         order: execution order for peak SRAM: "traced" or "optimal".
         export: write the pruned model (ONNX), the report (JSON) and plots (PNG) to the log dir after fit.
     """
@@ -53,7 +58,8 @@ class MCUPruneCallback(pl.Callback):
     def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
                  exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int = 0.1,
                  prune_end: float | int = 0.6, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
-                 importance_decay: float = 0.9, temperature: float | None = None, order: str = "traced",
+                 importance_decay: float = 0.9, temperature: float | None = None, pi_norm: str = "global",
+                 compute_step: str = "share", soft_floor: bool = True, order: str = "traced",
                  export: bool = True, verbose: bool = True):
         super().__init__()
         self.board = load_board(board)
@@ -72,6 +78,11 @@ class MCUPruneCallback(pl.Callback):
         self.warmup, self.prune_end = warmup, prune_end
         self.update_every, self.removals = int(update_every), int(removals)
         self.pi_lr, self.importance_decay, self.temperature = pi_lr, importance_decay, temperature
+        if pi_norm not in ("global", "group"):
+            raise ValueError(f"pi_norm must be 'global' or 'group', not {pi_norm!r}")
+        if compute_step not in ("share", "cost", "uniform"):
+            raise ValueError(f"compute_step must be 'share', 'uniform' or 'cost', not {compute_step!r}")
+        self.pi_norm, self.compute_step, self.soft_floor = pi_norm, compute_step, bool(soft_floor)
         self.order, self.export_after_fit, self.verbose = order, export, verbose
         self.phase = "idle"
         self.report: Report | None = None
@@ -142,7 +153,8 @@ class MCUPruneCallback(pl.Callback):
         self.rm = ResourceModel(self.plan.graph, self.board, order=self.order)
         self.state = PruningState(self.rm, self.budgets, self.plan.ids, min_channels=self.min_channels,
                                   floors=self.plan.floors, multiple=self.multiple,
-                                  pi_lr=self.pi_lr, importance_decay=self.importance_decay, temperature=self.temperature)
+                                  pi_lr=self.pi_lr, importance_decay=self.importance_decay, temperature=self.temperature,
+                                  pi_norm=self.pi_norm, compute_step=self.compute_step, soft_floor=self.soft_floor)
         self.dense_report = report_from_model(self.rm)
         self.dense_values = self.state.resources(self.rm.dense_counts)
         sizes = [int(c) for c in self.rm.dense_counts.tolist()]
