@@ -63,3 +63,23 @@ def test_budget_that_forces_fewer_channels_is_still_met():
     model, cb = fit({"macs": budget})
     assert macs(model.net) <= budget
     assert min(cb.state.current) < 4
+
+
+def test_compute_budget_decides_the_architecture_early_by_default():
+    # issue 15: pruned late (10-60% of the run) a network loses to the same widths trained from the start;
+    # under a latency or MACs budget the default schedule hardens at 15% of the run, under SRAM alone at 60%
+    budget = macs(resnet()) / 4
+    model, cb = fit({"macs": budget}, steps=40)
+    hardened = cb.history[cb.history.phase == "finetune"].step.min()
+    assert hardened <= 0.15 * 40 + 1
+    assert cb.warmup == 0.02 and cb.prune_end == 0.15
+    mem = MCUPruneCallback(BOARD, {"sram": 20_000}, verbose=False, export=False)
+    assert (mem.warmup, mem.prune_end) == (0.1, 0.6)
+
+
+def test_bad_method_options_say_what_is_allowed():
+    import pytest
+    with pytest.raises(ValueError, match="compute_step must be 'share', 'uniform' or 'cost'"):
+        MCUPruneCallback(BOARD, {"macs": 1e6}, compute_step="greedy")
+    with pytest.raises(ValueError, match="pi_norm must be 'global' or 'group'"):
+        MCUPruneCallback(BOARD, {"macs": 1e6}, pi_norm="layer")
