@@ -68,6 +68,9 @@ DIAG_TEXT = {
     "early": "as default, pruning 5-30%",
     "early15": "as default, pruning 2-15% (the default schedule under compute budgets since issue 15)",
     "early15-reinit": "as early15, then fresh weights (reinit=True)",
+    "reinit": "the grid's defaults (2-15% under compute budgets) with reinit=True: fresh weights at hardening",
+    "arch-fresh": "the architecture ours found in the grid run of this cell and seed, trained from fresh weights "
+                  "for the same epochs (architecture vs recovery)",
 }
 FIELDS = ["net", "resource", "fraction", "method", "variant", "seed", "epochs", "train_subset", "batch_size", "lr",
           "test_acc", "value", "budget", "dense_value", "meets_budget", "uniform_width", "channels", "min_channels",
@@ -115,6 +118,7 @@ VARIANTS = {
     "uni-frozen-vearly-reinit": dict(compute_step="uniform", _importance="none", pi_lr=0.0, warmup=0.0, prune_end=0.05,
                                      reinit=True),
     "early15-reinit": dict(warmup=0.02, prune_end=0.15, reinit=True),
+    "reinit": dict(reinit=True),
     "early30-reinit": dict(warmup=0.05, prune_end=0.3, reinit=True),
     "uni-frozen-vearly": dict(compute_step="uniform", _importance="none", pi_lr=0.0, warmup=0.0, prune_end=0.05),
 }
@@ -275,8 +279,9 @@ def markdown(rows, nets, fractions, args) -> str:
     lines = ["## Compute budgets (latency, MACs): ours vs uniform width scaling (issue 15)", "",
              f"`benchmarks/compute_budgets.py` on board `{BOARD}` (latency: its calibrated profile, an emulated Cortex-M4). "
              "Budgets 1/4 and 1/10 of the dense network's latency and of its MACs. **ours**: the dense network trained with "
-             "`MCUPruneCallback(board, {resource: B})`, library defaults (warm-up 0.1, hardening at 0.6 of the run; "
-             "since issue 15: `pi_norm=\"global\"`, `compute_step=\"share\"`, `soft_floor=True`). **uniform**: the same "
+             "`MCUPruneCallback(board, {resource: B})`, library defaults (since issue 15: under a latency or MACs budget "
+             "warm-up 0.02 and hardening at 0.15 of the run, `pi_norm=\"global\"`, `compute_step=\"share\"`, "
+             "`soft_floor=True`). **uniform**: the same "
              "architecture with every prunable group at round(w x dense channels), the largest w within the budget, fresh "
              "weights, trained plainly. Same data, Adam (cosine LR), epochs and seeds for both: Fashion-MNIST nets "
              f"{args.train_subset} training images x 3 epochs (batch 128, lr 2e-3), test on the 10k test set; DS-CNN on "
@@ -326,30 +331,56 @@ def markdown(rows, nets, fractions, args) -> str:
         seeds = sorted({r["seed"] for r in rows})
         lines.append(f"- Seeds that finished: {', '.join(map(str, seeds))}; cells with fewer than 3 seeds are not the "
                      "acceptance's 3-seed comparison (see the n in each cell's 'seeds' column).")
+    lines += sram_check()
     lines += diagnostics()
     return "\n".join(lines)
 
 
+def sram_check() -> list[str]:
+    """Ours with the issue-15 defaults under SRAM budgets (fashion_mnist_sram.py's recipe, rows in
+    fashion_mnist_sram_issue15.csv) beside uniform width and the earlier ours from fashion_mnist_sram.csv."""
+    new, old = RESULTS / "fashion_mnist_sram_issue15.csv", RESULTS / "fashion_mnist_sram.csv"
+    if not new.exists() or not old.exists():
+        return []
+    with new.open() as f:
+        rows = list(csv.DictReader(f))
+    with old.open() as f:
+        prev = list(csv.DictReader(f))
+    out = ["", "### The SRAM lead with the new defaults", "",
+           "`fashion_mnist_sram.py`'s recipe (reference CNN, 6k images x 3 epochs), ours re-run with the issue-15 defaults "
+           "(rows: `benchmarks/results/fashion_mnist_sram_issue15.csv`); uniform width and ours before issue 15 from "
+           "`fashion_mnist_sram.csv` (same seeds and settings). Only the runs that finished in the time we had:", "",
+           "| SRAM budget | seed | ours, issue 15 (%) | ours before (%) | uniform (%) | channels (ours, issue 15) |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        def pick(m):
+            x = [q for q in prev if q["method"] == m and q["seed"] == r["seed"] and abs(float(q["fraction"]) - float(r["fraction"])) < 1e-9]
+            return f"{100 * float(x[0]['test_acc']):.2f}" if x else "n/a"
+        out.append(f"| 1/{round(1 / float(r['fraction']))} | {r['seed']} | {100 * float(r['test_acc']):.2f} | {pick('ours')} | "
+                   f"{pick('uniform')} | {r['channels']} |")
+    return out
+
+
 def diagnostics() -> list[str]:
-    """The diagnosis of issue 15 from DIAG: variants of ours on ResNet-8 at 1/4 of dense latency, seed 0."""
+    """The diagnosis of issue 15 from DIAG: variants of ours (mostly ResNet-8 at 1/4 of dense latency, seed 0)."""
     rows = load_rows(DIAG)
     if not rows:
         return []
-    uni = [r for r in rows if r["method"] == "uniform" and r["net"] == "resnet8"]
-    out = ["", "### Why: the diagnosis (ResNet-8, Fashion-MNIST, 1/4 of dense latency, seed 0 only)", "",
+    out = ["", "### Why: the diagnosis (mostly ResNet-8, Fashion-MNIST, 1/4 of dense latency, seed 0)", "",
            f"Per-run figures: `benchmarks/results/{DIAG.name}`. One seed each (the seed-to-seed spread of these runs is "
-           "1-2 pp), so single differences below ~2 pp are not significant; the trends across variants are the evidence.",
-           "", "| variant | what | test acc (%) | channels per group |", "|---|---|---|---|"]
-    for r in uni:
-        out.append(f"| uniform | uniform width trained from fresh weights (the baseline) | {100 * r['test_acc']:.2f} | {r['channels']} |")
-    for r in rows:
-        if r["method"] == "ours" and r["net"] == "resnet8":
-            out.append(f"| {r['variant']} | {DIAG_TEXT.get(r['variant'], '')} | {100 * r['test_acc']:.2f} | {r['channels']} |")
-    extra = [r for r in rows if r["net"] != "resnet8"]
-    for r in extra:
-        out.append(f"| {r['net']} {r['resource']} 1/{round(1 / r['fraction'])} {r['method']} | "
-                   f"{DIAG_TEXT.get(r['variant'], '') if r['method'] == 'ours' else 'uniform width'} | "
-                   f"{100 * r['test_acc']:.2f} | {r['channels']} |")
+           "1-2 pp, more at 1/10), so single differences below ~2 pp are not significant; the trends across variants are "
+           "the evidence. Variants ran with the schedule 10-60% unless the text says otherwise.", "",
+           "| network, budget, seed | variant | what | test acc (%) | channels per group |", "|---|---|---|---|---|"]
+    order = sorted(rows, key=lambda r: (r["net"] != "resnet8", r["net"], r["resource"], -r["fraction"], r["seed"],
+                                        r["method"] != "uniform"))
+    for r in order:
+        cell = f"{r['net']} {RESOURCES[r['resource']]} 1/{round(1 / r['fraction'])}, s{r['seed']}"
+        if r["method"] == "uniform":
+            out.append(f"| {cell} | uniform | uniform width trained from fresh weights (the baseline) | "
+                       f"{100 * r['test_acc']:.2f} | {r['channels']} |")
+        else:
+            out.append(f"| {cell} | {r['variant']} | {DIAG_TEXT.get(r['variant'], '')} | {100 * r['test_acc']:.2f} | "
+                       f"{r['channels']} |")
     return out
 
 
@@ -390,7 +421,8 @@ def main() -> None:
             for m in args.methods]
     done = {(r["net"], r["resource"], round(r["fraction"], 6), r["method"], r["seed"]) for r in rows if same(r, r["net"], r["method"])}
     todo = [] if args.report_only else [x for x in plan if (x[0], x[1], round(x[2], 6), x[3], x[4]) not in done]
-    console.print(f"{len(plan) - len(todo)} of {len(plan)} runs already in {args.csv.name}; {len(todo)} to run")
+    console.print(f"{len(done & {(n, k, round(f, 6), m, s) for n, k, f, m, s in plan})} of {len(plan)} runs in "
+                  f"{args.csv.name}; {len(todo)} to run")
     t0 = time.perf_counter()
     for i, (n, k, f, m, s) in enumerate(todo):
         console.print(f"[bold]run {i + 1}/{len(todo)}[/]: {n} {k} {frac_name(f)} {m} seed {s} "
