@@ -8,11 +8,14 @@ Per prunable channel group g (C0_g channels in the dense network, C_g left after
 
 Updates:
 - `task_step`: the signed mask gradients become a gradient for pi through a soft relaxation of the rank
-  threshold, m_c ~ sigmoid((pi_g*C0_g - r_c - 1/2) / tau_g); pi takes an Adam step (its own optimiser);
+  threshold, m_c ~ sigmoid((pi_g*C0_g - r_c - 1/2) / tau_g); pi takes an Adam step with one second-moment
+  scale for all groups (pi_norm="global"; "group" normalises each group apart, as before issue 15);
 - `project`: budget tracking. While some resource exceeds its current target, pi moves along
-  -dR_k/dn of the most violated resource k, each group's step divided by the importance of the channels at
+  -dR_k/dn of the most violated resource k (under MACs and latency, compute_step="share": -n_g dR_k/dn_g,
+  each group's share of the resource), each group's step divided by the importance of the channels at
   its keep threshold (so the budget is taken first where the marginal channels matter least per unit of
   resource: the Taylor criterion per unit cost), by bisection on the step length, until R_k = target_k;
+  no group goes below its soft floor min(4, uniform-width count) unless the target cannot be met otherwise;
 - `guarantee`: after hardening, if rounding left a budget exceeded, remove the channels with the least
   importance per (normalised) resource saved until every budget holds.
 """
@@ -36,7 +39,8 @@ class PruningState:
     IMPORTANCE_FLOOR = 0.05  # added to the relative marginal importance: a group whose threshold channels show no
     # importance yet still moves, at most 20x faster than an average one
 
-    COMPUTE_IMPORTANCE = "global"  # diagnostics: "global" | "group" | "none" (marginal importance under MACs/latency)
+    COMPUTE_IMPORTANCE = "global"  # for benchmarks/compute_budgets.py's diagnosis only: "global" | "group" | "none"
+    # (how the marginal importance divides the steps under MACs/latency; no measured gain from "group" or "none")
     SOFT_FLOOR = 4  # projection keeps every group at >= min(SOFT_FLOOR, its uniform-width count) unless the budget forces it
 
     def __init__(self, rm: ResourceModel, budgets: dict, prunable: list[int], *, min_channels: int = 1, floors=None,
