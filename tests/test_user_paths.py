@@ -68,7 +68,12 @@ OPTIONS = {
     "removals": {"removals": 0},
     "pi_lr+importance_decay": {"pi_lr": 0.2, "importance_decay": 0.5},
     "order": {"order": "optimal"},
+    "pi_norm+compute_step+soft_floor": {"pi_norm": "group", "compute_step": "cost", "soft_floor": False},
+    "reinit": {"reinit": True},
+    "temperature": {"temperature": 0.5},
+    "calib_samples": {"calib_samples": 0},
 }
+# runtime="tflm" runs through Trainer.fit in tests/test_tflite.py (its arena holds the budget in TFLite Micro)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))

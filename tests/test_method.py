@@ -1,0 +1,85 @@
+"""The pruning method under compute budgets (issue 15): no group collapses unless the budget forces it."""
+import warnings
+
+import torch
+from lit import Classifier, random_loader, trainer
+
+from lightning_mcuprune import analyze, load_board, zoo
+from lightning_mcuprune.callback import MCUPruneCallback
+
+BOARD = load_board("mps2-an386")
+SHAPE = (1, 12, 12)
+
+
+def resnet():
+    return zoo.resnet8(in_channels=1)
+
+
+def fit(budgets, steps=30, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = Classifier(resnet())
+    cb = MCUPruneCallback(BOARD, budgets, verbose=False, export=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([cb], max_steps=steps).fit(model, random_loader(SHAPE, n=40, batch=8, seed=seed))
+    return model, cb
+
+
+def macs(net):
+    return analyze(net, torch.zeros(1, *SHAPE), board=BOARD).macs
+
+
+def uniform_width(budget):
+    """Largest zoo width of ResNet-8 whose MACs fit `budget` (bisection, measured with analyze)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs(zoo.resnet8(in_channels=1, width=mid)) <= budget else (lo, mid)
+    return lo
+
+
+def test_macs_budget_keeps_every_group_at_min_4_or_uniform_count():
+    # Before issue 15 the projection took the inner conv of ResNet-8's first block to 2 channels here
+    # (channels per group 7-2-11-17-4-63): cost-per-channel steps kept taking from the same group.
+    budget = macs(resnet()) / 10
+    model, cb = fit({"macs": budget})
+    assert macs(model.net) <= budget
+    w = uniform_width(budget)
+    dense = [int(c) for c in cb.state.C0[cb.state.ids]]
+    floor = [min(4, max(1, round(w * c))) for c in dense]
+    kept = cb.state.current
+    assert all(k >= f for k, f in zip(kept, floor)), f"channels {kept} below min(4, uniform count) {floor}"
+    # the network the user gets has those channels (a conv per group, traced afresh)
+    convs = [m.out_channels for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert min(convs) >= min(floor)
+
+
+def test_budget_that_forces_fewer_channels_is_still_met():
+    # a budget below what every group at 4 channels costs: the soft floor must give way, the budget must hold
+    small = zoo.resnet8(in_channels=1, width=2 / 16)  # 2-2-2-4-4-8 channels
+    budget = macs(small) * 1.05
+    four = macs(zoo.resnet8(in_channels=1, width=4 / 16))
+    assert budget < four
+    model, cb = fit({"macs": budget})
+    assert macs(model.net) <= budget
+    assert min(cb.state.current) < 4
+
+
+def test_compute_budget_decides_the_architecture_early_by_default():
+    # issue 15: pruned late (10-60% of the run) a network loses to the same widths trained from the start;
+    # under a latency or MACs budget the default schedule hardens at 15% of the run, under SRAM alone at 60%
+    budget = macs(resnet()) / 4
+    model, cb = fit({"macs": budget}, steps=40)
+    hardened = cb.history[cb.history.phase == "finetune"].step.min()
+    assert hardened <= 0.15 * 40 + 1
+    assert cb.warmup == 0.02 and cb.prune_end == 0.15
+    mem = MCUPruneCallback(BOARD, {"sram": 20_000}, verbose=False, export=False)
+    assert (mem.warmup, mem.prune_end) == (0.1, 0.6)
+
+
+def test_bad_method_options_say_what_is_allowed():
+    import pytest
+    with pytest.raises(ValueError, match="compute_step must be 'share', 'uniform' or 'cost'"):
+        MCUPruneCallback(BOARD, {"macs": 1e6}, compute_step="greedy")
+    with pytest.raises(ValueError, match="pi_norm must be 'global' or 'group'"):
+        MCUPruneCallback(BOARD, {"macs": 1e6}, pi_norm="layer")
