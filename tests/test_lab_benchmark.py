@@ -132,7 +132,7 @@ def test_cli_benchmark_writes_json_and_png(tmp_path):
     assert main(["benchmark", "no_colon_here", "--emulate", "mps2-an386"]) != 0
 
 
-def test_cli_benchmark_takes_the_callbacks_export(tmp_path):
+def test_cli_benchmark_takes_the_callbacks_export(tmp_path, capsys):
     """MODEL = the directory MCUPruneCallback.export wrote: pruned by the callback, run on the board."""
     require_hil_tools()
     import warnings
@@ -149,8 +149,32 @@ def test_cli_benchmark_takes_the_callbacks_export(tmp_path):
         warnings.simplefilter("ignore")
         trainer([cb], max_steps=12).fit(Classifier(net), random_loader((1, 8, 8), classes=5, n=32, batch=8))
     cb.export(tmp_path / "export")
-    rc = main(["benchmark", str(tmp_path / "export"), "--emulate", "mps2-an386", "--json", str(tmp_path / "b.json")])
+    rc = main(["benchmark", str(tmp_path / "export"), "--unsafe-pickle", "--emulate", "mps2-an386",
+               "--json", str(tmp_path / "b.json")])
     assert rc == 0
     d = json.loads((tmp_path / "b.json").read_text())
     assert d["summary"]["bit_exact"] is True
     assert d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"] <= cb.budgets["sram"]
+
+    # an export directory from elsewhere: its model.pt would run code when unpickled (here: create a file), so
+    # without --unsafe-pickle it is never read; --network applies pruned_state.pt weights-only (issue 12)
+    import shutil
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pickle_ran"), "w"))
+    theirs = tmp_path / "theirs"
+    shutil.copytree(tmp_path / "export", theirs)
+    torch.save(Planted(), theirs / "model.pt")
+    rc = main(["benchmark", str(theirs), "--emulate", "mps2-an386"])
+    err = " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "--network PKG.MODULE:CALLABLE" in err and "--unsafe-pickle" in err, err
+    rc = main(["benchmark", str(theirs), "--network", "lab_nets:tiny", "--emulate", "mps2-an386",
+               "--json", str(tmp_path / "w.json")])
+    assert rc == 0 and not (tmp_path / "pickle_ran").exists()
+    w = json.loads((tmp_path / "w.json").read_text())
+    assert w["summary"]["bit_exact"] is True and w["summary"]["predicted_peak_sram"] == d["summary"]["predicted_peak_sram"]
+    assert [r["predicted_cycles"] for r in w["layers"]] == [r["predicted_cycles"] for r in d["layers"]]
+    assert not (tmp_path / "pickle_ran").exists()
+    main(["benchmark", str(theirs), "--unsafe-pickle", "--emulate", "mps2-an386"])   # the opt-in really unpickles
+    assert (tmp_path / "pickle_ran").exists()
