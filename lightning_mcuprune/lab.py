@@ -95,8 +95,8 @@ class LabResult:
         return t, u
 
     def print(self, console=None) -> None:
-        from rich.console import Console
-        console = console or Console()
+        from lightning_mcuprune.console import console as make_console
+        console = console or make_console()
         for t in self.table():
             console.print(t)
         if not self.complete:
@@ -353,8 +353,8 @@ def _load_model(spec: str, checkpoint: Optional[str], network: Optional[str] = N
 
 
 def _cmd(args) -> int:
-    from rich.console import Console
-    console = Console()
+    from lightning_mcuprune.console import console as make_console
+    console = make_console()
     try:
         net = _load_model(args.model, args.checkpoint, args.network, args.unsafe_pickle)
     except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:

@@ -178,3 +178,20 @@ def test_cli_benchmark_takes_the_callbacks_export(tmp_path, capsys):
     assert not (tmp_path / "pickle_ran").exists()
     main(["benchmark", str(theirs), "--unsafe-pickle", "--emulate", "mps2-an386"])   # the opt-in really unpickles
     assert (tmp_path / "pickle_ran").exists()
+
+
+def test_cli_benchmark_table_is_not_cut_when_piped(tmp_path):
+    """`mcuprune benchmark ... | less`: rich would cut the tables to 80 columns (issue 12, item 9)."""
+    require_hil_tools()
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "benchmark", "lab_nets:tiny", "--input-shape",
+                        "1,8,8", "--emulate", "mps2-an386"], cwd=root / "tests", env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and max(len(line) for line in r.stdout.splitlines()) > 80, r.stdout
