@@ -276,3 +276,22 @@ def test_hard_reset_comes_back(board):
     spec, data = random_layer("avg_pool", np.random.default_rng(1))
     got, want = check_layer(board, spec, data, seed=3)
     assert np.array_equal(got, want)
+
+
+def test_stalled_qemu_does_not_time_out_writes(board):
+    """QEMU starved on a loaded host leaves its pty unread for seconds: writes wait for it instead of failing with
+    pyserial's "Write timeout" after a real board's 2 s (a calibration failed so at load ~10). Here QEMU is stopped
+    for 3 s while more is written than the pty buffers (24 KB of zeros: noise to the firmware)."""
+    import os
+    import signal
+    pid = board.emulator.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    wake = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+    wake.start()
+    try:
+        board.serial.write(bytes(24 * 1024))
+    finally:
+        wake.join()
+    time.sleep(0.5)
+    board.serial.reset_input_buffer()
+    assert board.hello()["board"] == "mps2-an386"
