@@ -191,7 +191,7 @@ def parse_shape(text: str) -> tuple:
 
 
 def _cmd_analyze(args) -> int:
-    from lightning_mcuprune.cli import console as cli_console
+    from lightning_mcuprune.console import console as cli_console
     factory = load_callable(args.model)
     if callable(factory) and not isinstance(factory, torch.nn.Module):
         try:

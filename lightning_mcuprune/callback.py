@@ -650,8 +650,8 @@ class MCUPruneCallback(pl.Callback):
         return t, g
 
     def print_summary(self) -> None:
-        from rich.console import Console
-        console = Console()
+        from lightning_mcuprune.console import console as make_console
+        console = make_console()
         for t in self.summary_table():
             console.print(t)
 

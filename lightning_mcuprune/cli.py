@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+from lightning_mcuprune.console import console  # noqa: F401  (cli.console() stays importable)
+
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
@@ -19,16 +21,6 @@ def _build_parser() -> argparse.ArgumentParser:
     from lightning_mcuprune.commands import register_all
     register_all(sub)
     return p
-
-
-def console():
-    """A rich Console for command output. Piped or redirected output gets 200 columns (rich would use 80 and
-    cut the tables) unless COLUMNS says otherwise."""
-    from rich.console import Console
-    c = Console()
-    if not c.is_terminal and not c.is_jupyter and "COLUMNS" not in os.environ:
-        c = Console(width=200)
-    return c
 
 
 def _working_directory_importable() -> None:

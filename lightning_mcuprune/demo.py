@@ -17,14 +17,14 @@ def run_demo(out="runs/demo", board="mps2-an386", budgets=None, epochs: int = 4,
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
-    from rich.console import Console
 
     from lightning_mcuprune.callback import MCUPruneCallback
     from lightning_mcuprune.classifier import ImageClassifier
+    from lightning_mcuprune.console import console as make_console
     from lightning_mcuprune.datasets import FashionMNISTDataModule
     from lightning_mcuprune.zoo import ReferenceCNN
 
-    console = Console()
+    console = make_console()
     budgets = dict(DEFAULT_BUDGETS if budgets is None else budgets)
     pl.seed_everything(seed, verbose=False)
     out = Path(out)

@@ -95,8 +95,8 @@ class LabResult:
         return t, u
 
     def print(self, console=None) -> None:
-        from rich.console import Console
-        console = console or Console()
+        from lightning_mcuprune.console import console as make_console
+        console = console or make_console()
         for t in self.table():
             console.print(t)
         if not self.complete:
@@ -299,34 +299,49 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
-def _load_export(directory: Path):
+def _load_export(directory: Path, network: Optional[str] = None, unsafe_pickle: bool = False):
     """The network and input shape (C, H, W) of an export directory written by MCUPruneCallback.
 
-    Reads model.pt, a pickled module: loading it runs code named in the file, so give only export directories
-    you wrote or trust like code; for others use CALLABLE --checkpoint DIR/pruned_state.pt (weights only)."""
+    network (PKG.MODULE:CALLABLE building the dense network): the directory's pruned_state.pt is applied to it
+    with load_pruned, weights-only (nothing in the directory runs). unsafe_pickle: read model.pt instead, a
+    pickled module: loading it runs code named in the file, so only for directories you wrote or trust like code.
+    Neither given: a ValueError that says which option to use."""
     import json
 
     from lightning_mcuprune.export import load_module
-    if not (directory / "model.pt").is_file():
+    if network:
+        if not (directory / "pruned_state.pt").is_file():
+            raise ValueError(f"MODEL {str(directory)!r}: no pruned_state.pt in it; give the directory "
+                             "MCUPruneCallback.export wrote (e.g. lightning_logs/version_0/mcuprune)")
+        net = _load_model(network, str(directory / "pruned_state.pt"))
+    elif not unsafe_pickle:
+        raise ValueError(f"MODEL {str(directory)!r}: give --network PKG.MODULE:CALLABLE (the function building the "
+                         "dense network) to apply its pruned_state.pt weights-only, or --unsafe-pickle to load its "
+                         "model.pt (a pickle: loading it runs code named in the file; only for directories you "
+                         "wrote or trust like code)")
+    elif not (directory / "model.pt").is_file():
         raise ValueError(f"MODEL {str(directory)!r}: no model.pt in it; give the directory MCUPruneCallback.export "
-                         "wrote (e.g. lightning_logs/version_0/mcuprune), or PKG.MODULE:CALLABLE with --checkpoint")
-    net = load_module(directory / "model.pt")
-    if hasattr(net, "net") and isinstance(net.net, torch.nn.Module):
-        net = net.net
+                         "wrote (e.g. lightning_logs/version_0/mcuprune), or --network PKG.MODULE:CALLABLE")
+    else:
+        net = load_module(directory / "model.pt")
+        if hasattr(net, "net") and isinstance(net.net, torch.nn.Module):
+            net = net.net
     shape = None
     if (directory / "report.json").is_file():
         shape = tuple(json.loads((directory / "report.json").read_text()).get("example_shape", [])[1:]) or None
     return net, shape
 
 
-def _load_model(spec: str, checkpoint: Optional[str]):
+def _load_model(spec: str, checkpoint: Optional[str], network: Optional[str] = None, unsafe_pickle: bool = False):
     import importlib
     if ":" not in spec:
         p = Path(spec)
         if p.is_dir():
-            return _load_export(p)[0]
+            return _load_export(p, network, unsafe_pickle)[0]
         raise ValueError(f"MODEL {spec!r}: give the callback's export directory, or PKG.MODULE:CALLABLE (the network "
                          "factory) with --checkpoint and --input-shape")
+    if network or unsafe_pickle:
+        raise ValueError(f"--network and --unsafe-pickle go with an export directory as MODEL, not {spec!r}")
     mod, fn = spec.split(":", 1)
     net = getattr(importlib.import_module(mod), fn)()
     if checkpoint:
@@ -338,16 +353,16 @@ def _load_model(spec: str, checkpoint: Optional[str]):
 
 
 def _cmd(args) -> int:
-    from rich.console import Console
-    console = Console()
+    from lightning_mcuprune.console import console as make_console
+    console = make_console()
     try:
-        net = _load_model(args.model, args.checkpoint)
+        net = _load_model(args.model, args.checkpoint, args.network, args.unsafe_pickle)
     except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 1
     shape = tuple(int(v) for v in args.input_shape.split(","))
     if Path(args.model).is_dir() and args.input_shape == "1,28,28":
-        shape = _load_export(Path(args.model))[1] or shape
+        shape = _load_export(Path(args.model), args.network, args.unsafe_pickle)[1] or shape
     example = torch.zeros(1, *shape)
     test = None
     if args.test_data == "fashion-mnist":
@@ -397,9 +412,14 @@ def _cmd(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("benchmark", help="run the int8 network on a board and compare with the resource model")
-    p.add_argument("model", help="the export directory MCUPruneCallback wrote (model.pt + report.json; model.pt is "
-                                 "a pickle, i.e. code: only your own or trusted ones), or PKG.MODULE:CALLABLE "
-                                 "building the dense network (with --checkpoint for a pruned run)")
+    p.add_argument("model", help="the export directory MCUPruneCallback wrote (with --network or --unsafe-pickle), "
+                                 "or PKG.MODULE:CALLABLE building the dense network (with --checkpoint for a pruned run)")
+    p.add_argument("--network", metavar="PKG.MODULE:CALLABLE",
+                   help="with an export directory: build the dense network and apply the directory's pruned_state.pt "
+                        "(weights-only: nothing in the directory runs)")
+    p.add_argument("--unsafe-pickle", action="store_true",
+                   help="with an export directory: load its model.pt, a pickle; loading it RUNS CODE named in the "
+                        "file, so only for directories you wrote or trust like code")
     p.add_argument("--checkpoint", help="Lightning checkpoint of an MCUPruneCallback run, or the export's "
                                         "pruned_state.pt; read weights-only (no code runs) and applied with load_pruned")
     p.add_argument("--input-shape", default="1,28,28", help="C,H,W of one input (default 1,28,28)")

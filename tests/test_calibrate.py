@@ -231,35 +231,55 @@ def _coefficients(path: Path) -> dict:
     return json.loads(path.read_text())["latency"]["ops"]
 
 
+def _kill_at_row(out: Path, kill_at: int, log: Path) -> None:
+    """Start a calibration to `out` and SIGKILL it (python and its QEMU) once its CSV holds `kill_at` rows."""
+    csv_path = out.with_suffix(".csv")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(_cmd(out), env=_env(), cwd=out.parent, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + HANG_S
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if csv_path.exists() and csv_path.read_bytes().count(b"\n") - 1 >= kill_at:
+                    break
+                time.sleep(0.005)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # python and its QEMU: the session this test started
+            proc.wait()
+
+
+#: a guard against hangs only (s): one calibration of the small design takes ~45 s at load ~9 on 2 cores
+HANG_S = 900
+
+
 def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
     require_hil_tools()
     ref = tmp_path / "ref" / "p.json"
     ref.parent.mkdir()
-    subprocess.run(_cmd(ref), check=True, env=_env(), cwd=tmp_path, timeout=300, capture_output=True)
+    r = subprocess.run(_cmd(ref), env=_env(), cwd=tmp_path, timeout=HANG_S, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
     total = len(pd.read_csv(ref.with_suffix(".csv")))
     assert total == 8 * 13
 
     out = tmp_path / "run" / "p.json"
     out.parent.mkdir()
     csv_path = out.with_suffix(".csv")
-    kill_at = random.Random().randint(3, total - 10)
-    proc = subprocess.Popen(_cmd(out), env=_env(), cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if csv_path.exists() and csv_path.read_bytes().count(b"\n") - 1 >= kill_at:
-                break
-            time.sleep(0.005)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # python and its QEMU: the session this test started
-        proc.wait()
-    assert not out.exists(), "the calibration finished before it was killed"
+    rng = random.Random()
+    for attempt in range(3):
+        # the kill lands >= 10 layers before the end; a test process starved of CPU on a loaded host can still
+        # be too late: the calibration then finished (nothing to resume), so start over with a new kill point
+        kill_at = rng.randint(3, total - 10) if attempt == 0 else rng.randint(3, total // 2)
+        _kill_at_row(out, kill_at, tmp_path / "killed.log")
+        if not out.exists():
+            break
+        for stale in (out, csv_path, out.with_suffix(".png")):
+            stale.unlink(missing_ok=True)
+    assert not out.exists(), "the calibration finished before it was killed, 3 times"
     partial = len(read_measurements(csv_path, "mps2-an386", "1.1.0"))
-    assert 0 < partial < total
+    assert 0 < partial < total, (tmp_path / "killed.log").read_text()
 
-    res = subprocess.run(_cmd(out), env=_env(), cwd=tmp_path, timeout=300, capture_output=True, text=True)
+    res = subprocess.run(_cmd(out), env=_env(), cwd=tmp_path, timeout=HANG_S, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     rows = pd.read_csv(csv_path)
     assert len(rows) == total and rows["key"].is_unique

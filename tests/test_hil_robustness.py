@@ -106,6 +106,9 @@ def _wait_error(ser, parser, deadline, expected, settle=0.3):
 #: (and a random item that held a sync and a huge length makes the firmware drain the line until it is idle: an item
 #: that arrives during the drain is swallowed into that "too long" report)
 LINK_ERRORS = {P.E_TRUNCATED, P.E_NOISE, P.E_TOO_LONG}
+#: sends of one fuzz item: an item cut by a delivery stall (only LINK_ERRORS came back) is sent again, so that every
+#: item must get its own error code, however loaded the host (stalls are counted and printed, not bounded)
+STALL_TRIES = 8
 
 
 def test_fuzzed_frames_each_get_an_error_and_firmware_keeps_serving(board):
@@ -118,22 +121,26 @@ def test_fuzzed_frames_each_get_an_error_and_firmware_keeps_serving(board):
     t0 = time.monotonic()
     for i in range(N_FUZZ):
         item, expected = fuzz_item(rng, i, arena)
-        board.serial.reset_input_buffer()
-        board.serial.write(item)
-        frames = _wait_error(board.serial, P.FrameParser(), time.monotonic() + 3.0, expected)
-        errors = [f.error()[0] for f in frames if f.is_error]
-        assert errors, f"fuzz item {i} ({item[:24].hex()}...) got no error frame"
-        # fuzz frames carry seq 0; a late answer to one of the host's own (retried) HELLOs has its seq
-        assert all(f.is_error or f.seq != 0 for f in frames), f"fuzz item {i} got a non-error answer {frames}"
-        if expected is not None and errors[-1] not in expected:
+        for _ in range(STALL_TRIES):
+            board.serial.reset_input_buffer()
+            board.serial.write(item)
+            frames = _wait_error(board.serial, P.FrameParser(), time.monotonic() + 10.0, expected)
+            errors = [f.error()[0] for f in frames if f.is_error]
+            assert errors, f"fuzz item {i} ({item[:24].hex()}...) got no error frame"
+            # fuzz frames carry seq 0; a late answer to one of the host's own (retried) HELLOs has its seq
+            assert all(f.is_error or f.seq != 0 for f in frames), f"fuzz item {i} got a non-error answer {frames}"
+            if expected is None or errors[-1] in expected:
+                break
             # (remnants of the previous item may add a "noise" or "truncated" report before the expected one)
             assert set(errors) <= LINK_ERRORS, f"fuzz item {i} kind {i % 10}: errors {errors}, expected {expected}"
-            stalls += 1
+            stalls += 1                                     # cut by a delivery stall: the same bytes again
+        else:
+            pytest.fail(f"fuzz item {i} kind {i % 10}: only link errors in {STALL_TRIES} sends ({errors}), never "
+                        f"its own error {expected}")
         codes[errors[-1]] = codes.get(errors[-1], 0) + 1
         if i % 10 == 9:                                     # a valid command still works
             assert board.hello()["board"] == "mps2-an386"
     elapsed = time.monotonic() - t0
-    assert stalls <= N_FUZZ // 50, f"{stalls} frames were cut by delivery stalls"
     after = board.get_stats()
     assert after["frames_ok"] >= before["frames_ok"], "firmware restarted during fuzzing (counters were reset)"
     assert after["frames_error"] - before["frames_error"] >= N_FUZZ
@@ -224,7 +231,9 @@ def test_lossy_link_gives_correct_data_or_a_clear_error():
         qemu_side.serial.timeout = 0.01
         proxy = LossyProxy(qemu_side.serial, p=0.01, seed=5)
         try:
-            host = Board(proxy.url, timeout=0.06, retries=8, chunk=48)
+            # timeout: on a loaded 2-core host (load ~10) QEMU and the proxy thread missed 0.06 s nine times in a row
+            # (the first HELLO failed); with 0.25 s the injected faults are what makes a request fail
+            host = Board(proxy.url, timeout=0.25, retries=8, chunk=48)
             ok = failed = 0
             messages = set()
             for i in range(N_LOSSY):
@@ -267,3 +276,22 @@ def test_hard_reset_comes_back(board):
     spec, data = random_layer("avg_pool", np.random.default_rng(1))
     got, want = check_layer(board, spec, data, seed=3)
     assert np.array_equal(got, want)
+
+
+def test_stalled_qemu_does_not_time_out_writes(board):
+    """QEMU starved on a loaded host leaves its pty unread for seconds: writes wait for it instead of failing with
+    pyserial's "Write timeout" after a real board's 2 s (a calibration failed so at load ~10). Here QEMU is stopped
+    for 3 s while more is written than the pty buffers (24 KB of zeros: noise to the firmware)."""
+    import os
+    import signal
+    pid = board.emulator.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    wake = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+    wake.start()
+    try:
+        board.serial.write(bytes(24 * 1024))
+    finally:
+        wake.join()
+    time.sleep(0.5)
+    board.serial.reset_input_buffer()
+    assert board.hello()["board"] == "mps2-an386"

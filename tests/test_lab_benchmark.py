@@ -132,7 +132,7 @@ def test_cli_benchmark_writes_json_and_png(tmp_path):
     assert main(["benchmark", "no_colon_here", "--emulate", "mps2-an386"]) != 0
 
 
-def test_cli_benchmark_takes_the_callbacks_export(tmp_path):
+def test_cli_benchmark_takes_the_callbacks_export(tmp_path, capsys):
     """MODEL = the directory MCUPruneCallback.export wrote: pruned by the callback, run on the board."""
     require_hil_tools()
     import warnings
@@ -149,8 +149,49 @@ def test_cli_benchmark_takes_the_callbacks_export(tmp_path):
         warnings.simplefilter("ignore")
         trainer([cb], max_steps=12).fit(Classifier(net), random_loader((1, 8, 8), classes=5, n=32, batch=8))
     cb.export(tmp_path / "export")
-    rc = main(["benchmark", str(tmp_path / "export"), "--emulate", "mps2-an386", "--json", str(tmp_path / "b.json")])
+    rc = main(["benchmark", str(tmp_path / "export"), "--unsafe-pickle", "--emulate", "mps2-an386",
+               "--json", str(tmp_path / "b.json")])
     assert rc == 0
     d = json.loads((tmp_path / "b.json").read_text())
     assert d["summary"]["bit_exact"] is True
     assert d["summary"]["arena_high_water"] == d["summary"]["predicted_peak_sram"] <= cb.budgets["sram"]
+
+    # an export directory from elsewhere: its model.pt would run code when unpickled (here: create a file), so
+    # without --unsafe-pickle it is never read; --network applies pruned_state.pt weights-only (issue 12)
+    import shutil
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pickle_ran"), "w"))
+    theirs = tmp_path / "theirs"
+    shutil.copytree(tmp_path / "export", theirs)
+    torch.save(Planted(), theirs / "model.pt")
+    rc = main(["benchmark", str(theirs), "--emulate", "mps2-an386"])
+    err = " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "--network PKG.MODULE:CALLABLE" in err and "--unsafe-pickle" in err, err
+    rc = main(["benchmark", str(theirs), "--network", "lab_nets:tiny", "--emulate", "mps2-an386",
+               "--json", str(tmp_path / "w.json")])
+    assert rc == 0 and not (tmp_path / "pickle_ran").exists()
+    w = json.loads((tmp_path / "w.json").read_text())
+    assert w["summary"]["bit_exact"] is True and w["summary"]["predicted_peak_sram"] == d["summary"]["predicted_peak_sram"]
+    assert [r["predicted_cycles"] for r in w["layers"]] == [r["predicted_cycles"] for r in d["layers"]]
+    assert not (tmp_path / "pickle_ran").exists()
+    main(["benchmark", str(theirs), "--unsafe-pickle", "--emulate", "mps2-an386"])   # the opt-in really unpickles
+    assert (tmp_path / "pickle_ran").exists()
+
+
+def test_cli_benchmark_table_is_not_cut_when_piped(tmp_path):
+    """`mcuprune benchmark ... | less`: rich would cut the tables to 80 columns (issue 12, item 9)."""
+    require_hil_tools()
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "benchmark", "lab_nets:tiny", "--input-shape",
+                        "1,8,8", "--emulate", "mps2-an386"], cwd=root / "tests", env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and max(len(line) for line in r.stdout.splitlines()) > 80, r.stdout

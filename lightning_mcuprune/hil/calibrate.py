@@ -455,8 +455,9 @@ def accuracy_table(profile: dict) -> pd.DataFrame:
 
 
 def print_table(profile: dict, held: pd.DataFrame) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from lightning_mcuprune.console import console
     t = Table(title=f"latency model of {profile['name']}: accuracy (APE = absolute percentage error)")
     for col in ("op", "fit", "held-out", "CV median", "CV p95", "CV ±10%", "HO median", "HO p95", "HO ±5%", "HO ±10%",
                 "1-d HO (n, median, ±10%)"):
@@ -480,7 +481,7 @@ def print_table(profile: dict, held: pd.DataFrame) -> None:
                   share(e["share_within_5pct"]), share(e["share_within_10pct"]),
                   f"{e1['samples']}, {pct(e1['median_ape_pct'])}, {share(e1['share_within_10pct'])}" if len(d) else "-",
                   style="bold")
-    Console().print(t)
+    console().print(t)
 
 
 def base_profile(name: str, base: Optional[str]) -> dict:
