@@ -45,7 +45,7 @@ def run_demo(out="runs/demo", board="mps2-an386", budgets=None, epochs: int = 4,
     wall = time.perf_counter() - t0
     acc = float(test["test_acc"])
     console.print(f"test accuracy of the pruned network: [bold]{acc:.2%}[/] (full 10k test set); wall time {wall:.0f} s")
-    console.print(f"artefacts (ONNX, report.json, plots) in [bold]{cb.export_dir}[/]")
+    console.print(f"artefacts (pruned_state.pt, model.tflite + C files, ONNX, report.json, plots) in [bold]{cb.export_dir}[/]")
     return {"test_acc": acc, "report": cb.report, "export_dir": cb.export_dir, "wall_s": wall, "callback": cb}
 
 

@@ -116,6 +116,10 @@ class Board:
     that does not speak the protocol at all raises NotResponding. ``board.serial`` is the pyserial object.
     """
 
+    #: least base time (s) a RUN waits before its per-MAC allowance: 0 on real boards (the link timeout);
+    #: EmulatedBoard raises it, since a starved QEMU on a loaded host answers a short RUN seconds late
+    run_base_timeout: float = 0.0
+
     def __init__(self, port: str, baudrate: int = 115200, timeout: float = 1.0, retries: int = 4,
                  hello: bool = True, chunk: int = P.MAX_PAYLOAD):
         self.port = port
@@ -380,7 +384,7 @@ class Board:
     def run(self, repeats: int = 1, timeout: Optional[float] = None, macs: Optional[int] = None) -> RunResult:
         """RUN the configured layer `repeats` times (1..10000); cycles per run (min, max) and in total.
 
-        timeout (s) defaults to the link timeout plus RUN_SECONDS_PER_MAC per MAC and repeat, with the MACs
+        timeout (s) defaults to the link timeout (at least `run_base_timeout`) plus RUN_SECONDS_PER_MAC per MAC and repeat, with the MACs
         (plus input and output elements) of the layer of the last configure(), or `macs` if given. A RUN that
         gets no answer at all in that time raises HILTimeoutError without being sent again.
         """
@@ -388,7 +392,7 @@ class Board:
             if macs is None:
                 s = self.configured
                 macs = (s.macs + s.input_bytes + s.output_bytes) if s is not None else 0
-            timeout = self.timeout + RUN_SECONDS_PER_MAC * macs * repeats
+            timeout = max(self.timeout, self.run_base_timeout) + RUN_SECONDS_PER_MAC * macs * repeats
         n, mn, mx, total = self.request(P.T_RUN, struct.pack("<I", repeats), timeout=timeout,
                                         parse=lambda a: P.parse_run(a, repeats))
         self.last_run = RunResult(n, mn, mx, total)

@@ -28,6 +28,8 @@ EMULATED_BOARDS = {"mps2-an386": "mps2-an386", "mps2-an500": "mps2-an500"}
 #: boards the firmware Makefile builds
 FIRMWARE_TARGETS = ("mps2-an386", "mps2-an500", "nucleo-f767zi", "nucleo-f446re")
 DEFAULT_ICOUNT_SHIFT = 5
+#: base RUN timeout (s) on QEMU: a short RUN got no answer within the 2 s link timeout at load ~10
+RUN_BASE_TIMEOUT = 20.0
 #: write timeout (s) on QEMU's pty: a starved QEMU on a loaded host can leave the pty unread for longer than the
 #: 2 s a real board gets (a calibration failed with "Write timeout" at load ~10); if QEMU exits, writes fail at once
 WRITE_TIMEOUT = 60.0
@@ -124,6 +126,7 @@ class EmulatedBoard:
             self.pty = self._find_pty()
             self.board = Board(self.pty, timeout=self.timeout, retries=self.retries)
             self.board.serial.write_timeout = WRITE_TIMEOUT
+            self.board.run_base_timeout = RUN_BASE_TIMEOUT
             self.board.emulator = self
             self.board.info["icount_shift"] = self.icount_shift
             return self.board
