@@ -210,9 +210,9 @@ def _se_resnet(spelling):
     ("se_resnet_conv", lambda: _se_resnet("conv"), {"MUL": 2, "LOGISTIC": 2}),
     ("se_resnet_view", lambda: _se_resnet("view"), {"MUL": 2, "LOGISTIC": 2}),
     ("mobilenet_v3_style", _mbv3_sigmoid_gate, {"MUL": 2, "LOGISTIC": 2, "HARD_SWISH": 6}),
-    ("standalone_sigmoid_tanh", lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Sigmoid(),
-                                                      nn.Conv2d(4, 4, 3), nn.MaxPool2d(2), nn.Tanh(), nn.Flatten(),
-                                                      nn.Linear(4 * 2 * 2, 3)), {"LOGISTIC": 1, "TANH": 1}),
+    ("sigmoid_tanh_after_pool_and_standalone", lambda: nn.Sequential(
+        nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Sigmoid(), nn.Conv2d(16, 64, 3), nn.MaxPool2d(2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(64 * 2 * 2, 10), nn.ReLU(), nn.Sigmoid()), {"LOGISTIC": 2, "TANH": 1}),
 ])
 def test_se_and_lut_ops_export_bit_exact_with_tflm_arena_and_flash_predicted(name, factory, codes, tmp_path):
     torch.manual_seed(0)

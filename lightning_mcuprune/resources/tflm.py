@@ -29,7 +29,7 @@ OFFLINE_PLAN_BYTES = 116
 #: buffer section (which is computed exactly), fitted on 87 written models (max error 107 B)
 TFLITE_OP_TABLE_BYTES = {"conv2d": 269, "pointwise_conv2d": 262, "depthwise_conv2d": 322, "dense": 249,
                          "max_pool": 194, "avg_pool": 211, "global_avg_pool": 256, "add": 156, "concat": 205, "mul": 160,
-                         "activation": 120}
+                         "activation": 110}
 TFLITE_TABLE_FIXED_BYTES = 445
 TFLITE_PAD_TABLE_BYTES = 218
 QUANT_BYTES_PER_CHANNEL = 24   # weight and bias scales (float32) and zero points (int64)
