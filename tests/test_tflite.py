@@ -115,7 +115,8 @@ def _callback_fit(tmp_path, net, shape, budget, seed=0):
 
 @pytest.mark.parametrize("name,factory,shape", [
     ("resnet8", lambda: zoo.resnet8(in_channels=1), (1, 12, 12)),
-    ("mobilenet_v2", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 12, 12))])
+    ("mobilenet_v2", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 12, 12)),
+    ("se_resnet", lambda: _se_resnet("conv"), (1, 20, 20))])
 def test_callback_tflm_budget_holds_in_tflm_and_export_writes_tflite(name, factory, shape, tmp_path):
     dense = lm.analyze(factory().eval(), torch.zeros(1, *shape), runtime="tflm").peak_sram_bytes
     budget = int(dense * 0.85)

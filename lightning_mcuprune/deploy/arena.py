@@ -3,6 +3,8 @@
 * head: TFLM's GreedyMemoryPlanner, replayed: every activation tensor (and kernel scratch buffer) with its
   lifetime in the flatbuffer's op order, sizes rounded up to 16 bytes, placed largest first at the lowest
   offset that does not overlap a buffer alive at the same time. The same bytes on a host and a Cortex-M.
+  A lookup table fused after an op (written as LOGISTIC / HARD_SWISH / TANH after it) adds its intermediate
+  int8 tensor "<op>_pre", alive from the op to the table, like any other activation.
 * tail: what TFLM keeps for the whole run: a TfLiteEvalTensor per tensor, a node-and-registration struct
   per op, persistent TfLiteTensors (with quantisation) for the input and output, each kernel's op data and
   per-channel output multipliers and shifts (2 x 4 bytes per channel, 16-byte aligned), and the

@@ -3,7 +3,8 @@
 A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the planned activations:
 * SRAM: the arena's persistent tail (a TfLiteEvalTensor per tensor, a node struct per op, kernel op data,
   2 x int32 per output channel of a conv/dense for the requantisation), each planned buffer rounded up to
-  16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch; the
+  16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch, the
+  intermediate int8 tensor (op output size) of a lookup table fused after an op and its op's node and data; the
   host 64-bit sizes (what the tflite-micro check measures, an upper bound for a 32-bit Cortex-M);
 * flash: the .tflite bytes (int8 weights, int32 bias, per-channel scale and zero point of weights and bias
   (4 + 8 bytes each), and a flatbuffer overhead per op fitted on 77 written models, zoo nets at several widths
