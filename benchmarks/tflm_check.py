@@ -51,6 +51,9 @@ def networks():
     out += [("mobilenet_v2_0.35_64px", lambda: zoo.mobilenet_v2(num_classes=10, width=0.35), (3, 64, 64)),
             ("conv1d_kws", Conv1dNet, (40, 49)),
             ("reference_cnn_w0.37 (odd channels)", lambda: zoo.reference_cnn(width=0.37), (1, 28, 28))]
+    from se_nets import se_resnet   # squeeze-excitation: MUL + LOGISTIC (fused after the SE's second conv/linear)
+    out += [("se_resnet (conv SE)", lambda: se_resnet(spelling="conv"), (1, 16, 16)),
+            ("se_resnet (linear SE, view)", lambda: se_resnet(spelling="view"), (1, 16, 16))]
     return out
 
 

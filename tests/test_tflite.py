@@ -65,9 +65,9 @@ def test_c_files_and_op_resolver(tmp_path):
 
 
 def test_unsupported_op_fails_before_any_file(tmp_path):
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Hardsigmoid(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
     x = torch.randn(8, 1, 8, 8)
-    with pytest.raises(TFLiteExportError, match=r"'0'.*tanh.*tflm|tflm.*'0'.*tanh"):
+    with pytest.raises(TFLiteExportError, match=r"'0'.*hardsigmoid.*no int8 TFLite builtin.*tflm.*nn.Sigmoid"):
         lm.export_tflite(net, x[:1], x, tmp_path / "m.tflite", c_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -115,7 +115,8 @@ def _callback_fit(tmp_path, net, shape, budget, seed=0):
 
 @pytest.mark.parametrize("name,factory,shape", [
     ("resnet8", lambda: zoo.resnet8(in_channels=1), (1, 12, 12)),
-    ("mobilenet_v2", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 12, 12))])
+    ("mobilenet_v2", lambda: zoo.mobilenet_v2_tiny(width=0.5), (1, 12, 12)),
+    ("se_resnet", lambda: _se_resnet("conv"), (1, 20, 20))])
 def test_callback_tflm_budget_holds_in_tflm_and_export_writes_tflite(name, factory, shape, tmp_path):
     dense = lm.analyze(factory().eval(), torch.zeros(1, *shape), runtime="tflm").peak_sram_bytes
     budget = int(dense * 0.85)
@@ -184,3 +185,62 @@ def test_our_offline_memory_plan_lowers_tflm_arena():
     m_plain = measure_arena(plain.data)
     assert r.bit_exact and _within(planned.host.total, r.measured_arena_bytes) and _within(plain.host.total, m_plain)
     assert r.measured_arena_bytes < m_plain
+
+
+# ---- squeeze-excitation and MobileNetV3 ops: MUL, LOGISTIC, HARD_SWISH, TANH (issue 14) ------------------
+def _mbv3_sigmoid_gate():
+    """MobileNetV3-style net (hard-swish everywhere, SE blocks) with a sigmoid gate: TFLite has no int8
+    hard-sigmoid builtin, so a TFLM deployment uses nn.Sigmoid (what the export's error message says)."""
+    import se_nets
+
+    class Block(se_nets.MBV3Block):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.se = se_nets.SE(self.se.fc1.in_features, spelling="none_index", gate="sigmoid")
+    return nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish(),
+                         Block(8, 16, 8, 1), Block(8, 24, 12, 2), nn.Conv2d(12, 32, 1, bias=False), nn.BatchNorm2d(32),
+                         nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+def _se_resnet(spelling):
+    from se_nets import se_resnet
+    return se_resnet(spelling=spelling)
+
+
+@pytest.mark.parametrize("name,factory,codes", [
+    ("se_resnet_conv", lambda: _se_resnet("conv"), {"MUL": 2, "LOGISTIC": 2}),
+    ("se_resnet_view", lambda: _se_resnet("view"), {"MUL": 2, "LOGISTIC": 2}),
+    ("mobilenet_v3_style", _mbv3_sigmoid_gate, {"MUL": 2, "LOGISTIC": 2, "HARD_SWISH": 6}),
+    ("sigmoid_tanh_after_pool_and_standalone", lambda: nn.Sequential(
+        nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Sigmoid(), nn.Conv2d(16, 64, 3), nn.MaxPool2d(2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(64 * 2 * 2, 10), nn.ReLU(), nn.Sigmoid()), {"LOGISTIC": 2, "TANH": 1}),
+])
+def test_se_and_lut_ops_export_bit_exact_with_tflm_arena_and_flash_predicted(name, factory, codes, tmp_path):
+    torch.manual_seed(0)
+    net = factory().eval()
+    calib = torch.randn(64, 1, 16, 16)
+    res = lm.export_tflite(net, calib[:1], calib, tmp_path / "model.tflite")
+    got = [op.code for op in res.model.ops]
+    assert {c: got.count(c) for c in codes} == codes, got
+    fused = [op for op in res.qgraph.ops if op.post is not None]
+    for op in fused:   # a fused table: the op writes "<op>_pre" (pre_qparams), then the builtin reads it
+        pre = next(t for t in res.model.tensors if t.name == f"{op.name}_pre")
+        assert (pre.scale[0], pre.zero_point[0]) == (op.pre_qparams.scale, op.pre_qparams.zero_point)
+    r = check(res.qgraph, res.data, torch.randn(100, 1, 16, 16))
+    assert r.bit_exact, f"{r.mismatched_samples}/100 outputs differ (max {r.max_abs_diff})"
+    assert _within(res.host.total, r.measured_arena_bytes), (res.host, r.measured_arena_bytes)
+    rep = lm.analyze(net, calib[:1], runtime="tflm")   # the resource model's figures, before any export
+    from lightning_mcuprune.deploy.export import runtime_flash_bytes
+    assert abs(rep.flash_bytes - runtime_flash_bytes(res.model.op_codes) - len(res.data)) <= 0.01 * len(res.data)
+    assert _within(rep.peak_sram_bytes, r.measured_arena_bytes), (rep.peak_sram_bytes, r.measured_arena_bytes)
+    if "HARD_SWISH" in codes:
+        assert "resolver.AddHardSwish()" in __import__("lightning_mcuprune.deploy.export", fromlist=["x"]).ops_header(
+            res.model, res.host, res.cortex_m)
+
+
+def test_hard_sigmoid_gate_is_refused_for_tflm_naming_module_and_alternative(tmp_path):
+    from se_nets import mobilenet_v3_tiny
+    x = torch.randn(16, 1, 16, 16)
+    with pytest.raises(TFLiteExportError, match=r"'3\.se\.fc2'.*hardsigmoid.*no int8 TFLite builtin.*nn\.Sigmoid"):
+        lm.export_tflite(mobilenet_v3_tiny().eval(), x[:1], x, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()

@@ -3,6 +3,8 @@
 * head: TFLM's GreedyMemoryPlanner, replayed: every activation tensor (and kernel scratch buffer) with its
   lifetime in the flatbuffer's op order, sizes rounded up to 16 bytes, placed largest first at the lowest
   offset that does not overlap a buffer alive at the same time. The same bytes on a host and a Cortex-M.
+  A lookup table fused after an op (written as LOGISTIC / HARD_SWISH / TANH after it) adds its intermediate
+  int8 tensor "<op>_pre", alive from the op to the table, like any other activation.
 * tail: what TFLM keeps for the whole run: a TfLiteEvalTensor per tensor, a node-and-registration struct
   per op, persistent TfLiteTensors (with quantisation) for the input and output, each kernel's op data and
   per-channel output multipliers and shifts (2 x 4 bytes per channel, 16-byte aligned), and the
@@ -21,14 +23,14 @@ from lightning_mcuprune.deploy.writer import TFLiteModel
 
 ALIGN = 16
 #: per-op-type op data in the tail (bytes, host 64-bit build), fitted on measurements (see module doc)
-HOST_OP_BYTES = {"CONV_2D": 110, "DEPTHWISE_CONV_2D": 109, "FULLY_CONNECTED": 101, "MAX_POOL_2D": 74,
+HOST_OP_BYTES = {"CONV_2D": 110, "DEPTHWISE_CONV_2D": 109, "FULLY_CONNECTED": 113, "MAX_POOL_2D": 74,
                  "AVERAGE_POOL_2D": 74, "MEAN": 67, "ADD": 73, "CONCATENATION": 82, "PAD": 54, "PADV2": 54,
-                 "RESHAPE": 40, "MUL": 73, "LOGISTIC": 60, "HARD_SWISH": 60}
+                 "RESHAPE": 40, "MUL": 41, "LOGISTIC": 16, "HARD_SWISH": 32, "TANH": 16}
 HOST = dict(base=529, eval_tensor=24, node=64, io_tensors=192, margin=16, op=HOST_OP_BYTES,
-            allocation_info=32, planner_per_buffer=40, prepare_temp=616, fc_prepare_temp=320, per_tensor_fc_temp=352)
+            allocation_info=32, planner_per_buffer=40, extra_mean=16, prepare_temp=616, fc_prepare_temp=320, per_tensor_fc_temp=352)
 #: 32-bit Cortex-M (estimate): TfLiteEvalTensor 12 B, node+registration ~40 B, pointer-sized fields halved
 CORTEX_M = dict(base=300, eval_tensor=12, node=40, io_tensors=112, margin=16,
-                op={k: (v + 1) // 2 + 16 for k, v in HOST_OP_BYTES.items()}, allocation_info=24, planner_per_buffer=40,
+                op={k: (v + 1) // 2 + 16 for k, v in HOST_OP_BYTES.items()}, allocation_info=24, planner_per_buffer=40, extra_mean=8,
                 prepare_temp=400, fc_prepare_temp=220, per_tensor_fc_temp=240)
 SIZES = {"host": HOST, "cortex-m": CORTEX_M}
 PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -162,6 +164,12 @@ def offline_plan(model: TFLiteModel) -> Optional[list]:
     return plan
 
 
+def mean_extra(s: dict, n_mean: int) -> int:
+    """Tail bytes beyond the per-op figure for every MEAN after the first (squeeze-excitation nets have one per
+    block; the per-op figure was fitted on nets with one): measured on the host build, 24-40 B each."""
+    return s["extra_mean"] * max(0, n_mean - 1)
+
+
 def predict_arena(model: TFLiteModel, build: str = "host") -> ArenaPrediction:
     """The arena TFLM needs for `model` (its ops in flatbuffer order), head planned + tail estimated."""
     if build not in SIZES:
@@ -190,6 +198,7 @@ def predict_arena(model: TFLiteModel, build: str = "host") -> ArenaPrediction:
             temp = max(temp, s["prepare_temp"])
     head = max(head, _align(temp))
     tail = s["base"] + s["io_tensors"] + s["eval_tensor"] * len(model.tensors) + s["node"] * len(model.ops)
+    tail += mean_extra(s, sum(op.code == "MEAN" for op in model.ops))
     for op in model.ops:
         tail += s["op"].get(op.code, 110)
         if op.code in PER_CHANNEL_OPS:

@@ -20,7 +20,7 @@ RESOLVER_METHODS = {
     "CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "FULLY_CONNECTED": "AddFullyConnected",
     "ADD": "AddAdd", "MUL": "AddMul", "MAX_POOL_2D": "AddMaxPool2D", "AVERAGE_POOL_2D": "AddAveragePool2D",
     "MEAN": "AddMean", "CONCATENATION": "AddConcatenation", "PAD": "AddPad", "PADV2": "AddPadV2",
-    "RESHAPE": "AddReshape", "LOGISTIC": "AddLogistic", "HARD_SWISH": "AddHardSwish",
+    "RESHAPE": "AddReshape", "LOGISTIC": "AddLogistic", "HARD_SWISH": "AddHardSwish", "TANH": "AddTanh",
 }
 #: flash of the TFLM runtime code (interpreter, allocator, resolver) without kernels, Cortex-M, -Os: ESTIMATE
 TFLM_RUNTIME_FLASH_BYTES = 40 * 1024

@@ -9,7 +9,9 @@ What is written, from a `QuantizedGraph` (`lightning_mcuprune.quantize`):
 * per-output-channel int8 weights (scales, zero points 0, quantized_dimension 0, or 3 for depthwise),
   int32 biases at scale s_in * s_w; BatchNorm already folded, ReLU/ReLU6 fused as the builtin activation;
 * builtin ops only: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, MAX_POOL_2D, AVERAGE_POOL_2D,
-  MEAN (global average pooling), CONCATENATION, and PAD / PADV2 where PyTorch's symmetric padding is
+  MEAN (global average pooling), CONCATENATION, MUL (same shape or a channel-wise (1, 1, C) gate),
+  LOGISTIC / HARD_SWISH / TANH for the lookup tables that equal them (`lut_builtin`); a table fused after an
+  op becomes its own op after it, through an int8 tensor "<op>_pre" quantised by QOp.pre_qparams, and PAD / PADV2 where PyTorch's symmetric padding is
   not TFLite's SAME (a stride-2 window on an even input): then the pad is an op of its own;
 * ops in the given execution order (default: the traced order), so TFLM's planner sees our order;
 * optionally TFLM's offline memory plan (`OfflineMemoryAllocation` metadata): an arena offset per tensor.
@@ -28,11 +30,14 @@ from lightning_mcuprune.quantize.ptq import QuantizationError, QuantizedGraph
 TFLITE_OPS = {
     "conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
     "dense": "FULLY_CONNECTED", "add": "ADD", "max_pool": "MAX_POOL_2D", "avg_pool": "AVERAGE_POOL_2D",
-    "global_avg_pool": "MEAN", "concat": "CONCATENATION",
+    "global_avg_pool": "MEAN", "concat": "CONCATENATION", "mul": "MUL", "activation": "(LOGISTIC, HARD_SWISH, TANH)",
 }
+#: lookup-table activations with an int8 TFLite builtin whose arithmetic our table reproduces exactly
+LUT_BUILTINS = {"sigmoid": "LOGISTIC", "hardswish": "HARD_SWISH", "tanh": "TANH"}
 #: versions written in the operator codes (those TFLite's converter gives the int8 kernels)
 _VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "MAX_POOL_2D": 2,
-             "AVERAGE_POOL_2D": 2, "MEAN": 2, "CONCATENATION": 2, "PAD": 2, "PADV2": 2, "RESHAPE": 1}
+             "AVERAGE_POOL_2D": 2, "MEAN": 2, "CONCATENATION": 2, "PAD": 2, "PADV2": 2, "RESHAPE": 1,
+             "MUL": 2, "LOGISTIC": 2, "HARD_SWISH": 1, "TANH": 2}
 _INT8, _INT32 = 9, 2
 _ACT = {None: 0, "relu": 1, "relu6": 3}
 _SAME, _VALID = 0, 1
@@ -123,6 +128,35 @@ def _padding_mode(in_hw, out_hw, kernel, stride, pads) -> Optional[int]:
     return _SAME if ok else None
 
 
+def lut_builtin(qg: QuantizedGraph, op, table_spec, qin, runtime: str = "tflm") -> str:
+    """The TFLite builtin that computes `op`'s lookup table (standalone or fused) bit-exactly, or TFLiteExportError.
+
+    Only sigmoid (LOGISTIC, output 1/256, -128), hard-swish (HARD_SWISH, TFLite's own arithmetic) and tanh
+    (TANH, output 1/128, 0) have one; hard-sigmoid, SiLU, GELU, LeakyReLU, ... have no int8 builtin."""
+    from lightning_mcuprune.quantize import reference as ref
+    from lightning_mcuprune.quantize.ptq import FIXED_OUTPUT_QPARAMS
+    name = op.activation
+    qo = qg.qparams[op.output]
+    code = LUT_BUILTINS.get(name)
+    ok = code is not None
+    if ok and name in FIXED_OUTPUT_QPARAMS:
+        ok = (qo.scale, qo.zero_point) == tuple(FIXED_OUTPUT_QPARAMS[name])
+    if ok and name == "hardswish":
+        try:
+            ok = np.array_equal(np.asarray(table_spec.weights, np.int8),
+                                ref.hardswish_table_tflite(qin.scale, qin.zero_point, qo.scale, qo.zero_point))
+        except ValueError:
+            ok = False
+    if not ok:
+        why = ("has no int8 TFLite builtin" if code is None else
+               f"has a table that TFLite's {code} does not compute at these scales")
+        raise TFLiteExportError(
+            f"op {op.label!r}: its {name} activation {why} on runtime {runtime!r} (TFLite writes sigmoid as LOGISTIC, "
+            "hard-swish as HARD_SWISH, tanh as TANH, ReLU/ReLU6 fused); replace it (e.g. hard-sigmoid -> nn.Sigmoid) "
+            "or deploy on runtime 'mcuprune-firmware', which runs any elementwise activation as a lookup table")
+    return code
+
+
 def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime: str = "tflm") -> TFLiteModel:
     """The TFLite model of a quantised graph, ops in `order` (indices into qg.ops; default traced order).
 
@@ -133,18 +167,31 @@ def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime:
             raise TFLiteExportError(
                 f"op {op.label!r} (resource-model type {op.type!r}) has no int8 TFLite builtin in this writer for "
                 f"runtime {runtime!r}; supported: {', '.join(sorted(TFLITE_OPS))}")
-        if op.activation not in _ACT:
+        if op.type == "activation":
+            lut_builtin(qg, op, op.spec, qg.qparams[op.inputs[0]], runtime)
+        elif op.post is not None:
+            lut_builtin(qg, op, op.post, op.pre_qparams, runtime)
+        elif op.activation not in _ACT:
             raise TFLiteExportError(f"op {op.label!r} ends in a {op.activation} activation, which runtime {runtime!r} "
                                     "cannot fuse; use ReLU or ReLU6")
     order = list(range(len(qg.ops))) if order is None else list(order)
     tensors: list[TTensor] = []
     index: dict[str, int] = {}
 
+    fused_table: list = []   # the op being written, if it has a fused table
+    final: dict = {}         # op output -> the table's output tensor
+
     def act(name):
         if name not in index:
             q = qg.qparams[name]
             index[name] = len(tensors)
             tensors.append(TTensor(name, _shape(qg, name), _INT8, None, [q.scale], [q.zero_point]))
+            if fused_table and name == fused_table[0].output:   # the op writes "<op>_pre"; the table reads it
+                final[name] = index[name]
+                pq = fused_table[0].pre_qparams
+                tensors.append(TTensor(f"{fused_table[0].name}_pre", tensors[-1].shape, _INT8, None, [pq.scale],
+                                       [pq.zero_point]))
+                index[name] = len(tensors) - 1
         return index[name]
 
     def const(name, arr, dtype, scale=(), zp=(), qdim=0):
@@ -157,14 +204,18 @@ def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime:
     for i in order:
         op = qg.ops[i]
         spec = op.spec
-        fused = _ACT[op.activation]
+        fused = _ACT.get(op.activation, 0)
         x = act(op.inputs[0])
+        fused_table[:] = [op] if op.post is not None else []
+        if op.type == "activation":
+            out = act(op.output)
+            ops.append(TOp(LUT_BUILTINS[op.activation], [x], [out], {}, op.label))
+            continue
         if op.type == "concat":
             ins = [act(b) for b in op.inputs]
             out = act(op.output)
             ops.append(TOp("CONCATENATION", ins, [out], {"axis": len(tensors[out].shape) - 1, "act": 0}, op.label))
-            continue
-        if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+        elif op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
             h, w, _ = spec.input_shape
             oh, ow, _ = spec.output_shape
             kernel = spec.kernel if op.type != "pointwise_conv2d" else (1, 1)
@@ -195,22 +246,22 @@ def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime:
             if op.type in ("max_pool", "avg_pool"):
                 opts["filter"] = kernel
                 ops.append(TOp("MAX_POOL_2D" if op.type == "max_pool" else "AVERAGE_POOL_2D", [x], [out], opts, op.label))
-                continue
-            qi = qg.qparams[op.inputs[0]]
-            oc = spec.output_shape[2]
-            ws = np.asarray(op.weight_scales, dtype=np.float32)
-            bscale = [float(np.float32(qi.scale * float(s))) for s in ws]
-            if op.type == "depthwise_conv2d":
-                wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(1, *kernel, oc), _INT8,
-                           ws.tolist(), [0] * oc, 3)
-                opts["depth_multiplier"] = spec.depth_multiplier
-                code = "DEPTHWISE_CONV_2D"
             else:
-                wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(oc, *kernel, -1), _INT8,
-                           ws.tolist(), [0] * oc, 0)
-                code = "CONV_2D"
-            bias = const(f"{op.name}_bias", np.asarray(spec.bias, np.int32).reshape(oc), _INT32, bscale, [0] * oc, 0)
-            ops.append(TOp(code, [x, wt, bias], [out], opts, op.label))
+                qi = qg.qparams[op.inputs[0]]
+                oc = spec.output_shape[2]
+                ws = np.asarray(op.weight_scales, dtype=np.float32)
+                bscale = [float(np.float32(qi.scale * float(s))) for s in ws]
+                if op.type == "depthwise_conv2d":
+                    wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(1, *kernel, oc), _INT8,
+                               ws.tolist(), [0] * oc, 3)
+                    opts["depth_multiplier"] = spec.depth_multiplier
+                    code = "DEPTHWISE_CONV_2D"
+                else:
+                    wt = const(f"{op.name}_weights", np.asarray(op.weights, np.int8).reshape(oc, *kernel, -1), _INT8,
+                               ws.tolist(), [0] * oc, 0)
+                    code = "CONV_2D"
+                bias = const(f"{op.name}_bias", np.asarray(spec.bias, np.int32).reshape(oc), _INT32, bscale, [0] * oc, 0)
+                ops.append(TOp(code, [x, wt, bias], [out], opts, op.label))
         elif op.type == "dense":
             out = act(op.output)
             qi = qg.qparams[op.inputs[0]]
@@ -228,6 +279,13 @@ def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime:
             x2 = act(op.inputs[1])
             out = act(op.output)
             ops.append(TOp("ADD", [x, x2], [out], {"act": fused}, op.label))
+        elif op.type == "mul":   # same shape, or channel-wise broadcast of a (1, 1, C) gate
+            x2 = act(op.inputs[1])
+            out = act(op.output)
+            ops.append(TOp("MUL", [x, x2], [out], {"act": fused}, op.label))
+        if op.output in final:
+            pre, index[op.output] = index[op.output], final.pop(op.output)
+            ops.append(TOp(LUT_BUILTINS[op.activation], [pre], [index[op.output]], {}, op.label))
     return TFLiteModel(tensors, ops, [index[qg.input]], [index[qg.output]])
 
 
@@ -275,6 +333,12 @@ def _options(b, op: TOp):
         m = _fb("ConcatenationOptions")
         m.Start(b); m.AddAxis(b, o["axis"]); m.AddFusedActivationFunction(b, o["act"])
         return bo.ConcatenationOptions, m.End(b)
+    if op.code == "MUL":
+        m = _fb("MulOptions")
+        m.Start(b); m.AddFusedActivationFunction(b, o["act"])
+        return bo.MulOptions, m.End(b)
+    if op.code in ("LOGISTIC", "TANH", "HARD_SWISH"):
+        return bo.NONE, None
     if op.code == "PAD":
         m = _fb("PadOptions")
         m.Start(b)
@@ -327,7 +391,8 @@ def _serialise(model: TFLiteModel) -> bytes:
         outs = _vec(b, O, "Outputs", op.outputs, "Int32")
         otype, opts = _options(b, op)
         O.Start(b); O.AddOpcodeIndex(b, codes.index(op.code)); O.AddInputs(b, ins); O.AddOutputs(b, outs)
-        O.AddBuiltinOptionsType(b, otype); O.AddBuiltinOptions(b, opts)
+        if opts is not None:
+            O.AddBuiltinOptionsType(b, otype); O.AddBuiltinOptions(b, opts)
         op_offsets.append(O.End(b))
     code_offsets = []
     for c in codes:

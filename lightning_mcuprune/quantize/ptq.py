@@ -45,9 +45,11 @@ from lightning_mcuprune.quantize import reference as ref
 
 #: op types the firmware runs (resource-model names; an "activation" op runs as the firmware's ``lut``)
 FIRMWARE_OPS = tuple(o for o in ref.OPS if o != "lut") + ("activation",)
-#: op types the TFLite writer exports (lightning_mcuprune.deploy): lookup-table activations and MUL are not yet
-#: written as TFLite builtins (LOGISTIC, HARD_SWISH, TANH, MUL), so a network with them stays on our firmware
-TFLM_OPS = tuple(o for o in FIRMWARE_OPS if o not in ("mul", "activation")) + ("concat",)
+#: op types the TFLite writer exports (lightning_mcuprune.deploy); "activation" only for the tables with a TFLite
+#: builtin (TFLM_ACTIVATIONS), standalone or fused
+TFLM_OPS = FIRMWARE_OPS + ("concat",)
+#: activations the TFLite writer writes: ReLU/ReLU6 fused, sigmoid/hard-swish/tanh as LOGISTIC/HARD_SWISH/TANH
+TFLM_ACTIVATIONS = CLAMP_ACTIVATIONS + ("sigmoid", "hardswish", "tanh")
 #: op types the host executor runs per runtime ("tflm": TensorFlow Lite Micro, see lightning_mcuprune.deploy).
 #: Extension point: an op kind added to the quantiser and the writer is listed here for the runtimes that have it.
 RUNTIME_OPS = {"mcuprune-firmware": FIRMWARE_OPS, "tflm": TFLM_OPS}
@@ -270,10 +272,13 @@ def runtime_gaps(graph: ResourceGraph, runtime: str = "mcuprune-firmware") -> li
         if op.type not in supported:
             gaps.append(f"{where}, resource-model type {op.type!r}, is not supported on runtime {runtime!r}, which runs "
                         f"{', '.join(supported)} (with fused ReLU/ReLU6); deploy it on runtime 'mcuprune-firmware'")
-        elif op.activation not in CLAMP_ACTIVATIONS + (None,):
-            gaps.append(f"{where} ends in a {op.activation} activation, which the TFLite export does not write yet on "
-                        f"runtime {runtime!r} (only ReLU/ReLU6 are fused): use nn.ReLU/nn.ReLU6 for TFLite Micro, or "
-                        "deploy on runtime 'mcuprune-firmware', which runs it as a lookup table")
+        elif op.activation not in TFLM_ACTIVATIONS + (None,) or (op.type == "activation" and op.activation is None):
+            what = (f"ends in a {op.activation} activation" if op.type != "activation" else
+                    f"is a {op.activation} activation" if op.activation else "is elementwise arithmetic")
+            gaps.append(f"{where} {what}, which has no int8 TFLite builtin on runtime {runtime!r} (the export writes "
+                        "ReLU/ReLU6 fused, sigmoid as LOGISTIC, hard-swish as HARD_SWISH, tanh as TANH): use one of "
+                        "those (e.g. nn.Sigmoid for a hard-sigmoid gate) for TFLite Micro, or deploy on runtime "
+                        "'mcuprune-firmware', which runs it as a lookup table")
         elif op.type == "conv2d" and op.groups != 1:
             gaps.append(f"grouped convolution {op.label!r} (groups={op.groups}) is not supported on runtime {runtime!r}")
     return gaps

@@ -3,7 +3,8 @@
 A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the planned activations:
 * SRAM: the arena's persistent tail (a TfLiteEvalTensor per tensor, a node struct per op, kernel op data,
   2 x int32 per output channel of a conv/dense for the requantisation), each planned buffer rounded up to
-  16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch; the
+  16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch, the
+  intermediate int8 tensor (op output size) of a lookup table fused after an op and its op's node and data; the
   host 64-bit sizes (what the tflite-micro check measures, an upper bound for a 32-bit Cortex-M);
 * flash: the .tflite bytes (int8 weights, int32 bias, per-channel scale and zero point of weights and bias
   (4 + 8 bytes each), and a flatbuffer overhead per op fitted on 77 written models, zoo nets at several widths
@@ -19,7 +20,8 @@ import torch
 TFLITE_BYTES_PER_CHANNEL = 28
 #: .tflite flatbuffer bytes per op (tables, tensors, shapes, names, buffer alignment), fitted on measurements
 TFLITE_OP_BYTES = {"conv2d": 357, "pointwise_conv2d": 358, "depthwise_conv2d": 405, "dense": 322, "max_pool": 202,
-                   "avg_pool": 221, "global_avg_pool": 298, "add": 197, "concat": 213, "mul": 200}
+                   "avg_pool": 221, "global_avg_pool": 298, "add": 197, "concat": 213, "mul": 200,
+                   "activation": 150}
 TFLITE_FIXED_BYTES = 364
 TFLITE_PAD_OP_BYTES = 309
 #: the OfflineMemoryAllocation metadata beyond its 4 bytes per tensor (header, metadata table, name), measured
@@ -27,13 +29,31 @@ OFFLINE_PLAN_BYTES = 116
 #: for the exact figure at integer counts (`model_flash_bytes`): flatbuffer bytes per op and fixed outside the
 #: buffer section (which is computed exactly), fitted on 87 written models (max error 107 B)
 TFLITE_OP_TABLE_BYTES = {"conv2d": 269, "pointwise_conv2d": 262, "depthwise_conv2d": 322, "dense": 249,
-                         "max_pool": 194, "avg_pool": 211, "global_avg_pool": 256, "add": 156, "concat": 205, "mul": 160}
+                         "max_pool": 194, "avg_pool": 211, "global_avg_pool": 256, "add": 156, "concat": 205, "mul": 160,
+                         "activation": 110}
 TFLITE_TABLE_FIXED_BYTES = 445
 TFLITE_PAD_TABLE_BYTES = 218
 QUANT_BYTES_PER_CHANNEL = 24   # weight and bias scales (float32) and zero points (int64)
 _CODES = {"conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
           "dense": "FULLY_CONNECTED", "max_pool": "MAX_POOL_2D", "avg_pool": "AVERAGE_POOL_2D",
           "global_avg_pool": "MEAN", "add": "ADD", "concat": "CONCATENATION", "mul": "MUL"}
+
+
+def fused_table_code(op):
+    """The TFLite builtin written after `op` for its fused lookup-table activation (LOGISTIC, HARD_SWISH, TANH),
+    with an intermediate int8 tensor of the op's output size; None if it has none."""
+    from lightning_mcuprune.deploy.writer import LUT_BUILTINS
+    if op.type == "activation":
+        return None
+    return LUT_BUILTINS.get(op.activation)
+
+
+def op_code(op) -> str:
+    """The TFLite builtin the writer writes for a resource-model op (a standalone table: its activation's)."""
+    from lightning_mcuprune.deploy.writer import LUT_BUILTINS
+    if op.type == "activation":
+        return LUT_BUILTINS.get(op.activation, "LOGISTIC")
+    return _CODES.get(op.type, op.type)
 
 
 def pad_geometry(graph, op):
@@ -80,6 +100,10 @@ def model_flash_bytes(rm, n, order) -> float:
     for i in order:
         op = graph.ops[i]
         total += TFLITE_OP_TABLE_BYTES.get(op.type, 250)
+        if fused_table_code(op) is not None:
+            n_tensors += 1
+            names.append(f"{op.name}_pre")
+            total += TFLITE_OP_TABLE_BYTES["activation"]
         if pad_geometry(graph, op) is not None:
             lengths.append(32)
             n_tensors += 2
@@ -105,7 +129,7 @@ def model_flash_bytes(rm, n, order) -> float:
 
 
 def kernel_codes(graph) -> set:
-    codes = {_CODES.get(op.type, op.type) for op in graph.ops}
+    codes = {op_code(op) for op in graph.ops} | {fused_table_code(op) for op in graph.ops} - {None}
     if any(pad_geometry(graph, op) for op in graph.ops):
         codes.add("PAD")
     return codes
@@ -113,7 +137,7 @@ def kernel_codes(graph) -> set:
 
 def tflm_terms(graph, build: str = "host") -> dict:
     """Constants and per-op vectors of the TFLM terms (see module docstring). Tensors float64."""
-    from lightning_mcuprune.deploy.arena import SIZES
+    from lightning_mcuprune.deploy.arena import SIZES, mean_extra
     from lightning_mcuprune.deploy.export import runtime_flash_bytes
     s = SIZES[build]
     ops = graph.ops
@@ -125,8 +149,14 @@ def tflm_terms(graph, build: str = "host") -> dict:
     fixed_flash = float(TFLITE_FIXED_BYTES)
     for i, op in enumerate(ops):
         op_flash[i] = TFLITE_OP_BYTES.get(op.type, 250)
-        code = _CODES.get(op.type, op.type)
+        code = op_code(op)
         tail += s["op"].get(code, 110)
+        post = fused_table_code(op)
+        if post is not None:                     # the intermediate tensor lives while the op and the table run
+            n_tensors += 1
+            n_ops += 1
+            tail += s["op"][post]
+            op_flash[i] += TFLITE_OP_BYTES["activation"]
         if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "dense"):
             n_tensors += 2
             tail_lout[i] = 8.0
@@ -142,7 +172,11 @@ def tflm_terms(graph, build: str = "host") -> dict:
             tail += s["op"]["PAD"]
             scratch[i, 1] += geo[0] * geo[1]
             fixed_flash += TFLITE_PAD_OP_BYTES
+        if post is not None:                     # the intermediate: output channels x output H x W bytes
+            shape = graph.buffers[op.output].shape
+            scratch[i, 2] += float(shape[2] * shape[3]) if len(shape) == 4 else 1.0
     tail += s["eval_tensor"] * n_tensors + s["node"] * n_ops
+    tail += mean_extra(s, sum(op.type == "global_avg_pool" for op in ops))
     fixed_flash += OFFLINE_PLAN_BYTES + 4 * n_tensors     # the embedded arena plan (export_tflite's default)
     return dict(scratch=scratch, tail_const=tail, tail_lout=tail_lout, op_flash=op_flash,
                 model_fixed_flash=fixed_flash, runtime_flash=float(runtime_flash_bytes(kernel_codes(graph))),
@@ -186,6 +220,10 @@ class TFLMArena:
                 t += 1
             self.items.append(("buf", bidx[op.output], 0))
             k = len(self.items) - 1
+            if fused_table_code(op) is not None:   # the op writes "<op>_pre" (a tensor after the output, as the
+                self.items.append(("pre", bidx[op.output], 0))   # writer adds it), the table reads it a step later
+                first[k + 1], last[k + 1] = t, t + 1
+                t += 1
             first[k] = t
             if op.type == "global_avg_pool":
                 self.mean_ops.append((i, t))
@@ -206,7 +244,7 @@ class TFLMArena:
 
     def predict(self, n) -> float:
         """The arena (bytes) at channel counts n: planned head (or Prepare/planner temporaries) + tail."""
-        from lightning_mcuprune.deploy.arena import _align, best_plan
+        from lightning_mcuprune.deploy.arena import _align, best_plan, mean_extra
         rm, s = self.rm, self.s
         with torch.no_grad():
             n = torch.as_tensor(n, dtype=torch.float64)
@@ -216,7 +254,7 @@ class TFLMArena:
             lout = lout.tolist()
         bufs = []
         for k, it in enumerate(self.items):
-            size = sizes[it[1]] if it[0] == "buf" else cin[it[1]] * it[2]
+            size = sizes[it[1]] if it[0] in ("buf", "pre") else cin[it[1]] * it[2]
             bufs.append((_align(round(size)), self.first[k], self.last.get(k, self.first[k])))
         n_act = len(bufs)
         for i, t in self.mean_ops:
@@ -226,9 +264,11 @@ class TFLMArena:
         n_tensors, n_ops = n_act, self.steps
         tail = s["base"] + s["io_tensors"]
         temp = 0
+        tail += mean_extra(s, sum(op.type == "global_avg_pool" for op in graph.ops))
         for i, op in enumerate(graph.ops):
-            code = _CODES.get(op.type, op.type)
-            tail += s["op"].get(code, 110)
+            tail += s["op"].get(op_code(op), 110)
+            if fused_table_code(op) is not None:
+                tail += s["op"][fused_table_code(op)]
             c = round(lout[i])
             zp = (4 + 4 * c + 7) // 8 * 8
             if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "dense"):
