@@ -38,3 +38,18 @@ def trainer(callbacks, max_steps=None, max_epochs=None, **kw):
     return pl.Trainer(max_steps=max_steps or -1, max_epochs=max_epochs, accelerator="cpu", devices=1,
                       callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=0, deterministic=True, **kw)
+
+
+def fit_pruned(factory, shape, budgets, board, seed=0, steps=20, **kw):
+    """A Classifier around factory() pruned by MCUPruneCallback(board, budgets, **kw) for `steps` steps on
+    random data of `shape`; returns (model, callback)."""
+    import warnings
+
+    from lightning_mcuprune.callback import MCUPruneCallback
+    torch.manual_seed(seed)
+    model = Classifier(factory())
+    cb = MCUPruneCallback(board, budgets, verbose=False, export=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([cb], max_steps=steps).fit(model, random_loader(shape, n=40, batch=8, seed=seed))
+    return model, cb

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from lit import Classifier, random_loader, trainer
+from lit import Classifier, fit_pruned, random_loader, trainer
 
 from lightning_mcuprune import analyze, load_board, zoo
 from lightning_mcuprune.callback import MCUPruneCallback
@@ -38,13 +38,7 @@ CASES = [(net, keys, frac, seed) for net in NETS for keys in (("sram",), ("flash
 
 def fit(net_name, budgets, seed=0, steps=20, **kw):
     factory, shape = NETS[net_name]
-    torch.manual_seed(seed)
-    model = Classifier(factory())
-    cb = MCUPruneCallback(BOARD, budgets, verbose=False, export=False, **kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer([cb], max_steps=steps).fit(model, random_loader(shape, n=40, batch=8, seed=seed))
-    return model, cb
+    return fit_pruned(factory, shape, budgets, BOARD, seed=seed, steps=steps, **kw)
 
 
 @pytest.mark.parametrize("net_name,keys,frac,seed", CASES, ids=[f"{n}-{'+'.join(k)}-{f}-s{s}" for n, k, f, s in CASES])

@@ -1,8 +1,7 @@
 """The pruning method under compute budgets (issue 15): no group collapses unless the budget forces it."""
-import warnings
 
 import torch
-from lit import Classifier, random_loader, trainer
+from lit import fit_pruned
 
 from lightning_mcuprune import analyze, load_board, zoo
 from lightning_mcuprune.callback import MCUPruneCallback
@@ -16,13 +15,7 @@ def resnet():
 
 
 def fit(budgets, steps=30, seed=0, **kw):
-    torch.manual_seed(seed)
-    model = Classifier(resnet())
-    cb = MCUPruneCallback(BOARD, budgets, verbose=False, export=False, **kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer([cb], max_steps=steps).fit(model, random_loader(SHAPE, n=40, batch=8, seed=seed))
-    return model, cb
+    return fit_pruned(resnet, SHAPE, budgets, BOARD, seed=seed, steps=steps, **kw)
 
 
 def macs(net):

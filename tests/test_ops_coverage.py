@@ -12,10 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hil_fixtures import emulated_board, require_hil_tools
 from lit import Classifier, random_loader, trainer
-from se_nets import SE, mobilenet_v3_tiny, se_resnet
+from se_nets import mobilenet_v3_tiny, se_resnet
 
 from lightning_mcuprune import MCUPruneCallback, analyze
-from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.graph.trace import UnsupportedOpError
 from lightning_mcuprune.lab import benchmark
 from lightning_mcuprune.quantize import UnsupportedOnBoardError, quantize

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from lightning_mcuprune.quantize.ptq import QuantizationError, QuantizedGraph
+from lightning_mcuprune.quantize.ptq import QuantizedGraph
 
 #: resource-model op type -> TFLite builtin operator name (what `to_tflite` writes for it)
 TFLITE_OPS = {

@@ -387,12 +387,11 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
     """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware or TFLite Micro.
 
     `calib_data`: a float batch (N, C, H, W) from the training data, or an iterable of batches / (x, y).
-    `runtime`: "mcuprune-firmware" (our firmware's ops) or "tflm" (adds concatenation).
+    `runtime`: "mcuprune-firmware" (our firmware's ops) or "tflm" (the ops the TFLite writer writes, `runtime_gaps`).
     Raises UnsupportedOnBoardError naming the op when the runtime lacks an op or activation.
     """
     if runtime not in RUNTIME_OPS:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIME_OPS)}, not {runtime!r}")
-    supported = RUNTIME_OPS[runtime]
     was = model.training
     model.eval()
     try:
