@@ -244,3 +244,21 @@ def test_hard_sigmoid_gate_is_refused_for_tflm_naming_module_and_alternative(tmp
     with pytest.raises(TFLiteExportError, match=r"'3\.se\.fc2'.*hardsigmoid.*no int8 TFLite builtin.*nn\.Sigmoid"):
         lm.export_tflite(mobilenet_v3_tiny().eval(), x[:1], x, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_cli_export_of_the_callbacks_export_directory(tmp_path, capsys):
+    """`mcuprune export EXPORT_DIR --network CALLABLE` as the README shows it: the directory's pruned_state.pt on the
+    dense network, weights-only; without --network (or --unsafe-pickle) one clear error."""
+    from lit import fit_pruned
+
+    from lightning_mcuprune.cli import main
+    _, cb = fit_pruned(lambda: lm.zoo.ds_cnn(), (1, 49, 10), {"sram": 0.7 * 16000}, "mps2-an386", steps=6)
+    cb.export(tmp_path / "export")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((16, 1, 49, 10)).astype(np.float32))
+    assert main(["export", str(tmp_path / "export"), "--format", "c", "--out", str(tmp_path / "c"),
+                 "--calib-data", str(calib)]) == 2
+    assert "--network" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "export"), "--network", "lightning_mcuprune.zoo:ds_cnn", "--format", "c",
+                 "--out", str(tmp_path / "c"), "--calib-data", str(calib)]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["model_data.cc", "model_data.h", "model_ops.h"]

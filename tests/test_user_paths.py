@@ -97,7 +97,7 @@ def test_cli_analyze_every_option(tmp_path, capsys):
     board = tmp_path / "myboard.json"
     board.write_text(json.dumps(load_board("nucleo-f446re").to_dict()))
     png, js = tmp_path / "m.png", tmp_path / "r.json"
-    for args in (["--board", str(board)], ["--board", "NUCLEO-F446RE"], ["--order", "traced"],
+    for args in (["--board", str(board)], ["--board", "NUCLEO-F446RE"], ["--order", "traced"], ["--runtime", "tflm"],
                  ["--input-shape", "1,20,20", "--plot", str(png), "--json", str(js)]):
         assert main(["analyze", "lightning_mcuprune.zoo:reference_cnn", *args]) == 0, args
     assert png.read_bytes()[:4] == b"\x89PNG"

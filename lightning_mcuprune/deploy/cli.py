@@ -1,4 +1,5 @@
-"""`mcuprune export MODEL (--checkpoint CKPT | EXPORT_DIR) --format tflite|c --out DIR --calib-data DATA`."""
+"""`mcuprune export (PKG.MODULE:CALLABLE [--checkpoint CKPT] | EXPORT_DIR --network CALLABLE) --format tflite|c --out DIR
+--calib-data DATA`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +31,7 @@ def _cmd(args) -> int:
     from lightning_mcuprune.lab import _load_export, _load_model
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
     if Path(args.model).is_dir():
-        net, saved = _load_export(Path(args.model))
+        net, saved = _load_export(Path(args.model), args.network, args.unsafe_pickle)
         shape = shape or saved
     else:   # a network factory, pruned by --checkpoint if given
         net = _load_model(args.model, args.checkpoint)
@@ -53,6 +54,10 @@ def register(subparsers) -> None:
     p.add_argument("model", help="the export directory MCUPruneCallback wrote, or PKG.MODULE:CALLABLE building the "
                                  "network (with --checkpoint for a pruned run)")
     p.add_argument("--checkpoint", help="Lightning checkpoint of an MCUPruneCallback run (rebuilt with load_pruned)")
+    p.add_argument("--network", help="with an export directory: PKG.MODULE:CALLABLE building the dense network, to which "
+                                     "the directory's pruned_state.pt is applied (weights-only, nothing in it runs)")
+    p.add_argument("--unsafe-pickle", action="store_true",
+                   help="with an export directory: load its model.pt instead (a pickle: loading it runs code)")
     p.add_argument("--format", choices=("tflite", "c"), default="tflite",
                    help="tflite: model.tflite; c: model_data.h/.cc and model_ops.h")
     p.add_argument("--out", required=True, help="output directory")
