@@ -15,27 +15,9 @@ from importlib import resources as _res
 from pathlib import Path
 from typing import Any, Mapping
 
+from lightning_mcuprune.graph.ops import LATENCY_FEATURES, OP_TYPES  # noqa: F401  (re-exported)
 from lightning_mcuprune.units import parse_size
 
-#: Op types of the resource graph; latency coefficients and scratch rules are given per op type.
-OP_TYPES = (
-    "conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense",
-    "max_pool", "avg_pool", "global_avg_pool", "add", "mul", "concat", "activation",
-)
-#: Features of the per-op latency model: cycles = sum(coef[f] * feature[f]). Per op (batch 1):
-#: macs (nominal multiply-accumulates), input/output/weight elements, output channels; valid_macs = MACs
-#: over kernel taps that lie inside the input (padding skipped, as direct-loop kernels do); valid_taps =
-#: in-input kernel/window taps summed over output elements; kernel_positions = output elements x window
-#: size (padding included); kernel_rows = output elements x kernel rows (padding included); row_taps = taps
-#: of the kernel rows that lie inside the input (padded columns included) summed over output elements;
-#: valid_rows = kernel/window rows that lie inside the input, summed over output elements (the row loop of
-#: a window clipped to the input: pooling, 1-d layers); output pixels (H*W), output rows (H); const = 1.
-#: All are exact functions of the channel counts.
-LATENCY_FEATURES = (
-    "macs", "input_elements", "output_elements", "weight_elements", "output_channels",
-    "valid_macs", "valid_taps", "kernel_positions", "kernel_rows", "row_taps", "valid_rows",
-    "output_pixels", "output_rows", "const",
-)
 #: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
 SCRATCH_FEATURES = ("patch_elements", "input_channels", "output_channels", "const")
 

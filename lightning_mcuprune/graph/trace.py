@@ -141,7 +141,7 @@ class Op:
     """One op of the MCU runtime (after BN folding and activation fusion). Shapes at batch 1."""
 
     name: str
-    type: str                   # one of boards.OP_TYPES
+    type: str                   # one of graph.ops.OP_TYPES
     target: str                 # module path or function name, for messages and tables
     nodes: list                 # fx node names folded into this op, in order
     inputs: list                # buffer names

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from lightning_mcuprune.boards import LATENCY_FEATURES
+from lightning_mcuprune.graph.ops import LATENCY_FEATURES
 
 #: Features fitted per op type (measured op types only). See boards.profile.LATENCY_FEATURES.
 OP_FEATURES = {

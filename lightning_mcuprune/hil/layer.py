@@ -12,11 +12,11 @@ from typing import Optional
 
 import numpy as np
 
+from lightning_mcuprune.graph.ops import WEIGHTED_OPS
 from lightning_mcuprune.hil.protocol import CONFIG_BYTES, OP_CODES
 from lightning_mcuprune.quantize import reference as ref
 
 WINDOW_OPS = ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool")
-WEIGHTED_OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
 INT32_MAX = 2 ** 31 - 1
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightning_mcuprune.graph.ops import FIRMWARE_OP_CODES
+
 PROTO_VERSION = 1
 SYNC = b"\xa5\x5a"
 HEADER_BYTES = 7
@@ -40,9 +42,7 @@ NOISE_LINE_IDLE = 0xFF
 E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS, E_ABORTED = 8, 9, 10, 11, 12, 13, 14
 
 #: op codes of the firmware, by resource-model op name
-OP_CODES = {"conv2d": 1, "depthwise_conv2d": 2, "pointwise_conv2d": 3, "dense": 4,
-            "max_pool": 5, "avg_pool": 6, "global_avg_pool": 7, "add": 8,
-            "mul": 9, "lut": 10}   # appended; never renumbered
+OP_CODES = FIRMWARE_OP_CODES   # defined in graph.ops; appended, never renumbered
 CONFIG_BYTES = 64
 COUNTER_KINDS = {1: "dwt", 2: "systick"}
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from lightning_mcuprune.graph import ResourceGraph
 
-_CONSUMERS = {"conv2d", "pointwise_conv2d", "dense"}
+from lightning_mcuprune.graph.ops import CHANNEL_MIXING_OPS as _CONSUMERS
 
 
 def mask_sites(graph: ResourceGraph) -> tuple[list[tuple[str, tuple]], dict[int, str]]:

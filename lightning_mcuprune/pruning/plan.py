@@ -13,7 +13,7 @@ from lightning_mcuprune.graph import ResourceGraph, trace_graph
 from lightning_mcuprune.pruning.masks import mask_sites
 from lightning_mcuprune.pruning.removal import remove_channels
 
-_PRODUCERS = ("conv2d", "pointwise_conv2d", "dense")
+from lightning_mcuprune.graph.ops import CHANNEL_MIXING_OPS as _PRODUCERS
 
 
 @dataclass

@@ -39,15 +39,13 @@ import torch
 import torch.nn as nn
 
 from lightning_mcuprune.graph import trace_graph
+from lightning_mcuprune.graph.ops import FIRMWARE_OPS, TFLM_OPS, WEIGHTED_OPS
 from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS, NON_ELEMENTWISE_ACTIVATIONS, ResourceGraph
-from lightning_mcuprune.hil.layer import WEIGHTED_OPS, LayerSpec
+from lightning_mcuprune.hil.layer import LayerSpec
 from lightning_mcuprune.quantize import reference as ref
 
-#: op types the firmware runs (resource-model names; an "activation" op runs as the firmware's ``lut``)
-FIRMWARE_OPS = tuple(o for o in ref.OPS if o != "lut") + ("activation",)
-#: op types the TFLite writer exports (lightning_mcuprune.deploy); "activation" only for the tables with a TFLite
-#: builtin (TFLM_ACTIVATIONS), standalone or fused
-TFLM_OPS = FIRMWARE_OPS + ("concat",)
+#: (FIRMWARE_OPS / TFLM_OPS: the op types the firmware runs / the TFLite writer exports, from graph.ops; for
+#: TFLM "activation" only for the tables with a TFLite builtin (TFLM_ACTIVATIONS), standalone or fused)
 #: activations the TFLite writer writes: ReLU/ReLU6 fused, sigmoid/hard-swish/tanh as LOGISTIC/HARD_SWISH/TANH
 TFLM_ACTIVATIONS = CLAMP_ACTIVATIONS + ("sigmoid", "hardswish", "tanh")
 #: op types the host executor runs per runtime ("tflm": TensorFlow Lite Micro, see lightning_mcuprune.deploy).

@@ -16,6 +16,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from lightning_mcuprune.graph.ops import KERNEL_OPS
+
 Padding = Union[int, Sequence[int]]
 
 __all__ = [
@@ -25,8 +27,7 @@ __all__ = [
 ]
 
 #: Op types implemented here and in the firmware (names as in the resource model).
-OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense", "max_pool", "avg_pool", "global_avg_pool", "add",
-       "mul", "lut")
+OPS = KERNEL_OPS
 
 _I32_MIN, _I32_MAX = -(2 ** 31), 2 ** 31 - 1
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lightning_mcuprune.boards import LATENCY_FEATURES, BoardProfile, load_board
+from lightning_mcuprune.boards import BoardProfile, load_board
 from lightning_mcuprune.boards.profile import SCRATCH_FEATURES
 from lightning_mcuprune.graph import ResourceGraph
+from lightning_mcuprune.graph.ops import LATENCY_FEATURES, WEIGHTED_OPS
 from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS
 
-WEIGHTED = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
+WEIGHTED = WEIGHTED_OPS  # deprecated name
 #: flash bytes per output channel of a weighted op: int32 bias + int32 multiplier + int32 shift
 REQUANT_BYTES_PER_CHANNEL = 12
 #: flash bytes of an int8 lookup-table activation (256 entries) and of a multiply's requantisation (int32 x 2)
@@ -103,7 +104,7 @@ class ResourceModel:
             for name in op.inputs:
                 buf = graph.buffers[name]
                 put("A_inel", i, buf.channels, buf.spatial)
-            if op.type in WEIGHTED:
+            if op.type in WEIGHTED_OPS:
                 mcoef[i] = op.kernel_elems * op.out_spatial
                 wcoef[i] = op.kernel_elems
                 qcoef[i] = REQUANT_BYTES_PER_CHANNEL
@@ -333,11 +334,15 @@ class ResourceModel:
     def _latency_features(self, n, m, lin, lout) -> torch.Tensor:
         """[ops x LATENCY_FEATURES] feature matrix (the same for op_cycles and evaluate)."""
         ll = lin * lout
-        return torch.cat([
-            torch.stack([m["mcoef"] * ll, m["A_inel"] @ n, m["out_spatial"] * lout, m["wcoef"] * ll, lout,
-                         m["vmcoef"] * ll, m["vtcoef"] * lout, m["kpcoef"] * lout, m["krcoef"] * lout,
-                         m["rtcoef"] * lout, m["vrcoef"] * lout], dim=1),
-            m["const_feats"]], dim=1)
+        const = m["const_feats"]
+        named = {
+            "macs": m["mcoef"] * ll, "input_elements": m["A_inel"] @ n, "output_elements": m["out_spatial"] * lout,
+            "weight_elements": m["wcoef"] * ll, "output_channels": lout, "valid_macs": m["vmcoef"] * ll,
+            "valid_taps": m["vtcoef"] * lout, "kernel_positions": m["kpcoef"] * lout, "kernel_rows": m["krcoef"] * lout,
+            "row_taps": m["rtcoef"] * lout, "valid_rows": m["vrcoef"] * lout,
+            "output_pixels": const[:, 0], "output_rows": const[:, 1], "const": const[:, 2],
+        }
+        return torch.stack([named[f] for f in LATENCY_FEATURES], dim=1)
 
     def latency_features(self, n=None) -> torch.Tensor:
         """Latency features per op at channel counts n (default: the dense network), columns LATENCY_FEATURES."""
