@@ -16,190 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-Segments = tuple  # tuple[tuple[int, float], ...]: (group id, channels per group channel)
-
-
-class GraphError(ValueError):
-    """The model cannot be turned into a resource graph; the message names the place and the fix."""
-
-
-class UnsupportedOpError(GraphError):
-    """An op with no resource model: named with its module path or function and where it sits."""
-
-
-@dataclass
-class Group:
-    """A set of channels that must be pruned together. `size` = channels in the dense network."""
-
-    id: int
-    size: int
-    prunable: bool = True
-    reason: str = ""            # why not prunable
-    producers: list = field(default_factory=list)  # names of the ops whose output starts this group
-    modules: list = field(default_factory=list)    # module paths whose channels belong to the group
-
-
-@dataclass
-class Buffer:
-    """An int8 activation in the arena (1 byte per element). `spatial` = elements per channel."""
-
-    name: str
-    shape: tuple                # at batch 1
-    spatial: int
-    channels: Segments
-    producer: str | None        # op name; None for a graph input
-    consumers: list = field(default_factory=list)  # op names, in execution order
-    is_output: bool = False
-
-
-def _tuple(v, n: int) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
-
-
-def _axis_taps(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
-    """Kernel taps inside the input along one axis, summed over the n_out output positions."""
-    return sum(sum(1 for j in range(k) if 0 <= o * s - p + j * d < n_in) for o in range(n_out))
-
-
-def _conv_geometry(in_shape, out_shape, kernel, stride, padding, dilation) -> dict:
-    """window (kernel elements) and valid_taps (taps inside the input over all output positions) of a conv."""
-    sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:])
-    n = len(sp_in)
-    kernel, stride, dilation = _tuple(kernel, n), _tuple(stride, n), _tuple(dilation, n)
-    if isinstance(padding, str):  # "valid" or "same" (PyTorch puts the odd pixel after)
-        padding = tuple(0 if padding == "valid" else d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-    padding = _tuple(padding, n)
-    if n == 1:  # 1-d: the firmware runs (C, L) as H=1, W=L with a 1xK kernel (quantize.ptq.hwc_shape)
-        sp_in, sp_out = (1, *sp_in), (1, *sp_out)
-        kernel, stride, padding, dilation, n = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation), 2
-    window, taps, row_taps, valid_rows = 1, 1, 1, 1
-    for i in range(n):
-        window *= kernel[i]
-        t = _axis_taps(sp_in[i], sp_out[i], kernel[i], stride[i], padding[i], dilation[i])
-        taps *= t
-        row_taps *= t if i == 0 else sp_out[i] * kernel[i]
-        valid_rows *= t if i == 0 else sp_out[i]
-    return {"window": window, "valid_taps": taps, "kernel_h": kernel[0] if n else 1, "row_taps": row_taps,
-            "valid_rows": valid_rows}
-
-
-def _module_pool_params(m) -> dict:
-    if "Adaptive" in type(m).__name__:
-        return {"adaptive": True}
-    return {"kernel": m.kernel_size, "stride": m.stride if m.stride is not None else m.kernel_size,
-            "padding": m.padding, "dilation": getattr(m, "dilation", 1)}
-
-
-def _function_pool_params(fn, args, kwargs) -> dict:
-    if "adaptive" in getattr(fn, "__name__", ""):
-        return {"adaptive": True}
-    names = ("input", "kernel_size", "stride", "padding", "dilation") if "max" in fn.__name__ else \
-        ("input", "kernel_size", "stride", "padding")
-    a = dict(zip(names, args))
-    a.update({k: v for k, v in kwargs.items() if k in names})
-    k = a.get("kernel_size")
-    stride = a.get("stride") or k
-    return {"kernel": k, "stride": stride, "padding": a.get("padding", 0), "dilation": a.get("dilation", 1)}
-
-
-def _pool_geometry(in_shape, out_shape, params: dict) -> dict:
-    """window and valid_taps of a pool (padding excluded: the window is clipped to the input)."""
-    sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:]) if len(out_shape) > 2 else ()
-    n = len(sp_in)
-    if not sp_in:
-        return {"window": 1, "valid_taps": 1, "kernel_h": 1, "row_taps": 1, "valid_rows": 1}
-    if params.get("kernel") is not None:
-        g = _conv_geometry(in_shape, out_shape, params["kernel"], params["stride"], params["padding"],
-                           params.get("dilation", 1))
-        return g
-    if len(sp_out) != n:  # mean over dims without keepdim, or global pooling to a vector
-        sp_out = tuple(1 if sp_in[i] else 1 for i in range(n)) if "mean_dims" not in params else \
-            tuple(1 if i + 2 in params["mean_dims"] else sp_in[i] for i in range(n))
-    if n == 1:  # 1-d: H=1, W=L on the firmware (as in _conv_geometry)
-        sp_in, sp_out, n = (1, *sp_in), (1, *sp_out), 2
-    window, taps, row_taps, kernel_h, valid_rows = 1, 1, 1, 1, 1
-    for i in range(n):  # adaptive (and mean) windows: [floor(o*in/out), ceil((o+1)*in/out))
-        a, b = sp_in[i], sp_out[i]
-        sizes = [-((-(o + 1) * a) // b) - (o * a) // b for o in range(b)]
-        window *= max(sizes)
-        taps *= sum(sizes)
-        row_taps *= sum(sizes) if i == 0 else b * max(sizes)
-        valid_rows *= sum(sizes) if i == 0 else b
-        kernel_h = max(sizes) if i == 0 else kernel_h
-    return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps, "valid_rows": valid_rows}
-
-
-@dataclass
-class Op:
-    """One op of the MCU runtime (after BN folding and activation fusion). Shapes at batch 1."""
-
-    name: str
-    type: str                   # one of graph.ops.OP_TYPES
-    target: str                 # module path or function name, for messages and tables
-    nodes: list                 # fx node names folded into this op, in order
-    inputs: list                # buffer names
-    output: str                 # buffer name
-    in_channels: Segments = ()  # per-filter input channels (Cin/groups); () = constant `in_const`
-    in_const: float = 0.0
-    out_channels: Segments = ()
-    out_spatial: int = 1        # output elements per channel
-    out_rows: int = 1           # output rows (H) for the per-row latency feature
-    kernel_elems: int = 0       # kh*kw for convs, 1 for dense, 0 for weightless ops
-    window: int = 0             # kernel/window elements incl. padding (convs, pools; 1 for dense), 0 otherwise
-    valid_taps: int = 0         # per channel: kernel/window taps inside the input, summed over output positions
-    kernel_h: int = 0           # kernel/window rows (first spatial dim; 1 for dense), 0 otherwise
-    row_taps: int = 0           # per channel: taps in kernel rows inside the input (padded columns included), summed over outputs
-    valid_rows: int = 0         # per channel: kernel/window rows inside the input, summed over output positions
-    groups: int = 1
-    has_bias: bool = False
-    bn_params: int = 0          # BN parameters per output channel folded in (2 if affine)
-    activation: str | None = None
-    module: str | None = None   # main module path, if any
-    mask_node: str = ""         # fx node after which the op's output channels leave the op
-    mask_module: str | None = None  # module whose output is that node (None: functional)
-    node_modules: list = field(default_factory=list)  # per folded node: its module path, or None if functional
-
-    @property
-    def label(self) -> str:
-        """A readable name: the main module's path, else the fx node name."""
-        return self.module or self.name
-
-
-@dataclass
-class ResourceGraph:
-    """Ops in execution order, activation buffers, channel groups. See module docstring."""
-
-    ops: list
-    buffers: dict
-    groups: list
-    inputs: list                # buffer names of graph inputs
-    outputs: list               # buffer names of graph outputs
-    gm: torch.fx.GraphModule = field(repr=False, default=None)
-
-    @property
-    def op_index(self) -> dict:
-        return {op.name: i for i, op in enumerate(self.ops)}
-
-    @property
-    def dense_counts(self) -> torch.Tensor:
-        """Channels per group in the traced network (float64)."""
-        return torch.tensor([g.size for g in self.groups], dtype=torch.float64)
-
-    @property
-    def prunable(self) -> list:
-        return [g.id for g in self.groups if g.prunable]
-
-    def buffer_elems(self, name: str, counts=None) -> float:
-        b = self.buffers[name]
-        n = self.dense_counts if counts is None else counts
-        return b.spatial * sum(c * float(n[g]) for g, c in b.channels)
+from lightning_mcuprune.graph.geometry import (  # noqa: F401  (moved; importable from here as before)
+    _conv_geometry,
+    _function_pool_params,
+    _module_pool_params,
+    _pool_geometry,
+)
+from lightning_mcuprune.graph.types import (  # noqa: F401  (moved; importable from here as before)
+    Buffer,
+    GraphError,
+    Group,
+    Op,
+    ResourceGraph,
+    Segments,
+    UnsupportedOpError,
+)
 
 
 _ACTIVATION_MODULES = {
