@@ -132,7 +132,7 @@ def report_from_model(rm: ResourceModel, counts=None) -> Report:
             "macs": int(round(r.op_macs[i].item())), "params": int(round(r.op_params[i].item())),
             "flash_bytes": int(round(r.op_flash[i].item())), "working_set_bytes": int(round(r.working_set[i].item())),
             "latency_cycles": float(r.op_cycles[i].item()),
-            "latency_ms": float(r.op_cycles[i].item()) * 1e3 / rm.board.clock_hz,
+            "latency_ms": rm.board.cycles_to_ms(float(r.op_cycles[i].item())),
         })
     return Report(
         board=rm.board, macs=int(round(r.macs.item())), params=int(round(r.params.item())),

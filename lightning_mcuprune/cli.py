@@ -11,10 +11,6 @@ import sys
 from lightning_mcuprune.console import console  # noqa: F401  (cli.console() stays importable)
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcuprune", description="Prune CNNs to fit microcontrollers, and measure boards.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -36,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"mcuprune {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

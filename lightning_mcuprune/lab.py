@@ -271,7 +271,7 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
         rows.append(dict(index=k, name=op.name, label=op.label, type=op.type, macs=int(op.spec.macs),
                          predicted_cycles=float(op_cycles[i]), measured_cycles=meas,
                          error_pct=(meas - op_cycles[i]) / op_cycles[i] * 100 if op_cycles[i] else np.nan,
-                         predicted_ms=float(op_cycles[i]) * 1e3 / prof.clock_hz, measured_ms=meas * 1e3 / prof.clock_hz,
+                         predicted_ms=prof.cycles_to_ms(float(op_cycles[i])), measured_ms=prof.cycles_to_ms(meas),
                          working_set_bytes=int(round(float(ws[i]))), output_offset=dep.plan.offsets[op.output],
                          output_bytes=dep.plan.sizes[op.output], bit_exact=exact))
     layers = pd.DataFrame(rows)
@@ -279,7 +279,7 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
     if done.any():
         mc = float(layers.measured_cycles[done].sum())
         pc = float(layers.predicted_cycles[done].sum())
-        summary.update(measured_cycles=mc, measured_ms=mc * 1e3 / prof.clock_hz,
+        summary.update(measured_cycles=mc, measured_ms=prof.cycles_to_ms(mc),
                        latency_error_pct=(mc - pc) / pc * 100 if pc else float("nan"),
                        layers_within_10pct=int((layers.error_pct[done].abs() <= 10).sum()),
                        layers_measured=int(done.sum()))

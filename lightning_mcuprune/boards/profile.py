@@ -13,10 +13,13 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources as _res
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from lightning_mcuprune.graph.ops import LATENCY_FEATURES, OP_TYPES  # noqa: F401  (re-exported)
 from lightning_mcuprune.units import parse_size
+
+if TYPE_CHECKING:
+    import torch
 
 #: Features a scratch-buffer rule may use: scratch bytes = sum(coef[f] * feature[f]).
 SCRATCH_FEATURES = ("patch_elements", "input_channels", "output_channels", "const")
@@ -60,8 +63,9 @@ class BoardProfile:
         """Bytes of flash the model may use in all (the flash resource model includes the runtime)."""
         return self.flash_bytes
 
-    def cycles_to_ms(self, cycles: float) -> float:
-        return cycles / self.clock_hz * 1e3
+    def cycles_to_ms(self, cycles: "float | torch.Tensor") -> "float | torch.Tensor":
+        """Milliseconds of `cycles` board clock cycles (a number or a tensor, kept differentiable)."""
+        return cycles * (1e3 / self.clock_hz)
 
     def to_dict(self) -> dict:
         return copy.deepcopy(dict(self.raw))

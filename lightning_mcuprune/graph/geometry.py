@@ -9,12 +9,12 @@ def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def _axis_taps(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
+def axis_taps(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
     """Kernel taps inside the input along one axis, summed over the n_out output positions."""
     return sum(sum(1 for j in range(k) if 0 <= o * s - p + j * d < n_in) for o in range(n_out))
 
 
-def _conv_geometry(in_shape, out_shape, kernel, stride, padding, dilation) -> dict:
+def conv_geometry(in_shape: tuple, out_shape: tuple, kernel, stride, padding, dilation) -> dict:
     """window (kernel elements) and valid_taps (taps inside the input over all output positions) of a conv."""
     sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:])
     n = len(sp_in)
@@ -28,7 +28,7 @@ def _conv_geometry(in_shape, out_shape, kernel, stride, padding, dilation) -> di
     window, taps, row_taps, valid_rows = 1, 1, 1, 1
     for i in range(n):
         window *= kernel[i]
-        t = _axis_taps(sp_in[i], sp_out[i], kernel[i], stride[i], padding[i], dilation[i])
+        t = axis_taps(sp_in[i], sp_out[i], kernel[i], stride[i], padding[i], dilation[i])
         taps *= t
         row_taps *= t if i == 0 else sp_out[i] * kernel[i]
         valid_rows *= t if i == 0 else sp_out[i]
@@ -36,14 +36,16 @@ def _conv_geometry(in_shape, out_shape, kernel, stride, padding, dilation) -> di
             "valid_rows": valid_rows}
 
 
-def _module_pool_params(m) -> dict:
+def module_pool_params(m) -> dict:
+    """Kernel, stride, padding and dilation of a pooling module ({"adaptive": True} for adaptive pools)."""
     if "Adaptive" in type(m).__name__:
         return {"adaptive": True}
     return {"kernel": m.kernel_size, "stride": m.stride if m.stride is not None else m.kernel_size,
             "padding": m.padding, "dilation": getattr(m, "dilation", 1)}
 
 
-def _function_pool_params(fn, args, kwargs) -> dict:
+def function_pool_params(fn, args, kwargs) -> dict:
+    """Kernel, stride, padding and dilation of a functional pooling call (F.max_pool2d(...) etc.)."""
     if "adaptive" in getattr(fn, "__name__", ""):
         return {"adaptive": True}
     names = ("input", "kernel_size", "stride", "padding", "dilation") if "max" in fn.__name__ else \
@@ -55,20 +57,20 @@ def _function_pool_params(fn, args, kwargs) -> dict:
     return {"kernel": k, "stride": stride, "padding": a.get("padding", 0), "dilation": a.get("dilation", 1)}
 
 
-def _pool_geometry(in_shape, out_shape, params: dict) -> dict:
+def pool_geometry(in_shape: tuple, out_shape: tuple, params: dict) -> dict:
     """window and valid_taps of a pool (padding excluded: the window is clipped to the input)."""
     sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:]) if len(out_shape) > 2 else ()
     n = len(sp_in)
     if not sp_in:
         return {"window": 1, "valid_taps": 1, "kernel_h": 1, "row_taps": 1, "valid_rows": 1}
     if params.get("kernel") is not None:
-        g = _conv_geometry(in_shape, out_shape, params["kernel"], params["stride"], params["padding"],
+        g = conv_geometry(in_shape, out_shape, params["kernel"], params["stride"], params["padding"],
                            params.get("dilation", 1))
         return g
     if len(sp_out) != n:  # mean over dims without keepdim, or global pooling to a vector
-        sp_out = tuple(1 if sp_in[i] else 1 for i in range(n)) if "mean_dims" not in params else \
+        sp_out = (1,) * n if "mean_dims" not in params else \
             tuple(1 if i + 2 in params["mean_dims"] else sp_in[i] for i in range(n))
-    if n == 1:  # 1-d: H=1, W=L on the firmware (as in _conv_geometry)
+    if n == 1:  # 1-d: H=1, W=L on the firmware (as in conv_geometry)
         sp_in, sp_out, n = (1, *sp_in), (1, *sp_out), 2
     window, taps, row_taps, kernel_h, valid_rows = 1, 1, 1, 1, 1
     for i in range(n):  # adaptive (and mean) windows: [floor(o*in/out), ceil((o+1)*in/out))
@@ -80,3 +82,6 @@ def _pool_geometry(in_shape, out_shape, params: dict) -> dict:
         valid_rows *= sum(sizes) if i == 0 else b
         kernel_h = max(sizes) if i == 0 else kernel_h
     return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps, "valid_rows": valid_rows}
+
+
+__all__ = ["axis_taps", "conv_geometry", "pool_geometry", "module_pool_params", "function_pool_params"]

@@ -23,11 +23,11 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_mcuprune.graph.geometry import (  # noqa: F401  (moved; importable from here as before)
-    _conv_geometry,
-    _function_pool_params,
-    _module_pool_params,
-    _pool_geometry,
+from lightning_mcuprune.graph.geometry import (
+    conv_geometry,
+    function_pool_params,
+    module_pool_params,
+    pool_geometry,
 )
 from lightning_mcuprune.graph.types import (  # noqa: F401  (moved; importable from here as before)
     Buffer,
@@ -153,10 +153,6 @@ def _channels_and_spatial(shape: tuple) -> tuple[int, int]:
     for d in shape[2:]:
         spatial *= int(d)
     return int(shape[1]), spatial
-
-
-def _seg_count(segs: Segments, sizes: list[int]) -> float:
-    return sum(c * sizes[g] for g, c in segs)
 
 
 #: torch.nn layers no MCU kernel of ours runs; named up front (see _Tracer._refuse_unsupported_layers)
@@ -498,9 +494,6 @@ class _Tracer:
             return f"{_fn_name(node.target)} at node {node.name!r}{_node_where(node)}"
         return f"{node.op} {node.target!r}"
 
-    def users(self, node) -> list:
-        return list(node.users)
-
     def new_buffer(self, node, segs: Segments, producer: Op | None) -> _View:
         shape = self.shape(node)
         _, spatial = _channels_and_spatial(shape)
@@ -603,7 +596,7 @@ class _Tracer:
                 return self.activation(node, x, name)
         for cls, kind in _POOL_MODULES.items():
             if type(m) is cls:
-                return self.pool(node, x, kind, _module_pool_params(m))
+                return self.pool(node, x, kind, module_pool_params(m))
         if isinstance(m, _ALIAS_MODULES):
             return self.alias(node, x)
         raise UnsupportedOpError(f"{type(m).__name__} at {node.target!r} is not supported; {_SUPPORTED_HINT}")
@@ -615,7 +608,7 @@ class _Tracer:
         if t in _ACTIVATION_FUNCS:
             return self.activation(node, args[0], _ACTIVATION_FUNCS[t])
         if t in _POOL_FUNCS:
-            return self.pool(node, args[0], _POOL_FUNCS[t], _function_pool_params(t, args, node.kwargs))
+            return self.pool(node, args[0], _POOL_FUNCS[t], function_pool_params(t, args, node.kwargs))
         if t in _ALIAS_FUNCS or t in _UNSQUEEZE_FUNCS:
             return self.alias(node, args[0])
         if t is operator.getitem and tensor_args and args[0] is tensor_args[0]:
@@ -657,7 +650,7 @@ class _Tracer:
         for d in m.kernel_size:
             k *= d
         excluded = self.is_excluded(node.target)
-        geo = _conv_geometry(v.shape, self.shape(node), m.kernel_size, m.stride, m.padding, m.dilation)
+        geo = conv_geometry(v.shape, self.shape(node), m.kernel_size, m.stride, m.padding, m.dilation)
         if G == 1:
             g = self.new_group(cout, node.name, node.target)
             out = ((g, 1.0),)
@@ -721,7 +714,7 @@ class _Tracer:
     def pool(self, node, x, kind, params=None):
         v = self.view_of(x, node)
         shape = self.shape(node)
-        geo = _pool_geometry(v.shape, shape, params or {})
+        geo = pool_geometry(v.shape, shape, params or {})
         if len(shape) > 2 and all(d == 1 for d in shape[2:]) and kind == "avg_pool":
             kind = "global_avg_pool"
         return self.add_op(node, kind, [v], v.channels, **geo)
@@ -737,7 +730,7 @@ class _Tracer:
             raise UnsupportedOpError(f"{self.describe(node)}: mean over dims {dims} is not supported; "
                                      "only a mean over the spatial dims (global average pooling) is")
         return self.add_op(node, "global_avg_pool" if set(dims) == set(range(2, rank)) else "avg_pool", [v], v.channels,
-                           **_pool_geometry(v.shape, self.shape(node), {"mean_dims": dims}))
+                           **pool_geometry(v.shape, self.shape(node), {"mean_dims": dims}))
 
     def alias(self, node, x):
         v = self.view_of(x, node)

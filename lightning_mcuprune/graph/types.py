@@ -94,10 +94,6 @@ class ResourceGraph:
     gm: torch.fx.GraphModule = field(repr=False, default=None)
 
     @property
-    def op_index(self) -> dict:
-        return {op.name: i for i, op in enumerate(self.ops)}
-
-    @property
     def dense_counts(self) -> torch.Tensor:
         """Channels per group in the traced network (float64)."""
         return torch.tensor([g.size for g in self.groups], dtype=torch.float64)
@@ -106,7 +102,17 @@ class ResourceGraph:
     def prunable(self) -> list:
         return [g.id for g in self.groups if g.prunable]
 
-    def buffer_elems(self, name: str, counts=None) -> float:
-        b = self.buffers[name]
-        n = self.dense_counts if counts is None else counts
-        return b.spatial * sum(c * float(n[g]) for g, c in b.channels)
+    def buffer_lifetimes(self, order: "list[int] | None" = None) -> dict[str, tuple[int, int]]:
+        """buffer name -> (first, last) position in `order` (op indices; default: traced order) at which the
+        buffer is in the arena: from its producer (0 for a graph input) to its last consumer, and to the
+        end for a graph output. The one liveness rule of the resource model and the arena planners."""
+        order = list(range(len(self.ops))) if order is None else order
+        pos = {o: t for t, o in enumerate(order)}
+        idx = {op.name: i for i, op in enumerate(self.ops)}
+        last = len(self.ops) - 1
+        life = {}
+        for name, b in self.buffers.items():
+            start = pos[idx[b.producer]] if b.producer else 0
+            end = last if b.is_output else max((pos[idx[c]] for c in b.consumers), default=start)
+            life[name] = (start, end)
+        return life

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_mcuprune.boards import builtin_boards, load_board
+from lightning_mcuprune.graph.geometry import axis_taps
 from lightning_mcuprune.graph.ops import LATENCY_FEATURES, OP_TYPES
 from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_op
 from lightning_mcuprune.hil.layer import LayerSpec
@@ -50,10 +51,6 @@ class CalibrationError(ValueError):
 
 
 # ---- features ----------------------------------------------------------------------------------------
-def _axis_taps(n_in: int, n_out: int, k: int, s: int, p: int) -> int:
-    return sum(sum(1 for j in range(k) if 0 <= o * s - p + j < n_in) for o in range(n_out))
-
-
 def layer_features(spec: LayerSpec) -> dict:
     """The resource model's latency features (LATENCY_FEATURES) of one firmware layer, as ResourceModel
     computes them for the same op in a traced network (elements, not bytes)."""
@@ -68,8 +65,8 @@ def layer_features(spec: LayerSpec) -> dict:
     f.update(input_elements=h * w * c * (2 if op == "add" else 1), output_elements=out_el, output_channels=oc,
              output_pixels=oh * ow, output_rows=oh if op not in ("dense", "global_avg_pool") else 1, const=1.0)
     if op in ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool", "pointwise_conv2d"):
-        rows = _axis_taps(h, oh, kh, sh, pt)
-        taps = rows * _axis_taps(w, ow, kw, sw, pl)  # per channel
+        rows = axis_taps(h, oh, kh, sh, pt)
+        taps = rows * axis_taps(w, ow, kw, sw, pl)  # per channel
         window, k_rows, row_taps, v_rows = kh * kw, kh, rows * ow * kw, rows * ow
     elif op == "dense":
         taps, window, k_rows, row_taps, v_rows = 1, 1, 1, 1, 1

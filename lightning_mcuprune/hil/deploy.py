@@ -42,27 +42,12 @@ class ArenaPlan:
         return self.arena_bytes - self.peak_bytes
 
 
-def _lifetimes(qgraph, order) -> dict:
-    """buffer -> (first, last) position in `order`, as ResourceModel.liveness."""
-    g = qgraph.graph
-    pos = {o: t for t, o in enumerate(order)}
-    idx = {op.name: i for i, op in enumerate(g.ops)}
-    n = len(g.ops)
-    life = {}
-    for name, b in g.buffers.items():
-        start = pos[idx[b.producer]] if b.producer else 0
-        ends = [pos[idx[c]] for c in b.consumers]
-        end = n - 1 if b.is_output else max(ends, default=start)
-        life[name] = (start, end)
-    return life
-
-
 def plan_arena(qgraph, order=None, budget: int = 200_000) -> ArenaPlan:
     """Offsets for every buffer of `qgraph` with no two buffers live at one op overlapping."""
     g = qgraph.graph
     order = list(range(len(g.ops))) if order is None else list(order)
     sizes = {b: int(np.prod(qgraph.shapes[b])) for b in g.buffers}
-    life = _lifetimes(qgraph, order)
+    life = qgraph.graph.buffer_lifetimes(order)
     names = list(g.buffers)
     live_at = [[b for b in names if life[b][0] <= t <= life[b][1]] for t in range(len(order))]
     peak = max(sum(sizes[b] for b in bs) for bs in live_at)

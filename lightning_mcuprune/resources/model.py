@@ -207,16 +207,11 @@ class ResourceModel:
 
     def liveness(self, order) -> torch.Tensor:
         """0/1 matrix [ops x buffers]: buffer b is in op i's working set (produced and still needed)."""
-        ops, bufs = self.graph.ops, self.graph.buffers
-        O, B = len(ops), len(self.buffer_names)
-        pos = {o: t for t, o in enumerate(order)}
-        name_to_op = {op.name: i for i, op in enumerate(ops)}
+        O, B = len(self.graph.ops), len(self.buffer_names)
+        life = self.graph.buffer_lifetimes(order)
         L = torch.zeros(O, B, dtype=torch.float64)
         for j, name in enumerate(self.buffer_names):
-            buf = bufs[name]
-            start = pos[name_to_op[buf.producer]] if buf.producer else 0
-            ends = [pos[name_to_op[c]] for c in buf.consumers]
-            end = O - 1 if buf.is_output else max(ends, default=start)
+            start, end = life[name]
             for t in range(start, end + 1):
                 L[order[t], j] = 1.0
         return L
@@ -355,7 +350,7 @@ class ResourceModel:
         return self.op_cycles(n).sum()
 
     def latency_ms(self, n) -> torch.Tensor:
-        return self.latency_cycles(n) * (1e3 / self.board.clock_hz)
+        return self.board.cycles_to_ms(self.latency_cycles(n))
 
     def evaluate(self, n) -> Resources:
         """All resources at n, sharing the intermediate products."""
@@ -378,7 +373,7 @@ class ResourceModel:
         return Resources(
             macs=op_macs.sum(), params=op_params.sum(),
             flash_bytes=flash, peak_sram_bytes=peak,
-            latency_cycles=total_cycles, latency_ms=total_cycles * (1e3 / self.board.clock_hz),
+            latency_cycles=total_cycles, latency_ms=self.board.cycles_to_ms(total_cycles),
             op_macs=op_macs, op_params=op_params, op_flash=op_flash, op_cycles=cycles, working_set=ws,
             bottleneck=int(ws.detach().argmax()),
         )
