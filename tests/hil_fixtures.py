@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.quantize.reference import quantize_multiplier
 
 CI = os.environ.get("CI", "").lower() == "true"

@@ -25,7 +25,7 @@ from lightning_mcuprune.hil.calibrate import (
     select_port, spec_from_row,
 )
 from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_nnls
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.resources import ResourceModel
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 
 from hil_fixtures import emulated_board
 from lightning_mcuprune.hil import BoardError, LayerSpec
-from lightning_mcuprune.hil.layer import INT32_MAX
+from lightning_mcuprune.quantize.layer import INT32_MAX
 
 N_FUZZ = 48      # layers per run in the suite (the benchmark runs thousands)
 OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense", "global_avg_pool", "avg_pool", "add")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lightning_mcuprune.hil import protocol as P
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 
 
 def test_frame_layout_and_crc():

@@ -10,7 +10,7 @@ import pytest
 from hil_fixtures import check_layer, emulated_board, random_layer, require_hil_tools
 from lightning_mcuprune.hil import protocol as P
 from lightning_mcuprune.hil.board import Board, HILError
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 
 N_LOSSY = 36
 N_FUZZ = int(__import__("os").environ.get("HIL_N_FUZZ", 10_000))

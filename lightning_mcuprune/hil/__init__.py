@@ -10,7 +10,7 @@ from lightning_mcuprune.hil.board import (
 )
 from lightning_mcuprune.hil.devices import connected_boards, flash
 from lightning_mcuprune.hil.emulated import EMULATED_BOARDS, EmulatedBoard, ToolMissingError, build_firmware
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 
 __all__ = [
     "Board", "EmulatedBoard", "LayerSpec", "RunResult", "build_firmware", "connected_boards", "flash",

@@ -23,7 +23,7 @@ import numpy as np
 import serial
 
 from lightning_mcuprune.hil import protocol as P
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 
 
 try:  # flushing a pty whose other end is gone (QEMU exited) raises termios.error, not an OSError

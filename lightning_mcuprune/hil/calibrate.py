@@ -33,7 +33,7 @@ from lightning_mcuprune.boards import builtin_boards, load_board
 from lightning_mcuprune.graph.geometry import axis_taps
 from lightning_mcuprune.graph.ops import LATENCY_FEATURES, OP_TYPES
 from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_op
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.io import save_figure, write_json_atomic
 
 MEASURED_OPS = tuple(OP_FEATURES)

@@ -41,7 +41,7 @@ import torch.nn as nn
 from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.graph.ops import FIRMWARE_OPS, TFLM_OPS, WEIGHTED_OPS
 from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS, NON_ELEMENTWISE_ACTIVATIONS, ResourceGraph
-from lightning_mcuprune.hil.layer import LayerSpec
+from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.quantize import reference as ref
 
 #: (FIRMWARE_OPS / TFLM_OPS: the op types the firmware runs / the TFLite writer exports, from graph.ops; for
