@@ -205,11 +205,9 @@ def _cmd_analyze(args) -> int:
     if args.input_shape:
         shape = parse_shape(args.input_shape)
     else:
-        from lightning_mcuprune import zoo
-        name = args.model.split(":", 1)[1]
-        if not args.model.startswith("lightning_mcuprune.zoo:") or name not in zoo.INPUT_SHAPES:
+        shape = getattr(factory, "input_shape", None)   # a factory may name its input (the zoo's do)
+        if shape is None:
             raise ValueError("--input-shape is required (the input without the batch, e.g. 1,28,28)")
-        shape = zoo.INPUT_SHAPES[name]
     model.eval()
     from lightning_mcuprune.resources.order import OrderSearchTooLarge
     try:

@@ -162,3 +162,5 @@ INPUT_SHAPES = {
     "mobilenet_v2": (3, 224, 224), "mobilenet_v2_tiny": (1, 28, 28), "inception_like": (1, 28, 28),
     "se_cnn": (1, 28, 28),
 }
+for _name, _shape in INPUT_SHAPES.items():   # `mcuprune analyze` reads a factory's own input_shape
+    globals()[_name].input_shape = _shape

@@ -52,7 +52,7 @@ def test_layer_spec_shapes_macs_and_config():
     assert s.output_shape == (14, 14, 8) and s.macs == 14 * 14 * 8 * 9 and s.weights_shape == (8, 3, 3, 1)
     p = s.placed()
     assert p.output_offset == 784 and p.params_offset == 72 and p.arena_end == 784 + 14 * 14 * 8
-    cfg = s.config_bytes()
+    cfg = P.pack_config(s)
     assert len(cfg) == P.CONFIG_BYTES and cfg[0] == P.OP_CODES["conv2d"]
     assert struct.unpack_from("<6H", cfg, 2) == (28, 28, 1, 14, 14, 8)
     assert LayerSpec("depthwise_conv2d", (8, 8, 4), kernel=3, depth_multiplier=2).output_shape == (6, 6, 8)

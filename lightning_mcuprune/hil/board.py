@@ -341,7 +341,7 @@ class Board:
         if check_overflow:
             spec.check_accumulator()
         self.configured = None
-        end = self.request(P.T_CONFIG, spec.config_bytes(), parse=lambda a: P.parse_u32("CONFIG", a, spec.arena_end))
+        end = self.request(P.T_CONFIG, P.pack_config(spec), parse=lambda a: P.parse_u32("CONFIG", a, spec.arena_end))
         self.configured = spec
         return end
 

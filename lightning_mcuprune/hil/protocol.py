@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_mcuprune.graph.ops import FIRMWARE_OP_CODES
+from lightning_mcuprune.quantize.layer import WINDOW_OPS, LayerSpec
 
 PROTO_VERSION = 1
 SYNC = b"\xa5\x5a"
@@ -45,6 +46,22 @@ E_RANGE, E_BAD_CONFIG, E_NO_LAYER, E_ARENA, E_WEIGHTS, E_BAD_PARAMS, E_ABORTED =
 OP_CODES = FIRMWARE_OP_CODES   # defined in graph.ops; appended, never renumbered
 CONFIG_BYTES = 64
 COUNTER_KINDS = {1: "dwt", 2: "systick"}
+
+
+def pack_config(spec: "LayerSpec") -> bytes:
+    """The CONFIG payload (CONFIG_BYTES bytes) of a layer: op code, shapes, window, zero points, offsets."""
+    s = spec.placed()
+    h, w, c = s.input_shape
+    oh, ow, oc = s.output_shape
+    kh, kw = s.kernel if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
+    sh, sw = s.stride if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
+    t, _, l, _ = s.padding
+    flags = 1 if s.op == "mul" and s.broadcast else 0
+    b = struct.pack("<BB6H6H5h5IH", OP_CODES[s.op], flags, h, w, c, oh, ow, oc, kh, kw, sh, sw, t, l,
+                    s.input_zp, s.input2_zp, s.output_zp, s.act_min, s.act_max,
+                    s.input_offset, s.input2_offset or 0, s.output_offset, s.weights_offset, s.params_offset,
+                    s.depth_multiplier if s.op == "depthwise_conv2d" else 0)
+    return b.ljust(CONFIG_BYTES, b"\0")
 
 
 def crc32(data: bytes) -> int:

@@ -5,7 +5,7 @@ plan: a checkpoint's pruned structure can be re-applied to a freshly built dense
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -48,19 +48,18 @@ def make_plan(root: torch.nn.Module, example: torch.Tensor, exclude=()) -> Pruni
     root.train(was_training)
     sites, unmaskable = mask_sites(graph)
     ops = {op.name: op for op in graph.ops}
-    ids, producers = [], []
+    ids, producers, groups = [], [], []
     for g in graph.groups:
-        if not g.prunable:
-            continue
-        if g.id in unmaskable:
-            g.prunable, g.reason = False, unmaskable[g.id]
-            continue
         mods = [ops[p].module for p in g.producers if ops[p].type in _PRODUCERS and ops[p].module]
-        if not mods:
-            g.prunable, g.reason = False, "no conv/linear module produces it"
-            continue
-        ids.append(g.id)
-        producers.append(mods[0])
+        if g.prunable and g.id in unmaskable:
+            g = replace(g, prunable=False, reason=unmaskable[g.id])
+        elif g.prunable and not mods:
+            g = replace(g, prunable=False, reason="no conv/linear module produces it")
+        elif g.prunable:
+            ids.append(g.id)
+            producers.append(mods[0])
+        groups.append(g)
+    graph = replace(graph, groups=groups)   # the plan's view of the groups; the traced graph is left as traced
     keep = set(ids)
     sites = [s for s in sites if any(g in keep for g, _ in s[1])]
     depthwise = {g for op in graph.ops if op.type == "depthwise_conv2d" for g, _ in op.out_channels}

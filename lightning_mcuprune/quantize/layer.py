@@ -1,4 +1,4 @@
-"""LayerSpec: one int8 layer as the firmware runs it (shapes, quantisation, placement in arena and weights store).
+"""LayerSpec: one int8 layer as the firmware (and the host int8 executor) runs it (shapes, quantisation, placement in arena and weights store).
 
 Shapes are NHWC at batch 1, ``input_shape = (H, W, C)``. Offsets are bytes into the arena (activations) or
 the weights store (weights, then int32 parameters). Data left as None is filled on the board from a seed
@@ -6,14 +6,12 @@ the weights store (weights, then int32 parameters). Data left as None is filled 
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
 
-from lightning_mcuprune.graph.ops import WEIGHTED_OPS
-from lightning_mcuprune.hil.protocol import CONFIG_BYTES, OP_CODES
+from lightning_mcuprune.graph.ops import KERNEL_OPS, WEIGHTED_OPS
 from lightning_mcuprune.quantize import reference as ref
 
 WINDOW_OPS = ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool")
@@ -26,7 +24,7 @@ def _align4(n: int) -> int:
 
 @dataclass
 class LayerSpec:
-    """One layer. ``op`` is a resource-model op name (see ``OP_CODES``)."""
+    """One layer. ``op`` is a firmware kernel name (``graph.ops.KERNEL_OPS``). Its wire form: ``hil.protocol.pack_config``."""
 
     op: str
     input_shape: tuple
@@ -58,8 +56,8 @@ class LayerSpec:
     function: str = ""
 
     def __post_init__(self) -> None:
-        if self.op not in OP_CODES:
-            raise ValueError(f"unknown op {self.op!r}; the firmware runs {', '.join(OP_CODES)}")
+        if self.op not in KERNEL_OPS:
+            raise ValueError(f"unknown op {self.op!r}; the firmware runs {', '.join(KERNEL_OPS)}")
         self.input_shape = tuple(int(v) for v in self.input_shape)
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {self.input_shape}")
@@ -209,21 +207,6 @@ class LayerSpec:
         if s.op in ("add", "mul"):
             ends.append(s.input2_offset + s.input2_bytes)
         return max(ends)
-
-    def config_bytes(self) -> bytes:
-        """The CONFIG payload (64 bytes)."""
-        s = self.placed()
-        h, w, c = s.input_shape
-        oh, ow, oc = s.output_shape
-        kh, kw = s.kernel if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
-        sh, sw = s.stride if s.op in WINDOW_OPS or s.op == "pointwise_conv2d" else (1, 1)
-        t, _, l, _ = s.padding
-        flags = 1 if s.op == "mul" and s.broadcast else 0
-        b = struct.pack("<BB6H6H5h5IH", OP_CODES[s.op], flags, h, w, c, oh, ow, oc, kh, kw, sh, sw, t, l,
-                        s.input_zp, s.input2_zp, s.output_zp, s.act_min, s.act_max,
-                        s.input_offset, s.input2_offset or 0, s.output_offset, s.weights_offset, s.params_offset,
-                        s.depth_multiplier if s.op == "depthwise_conv2d" else 0)
-        return b.ljust(CONFIG_BYTES, b"\0")
 
     def params_array(self) -> np.ndarray:
         """The int32 parameter block: bias, mult, shift (per output channel); gap: mult, shift; add: 7 values;
