@@ -91,7 +91,7 @@ def matrix(rows: list) -> None:
                 for frac in FRACS:
                     net, shape, calib = nets[(name, frac)]
                     tag = f"{board}_{name}_{'dense' if frac == 1 else f'sram{int(frac * 100)}'}"
-                    res = benchmark(net, calib[:1], calib, board=b, board_samples=4, json_path=OUT / f"{tag}.json",
+                    res = benchmark(net, calib[:1], calib, link=b, board_samples=4, json_path=OUT / f"{tag}.json",
                                     plot_path=OUT / f"{tag}.png")
                     s = res.summary
                     rows.append({**s, "board": board, "net": name,
@@ -133,7 +133,7 @@ def fmnist(epochs: int, board_images: int) -> dict:
     g = torch.Generator().manual_seed(0)
     calib = xtr[torch.randperm(len(xtr), generator=g)[:256]]
     with EmulatedBoard("mps2-an386") as b:
-        res = benchmark(net, xte[:1], calib, board=b, test_data=(xte, yte.numpy()), board_samples=board_images,
+        res = benchmark(net, xte[:1], calib, link=b, test_data=(xte, yte.numpy()), board_samples=board_images,
                         json_path=OUT / "fmnist_reference_cnn.json", plot_path=OUT / "fmnist_reference_cnn.png")
     s = res.summary
     s["train_s"] = round(train_s, 1)

@@ -58,6 +58,27 @@ class Report:
             "layers": json.loads(self.layers.to_json(orient="records")),
         }
 
+    # The result protocol shared with hil's LabResult: to_dict / to_json, table / print, plot.
+    def to_json(self, path) -> Path:
+        """Write to_dict() as JSON, atomically; returns the path."""
+        from lightning_mcuprune.io import write_json_atomic
+        return write_json_atomic(Path(path), self.to_dict())
+
+    def table(self) -> tuple:
+        """The rich tables: per layer, and the totals against the board."""
+        return self.rich_table(), self.totals_table()
+
+    def print(self, console=None) -> None:
+        """Print table() to `console` (default: a rich console)."""
+        from lightning_mcuprune.console import console as make_console
+        console = console or make_console()
+        for t in self.table():
+            console.print(t)
+
+    def plot(self, path) -> Path:
+        """The memory profile as PNG (plot_memory)."""
+        return self.plot_memory(path)
+
     def rich_table(self):
         from rich.table import Table
         est = " (estimate)" if self.latency_source == "estimate" else ""
@@ -209,10 +230,10 @@ def _cmd_analyze(args) -> int:
         if shape is None:
             raise ValueError("--input-shape is required (the input without the batch, e.g. 1,28,28)")
     model.eval()
-    from lightning_mcuprune.resources.order import OrderSearchTooLarge
+    from lightning_mcuprune.resources.order import OrderSearchTooLargeError
     try:
         rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order, runtime=args.runtime)
-    except OrderSearchTooLarge as e:
+    except OrderSearchTooLargeError as e:
         raise ValueError(f"{e} (--order traced)") from None
     console = cli_console()
     console.print(rep.rich_table())
@@ -221,8 +242,7 @@ def _cmd_analyze(args) -> int:
         rep.plot_memory(args.plot)
         console.print(f"memory profile written to {args.plot}")
     if args.json:
-        from lightning_mcuprune.io import write_json_atomic
-        write_json_atomic(args.json, rep.to_dict())
+        rep.to_json(args.json)
         console.print(f"report written to {args.json}")
     return 0
 

@@ -9,6 +9,7 @@ import os
 import sys
 
 from lightning_mcuprune.console import console  # noqa: F401  (cli.console() stays importable)
+from lightning_mcuprune.errors import USER_ERROR_EXIT_CODE, MCUPruneError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -32,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (MCUPruneError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"mcuprune {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lightning_mcuprune._compat import renamed_keyword
 from lightning_mcuprune.boards import load_board
+from lightning_mcuprune.errors import USER_ERROR_EXIT_CODE
 from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.hil.board import HILError
 from lightning_mcuprune.hil.deploy import (BoardRun, DeployError, build_deployment, firmware_bytes, run_on_board,
@@ -158,26 +160,41 @@ def _xy(data):
     return x, y
 
 
+def _link_and_profile(link, board, profile):
+    """(device link, board profile) from benchmark's arguments, mapping the deprecated spellings."""
+    import warnings
+    if board is not None and hasattr(board, "hello"):   # an open device link passed as board= (old name)
+        warnings.warn("benchmark(board=<open Board>) is deprecated: pass the device as link=; board= names the "
+                      "board profile, as everywhere in the library", DeprecationWarning, stacklevel=3)
+        if link is not None:
+            raise ValueError("give the device once: link=")
+        link, board = board, None
+    return link, renamed_keyword("benchmark", "profile", profile, "board", board)
+
+
 def benchmark(model: torch.nn.Module, example_input: torch.Tensor, calib_data, port: Optional[str] = None,
               emulate: Optional[str] = None, board=None, profile=None, test_data=None, board_samples: int = 0,
-              order="traced", read_layers: bool = True, json_path=None, plot_path=None, console=None,
-              qgraph: Optional[QuantizedGraph] = None) -> LabResult:
+              order: str = "traced", read_layers: bool = True, json_path=None, plot_path=None, console=None,
+              qgraph: Optional[QuantizedGraph] = None, *, link=None) -> LabResult:
     """Quantise `model`, run it on a board, compare with the resource model. See the module docstring.
 
-    Board: `emulate="mps2-an386"|"mps2-an500"` (QEMU), `port="/dev/ttyACM0"`, or an open `board` (hil.Board).
-    `profile`: the board profile for the prediction (default: the board's). `test_data`: labelled data
+    The device: `emulate="mps2-an386"|"mps2-an500"` (QEMU), `port="/dev/ttyACM0"`, or an open device `link`
+    (a hil.Board or EmulatedBoard). `board`: the board profile for the prediction (a built-in name, a JSON path
+    or a BoardProfile; default: the connected board's), as `board` means everywhere in the library.
+    Deprecated: `board=` given an open device link (use `link=`), and `profile=` (use `board=`). `test_data`: labelled data
     (x, y) or a DataLoader for accuracy and int8-vs-float agreement (else `calib_data` gives agreement);
     `board_samples`: that many test inputs also run on the board (predictions compared with the host).
     Raises DeployError (before anything is sent) if the model does not fit, UnsupportedOnBoardError for an
     op the firmware lacks, BoardLostError (with `.result`, partial) if the board goes away mid-run.
     """
-    if sum(v is not None for v in (port, emulate, board)) != 1:
-        raise ValueError("give exactly one of port=, emulate= or board=")
+    link, profile = _link_and_profile(link, board, profile)
+    if sum(v is not None for v in (port, emulate, link)) != 1:
+        raise ValueError("give exactly one of port=, emulate= or link=")
     example_input = example_input[:1].float()
     model = model.eval()
     graph = trace_graph(model, example_input)
     q = qgraph or quantize(model, example_input, calib_data, graph=graph)
-    prof_name = profile or emulate or (board.info or {}).get("board") if (profile or emulate or board) else None
+    prof_name = profile or emulate or (link.info or {}).get("board") if (profile or emulate or link) else None
     prof = load_board(prof_name) if prof_name else None
     dep = build_deployment(q)
     if prof is not None:
@@ -192,8 +209,8 @@ def benchmark(model: torch.nn.Module, example_input: torch.Tensor, calib_data, p
         return _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board_samples, read_layers,
                         order, json_path)
 
-    if board is not None:
-        res = run(board)
+    if link is not None:
+        res = run(link)
     elif emulate is not None:
         from lightning_mcuprune.hil.emulated import EmulatedBoard
         with EmulatedBoard(emulate) as b:
@@ -359,7 +376,7 @@ def _cmd(args) -> int:
         net = _load_model(args.model, args.checkpoint, args.network, args.unsafe_pickle)
     except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
-        return 1
+        return USER_ERROR_EXIT_CODE
     shape = tuple(int(v) for v in args.input_shape.split(","))
     if Path(args.model).is_dir() and args.input_shape == "1,28,28":
         shape = _load_export(Path(args.model), args.network, args.unsafe_pickle)[1] or shape
@@ -383,7 +400,7 @@ def _cmd(args) -> int:
             r = check(res.qgraph, res.data, inputs)
         except (ValueError, ImportError) as e:
             console.print(f"[red]error:[/red] {e}")
-            return 1
+            return USER_ERROR_EXIT_CODE
         console.print(f"TFLite Micro (host interpreter, tflite-micro): {r.samples - r.mismatched_samples}/{r.samples} "
                       f"outputs bit-exact with the host int8 executor (max |diff| {r.max_abs_diff})")
         console.print(f"arena: measured {r.measured_arena_bytes} B (smallest that runs, 64-bit host build), predicted "
@@ -396,7 +413,7 @@ def _cmd(args) -> int:
         return 0 if r.bit_exact else 2
     if not (args.port or args.emulate):
         console.print("[red]error:[/red] give --port or --emulate (or --runtime tflm for the host TFLM check)")
-        return 1
+        return USER_ERROR_EXIT_CODE
     try:
         benchmark(net, example, calib, port=args.port, emulate=args.emulate, test_data=test,
                   board_samples=args.board_samples, json_path=args.json, plot_path=args.plot, console=console)
@@ -406,7 +423,7 @@ def _cmd(args) -> int:
         return 2
     except (DeployError, ValueError, HILError) as e:
         console.print(f"[red]error:[/red] {e}")
-        return 1
+        return USER_ERROR_EXIT_CODE
     return 0
 
 

@@ -42,14 +42,14 @@ CASES = [("resnet8", 1.0), ("resnet8", 0.5), ("ds_cnn", 1.0), ("ds_cnn", 0.5), (
 @pytest.mark.parametrize("name,frac", CASES, ids=[f"{n}-{f}" for n, f in CASES])
 def test_bit_exact_and_arena_peak_on_an386(an386, name, frac):
     net, shape, calib = make_net(name, "mps2-an386", frac, steps=10)
-    res = benchmark(net, calib[:1], calib, board=an386, board_samples=2)
+    res = benchmark(net, calib[:1], calib, link=an386, board_samples=2)
     _check(res)
     assert res.summary["board_bit_exact_samples"] == 2
 
 
 def test_an500_report_table_json_png(an500, tmp_path):
     net, shape, calib = make_net("ds_cnn", "mps2-an500", 1.0)
-    res = benchmark(net, calib[:1], calib, board=an500, json_path=tmp_path / "r.json", plot_path=tmp_path / "r.png")
+    res = benchmark(net, calib[:1], calib, link=an500, json_path=tmp_path / "r.json", plot_path=tmp_path / "r.png")
     _check(res)
     assert res.summary["board"] == "mps2-an500" and res.summary["profile"] == "mps2-an500"
     d = json.loads((tmp_path / "r.json").read_text())
@@ -75,9 +75,9 @@ class _NoSend:
 def test_too_big_for_arena_or_weights_store_before_anything_is_sent():
     net, shape, calib = make_net("ds_cnn", "mps2-an386", 1.0)
     with pytest.raises(DeployError, match=r"arena of 2080 B but mps2-an386 has 1000 B \(1080 B too many\).*nothing was sent"):
-        benchmark(net, calib[:1], calib, board=_NoSend(1000, 1 << 20))
+        benchmark(net, calib[:1], calib, link=_NoSend(1000, 1 << 20))
     with pytest.raises(DeployError, match=r"weights store of mps2-an386 has 100 B \(\d+ B too many\)"):
-        benchmark(net, calib[:1], calib, board=_NoSend(1 << 20, 100))
+        benchmark(net, calib[:1], calib, link=_NoSend(1 << 20, 100))
     big = zoo.reference_cnn(width=4.0).eval()      # 28*28*(128+256) B of activations > 240 KiB
     x = torch.randn(2, 1, 28, 28)
     with pytest.raises(DeployError, match=r"but mps2-an386 has 245760 B \(\d+ B too many\)"):
@@ -88,7 +88,7 @@ def test_op_the_firmware_lacks(an386):
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 2), nn.Softmax(1)).eval()
     x = torch.randn(4, 1, 8, 8)
     with pytest.raises(UnsupportedOnBoardError, match="softmax, which is not elementwise"):
-        benchmark(net, x[:1], x, board=an386)
+        benchmark(net, x[:1], x, link=an386)
 
 
 def test_board_lost_mid_run_keeps_partial_results(tmp_path):
@@ -110,7 +110,7 @@ def test_board_lost_mid_run_keeps_partial_results(tmp_path):
             return configure(spec)
         board.configure = dying
         with pytest.raises(BoardLostError, match=r"board lost after 3 of 11 layers") as ei:
-            benchmark(net, calib[:1], calib, board=board, json_path=tmp_path / "partial.json")
+            benchmark(net, calib[:1], calib, link=board, json_path=tmp_path / "partial.json")
         res = ei.value.result
         assert not res.complete
         assert res.layers.measured_cycles.notna().sum() == 3 and res.layers.bit_exact[:3].all()
@@ -168,7 +168,7 @@ def test_cli_benchmark_takes_the_callbacks_export(tmp_path, capsys):
     torch.save(Planted(), theirs / "model.pt")
     rc = main(["benchmark", str(theirs), "--emulate", "mps2-an386"])
     err = " ".join(capsys.readouterr().out.split())
-    assert rc == 1 and "--network PKG.MODULE:CALLABLE" in err and "--unsafe-pickle" in err, err
+    assert rc == 2 and "--network PKG.MODULE:CALLABLE" in err and "--unsafe-pickle" in err, err
     rc = main(["benchmark", str(theirs), "--network", "lab_nets:tiny", "--emulate", "mps2-an386",
                "--json", str(tmp_path / "w.json")])
     assert rc == 0 and not (tmp_path / "pickle_ran").exists()

@@ -241,7 +241,7 @@ def test_pruned_se_networks_bit_exact_on_qemu(an386, name):
     factory = {"se_resnet": lambda: se_resnet(spelling="view", gate="hardsigmoid"), "mobilenet_v3": mobilenet_v3_tiny}[name]
     cb, net, _ = _pruned(factory)
     calib = torch.randn(32, *SHAPE)
-    res = benchmark(net, calib[:1], calib, board=an386, board_samples=2)
+    res = benchmark(net, calib[:1], calib, link=an386, board_samples=2)
     _check_on_board(res)
     assert {"mul"} <= set(res.layers.type) and res.summary["arena_high_water"] <= cb.budgets["sram"]
 
@@ -249,7 +249,7 @@ def test_pruned_se_networks_bit_exact_on_qemu(an386, name):
 def test_lut_activations_bit_exact_on_qemu(an386):
     net = _Acts().eval()
     calib = torch.randn(32, *SHAPE)
-    res = benchmark(net, calib[:1], calib, board=an386, board_samples=2)
+    res = benchmark(net, calib[:1], calib, link=an386, board_samples=2)
     _check_on_board(res)
     assert "activation" in set(res.layers.type)
 

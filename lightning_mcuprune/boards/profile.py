@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from lightning_mcuprune.graph.ops import LATENCY_FEATURES, OP_TYPES  # noqa: F401  (re-exported)
 from lightning_mcuprune.units import parse_size
+from lightning_mcuprune.errors import MCUPruneError
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +29,7 @@ _REQUIRED = ("name", "core", "clock_hz", "sram_bytes", "flash_bytes", "runtime",
 _KNOWN_TOP = set(_REQUIRED) | {"schema_version", "description", "emulated", "scratch", "firmware_target", "datasheet"}
 
 
-class BoardProfileError(ValueError):
+class BoardProfileError(MCUPruneError, ValueError):
     """A board profile that cannot be used; the message names the file and field."""
 
 

@@ -14,19 +14,23 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+from lightning_mcuprune.errors import MCUPruneError
 
 INSTALL_HINT = 'pip install "lightning-mcuprune[tflm]"  (or: pip install tflite-micro; Linux x86-64 wheels)'
 
 
-class TFLMNotInstalled(ImportError):
+class TFLMNotInstalledError(MCUPruneError, ImportError):
     """tflite-micro is missing; the message says how to install it."""
+
+
+TFLMNotInstalled = TFLMNotInstalledError   # deprecated name
 
 
 def _runtime():
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as e:
-        raise TFLMNotInstalled(f"checking with TensorFlow Lite Micro needs the tflite-micro package ({e}); install it "
+        raise TFLMNotInstalledError(f"checking with TensorFlow Lite Micro needs the tflite-micro package ({e}); install it "
                                f"with: {INSTALL_HINT}") from None
     return runtime
 
@@ -158,5 +162,5 @@ def check(qgraph, data: bytes, inputs, measure: bool = True) -> CheckResult:
     return CheckResult(len(xq), bad, int(diff.max()) if diff.size else 0, measure_arena(data) if measure else 0)
 
 
-__all__ = ["measure_arena", "allocations", "run", "check", "CheckResult", "TFLMNotInstalled", "INSTALL_HINT",
+__all__ = ["measure_arena", "allocations", "run", "check", "CheckResult", "TFLMNotInstalledError", "TFLMNotInstalled", "INSTALL_HINT",
            "interpreter"]

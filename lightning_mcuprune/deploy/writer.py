@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from lightning_mcuprune.quantize.ptq import QuantizedGraph
+from lightning_mcuprune.errors import MCUPruneError
 
 #: resource-model op type -> TFLite builtin operator name (what `to_tflite` writes for it)
 TFLITE_OPS = {
@@ -44,7 +45,7 @@ _SAME, _VALID = 0, 1
 OFFLINE_PLAN_KEY = "OfflineMemoryAllocation"
 
 
-class TFLiteExportError(ValueError):
+class TFLiteExportError(MCUPruneError, ValueError):
     """The network cannot be written as an int8 .tflite; the message names the op and the runtime."""
 
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx
+from lightning_mcuprune.errors import MCUPruneError
 
 Segments = tuple  # tuple[tuple[int, float], ...]: (group id, channels per group channel)
 
 
-class GraphError(ValueError):
+class GraphError(MCUPruneError, ValueError):
     """The model cannot be turned into a resource graph; the message names the place and the fix."""
 
 

@@ -5,7 +5,7 @@
         cycles = board.run_layer(LayerSpec("conv2d", (16, 16, 8), out_channels=16, kernel=3, padding=1))
 """
 from lightning_mcuprune.hil.board import (
-    BadReplyError, Board, BoardError, FirmwareVersionError, HILError, HILTimeoutError, NotResponding, PortError,
+    BadReplyError, Board, BoardError, FirmwareVersionError, HILError, HILTimeoutError, NotResponding, NotRespondingError, PortError,
     RunResult,
 )
 from lightning_mcuprune.hil.devices import connected_boards, flash
@@ -14,6 +14,6 @@ from lightning_mcuprune.quantize.layer import LayerSpec
 
 __all__ = [
     "Board", "EmulatedBoard", "LayerSpec", "RunResult", "build_firmware", "connected_boards", "flash",
-    "EMULATED_BOARDS", "HILError", "BoardError", "PortError", "NotResponding", "FirmwareVersionError",
+    "EMULATED_BOARDS", "HILError", "BoardError", "PortError", "NotRespondingError", "NotResponding", "FirmwareVersionError",
     "HILTimeoutError", "ToolMissingError", "BadReplyError",
 ]

@@ -24,6 +24,7 @@ import serial
 
 from lightning_mcuprune.hil import protocol as P
 from lightning_mcuprune.quantize.layer import LayerSpec
+from lightning_mcuprune.errors import MCUPruneError
 
 
 try:  # flushing a pty whose other end is gone (QEMU exited) raises termios.error, not an OSError
@@ -33,7 +34,7 @@ except ImportError:  # not POSIX
     _TERMIOS_ERRORS = ()
 
 
-class HILError(RuntimeError):
+class HILError(MCUPruneError, RuntimeError):
     """Base class of HIL errors; the message says what went wrong and what would be right."""
 
 
@@ -41,8 +42,11 @@ class PortError(HILError):
     """The serial port cannot be opened (missing, no permission, busy)."""
 
 
-class NotResponding(HILError):
+class NotRespondingError(HILError):
     """Nothing on the port answers the HIL protocol."""
+
+
+NotResponding = NotRespondingError   # deprecated name
 
 
 class FirmwareVersionError(HILError):
@@ -113,7 +117,7 @@ class Board:
 
     ``Board(port, baudrate=115200, timeout=1.0, retries=4)`` opens the port and sends HELLO (unless
     ``hello=False``); a firmware speaking another protocol version raises FirmwareVersionError, a device
-    that does not speak the protocol at all raises NotResponding. ``board.serial`` is the pyserial object.
+    that does not speak the protocol at all raises NotRespondingError. ``board.serial`` is the pyserial object.
     """
 
     #: least base time (s) a RUN waits before its per-MAC allowance: 0 on real boards (the link timeout);
@@ -140,7 +144,7 @@ class Board:
                 self.hello()
             except HILTimeoutError as e:
                 self.close()
-                raise NotResponding(
+                raise NotRespondingError(
                     f"no HIL firmware answered on {port!r} (tried {self.retries + 1} times, {self.timeout:g} s each): "
                     f"is the board flashed with the firmware from hil/ (make -C hil <board>) and the baud rate "
                     f"{baudrate} right?") from e
@@ -179,14 +183,14 @@ class Board:
 
     def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None, parse=None):
         """Send one request and return the answer's payload, or parse(payload) (a protocol.parse_* check that
-        raises protocol.BadReply); retries on loss or damage, raises HILError (BadReplyError for a bad answer)."""
+        raises protocol.MalformedReplyError); retries on loss or damage, raises HILError (BadReplyError for a bad answer)."""
         try:
             answer = self._request(ftype, payload, timeout)
             return parse(answer) if parse else answer
         except (serial.SerialException, OSError, *_TERMIOS_ERRORS) as e:
             raise PortError(f"lost the connection to {self.port!r} ({e}): was the board unplugged or reset, "
                             f"or did QEMU exit?") from e
-        except P.BadReply as e:
+        except P.MalformedReplyError as e:
             raise BadReplyError(f"{P.REQUEST_NAMES.get(ftype, hex(ftype))} to {self.port!r}: {e}; the device does "
                                 f"not answer like the HIL firmware of this package (flash hil/ again)") from e
 
@@ -271,7 +275,7 @@ class Board:
                 if f.seq not in seqs:
                     continue  # stale answer to an earlier request
                 if f.type != (ftype | 0x80):
-                    raise P.BadReply(f"answer of type 0x{f.type:02x} to request type 0x{ftype:02x}")
+                    raise P.MalformedReplyError(f"answer of type 0x{f.type:02x} to request type 0x{ftype:02x}")
                 return f.payload
         reasons.append(last)
         why = "; ".join(f"{r}{f' x{reasons.count(r)}' if reasons.count(r) > 1 else ''}" for r in dict.fromkeys(reasons))

@@ -29,12 +29,14 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from lightning_mcuprune._compat import renamed_keyword
 from lightning_mcuprune.boards import builtin_boards, load_board
 from lightning_mcuprune.graph.geometry import axis_taps
 from lightning_mcuprune.graph.ops import LATENCY_FEATURES, OP_TYPES
 from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_op
 from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.io import save_figure, write_json_atomic
+from lightning_mcuprune.errors import MCUPruneError
 
 MEASURED_OPS = tuple(OP_FEATURES)
 #: op types the firmware has no kernel for: their coefficients stay estimates (marked as such)
@@ -46,7 +48,7 @@ DEFAULT_FIT, DEFAULT_HELD_OUT = 100, 50
 WORK_CAP_CYCLES = 20_000_000
 
 
-class CalibrationError(ValueError):
+class CalibrationError(MCUPruneError, ValueError):
     """Calibration cannot go on (wrong CSV, no board, bad arguments); the message says what to do."""
 
 
@@ -491,14 +493,22 @@ def base_profile(name: str, base: Optional[str]) -> dict:
     raise CalibrationError(f"board {name!r} has no built-in profile; give --base PROFILE.json with its sizes and runtime")
 
 
-def calibrate(board, out: Path, csv_path: Optional[Path] = None, png: Optional[Path] = None, *, fit: int = DEFAULT_FIT,
-              held_out: int = DEFAULT_HELD_OUT, seed: int = 0, repeats: int = 1, folds: int = 5, base: Optional[str] = None,
-              ops=MEASURED_OPS, progress: bool = True, table: bool = True) -> dict:
-    """Calibrate a connected `Board`: design, measure (resuming from csv_path), fit, write the profile (JSON) and
-    the PNG. Returns the profile dict. Defaults: CSV and PNG beside `out` with the same stem."""
+def calibrate(link=None, out: Optional[Path] = None, csv_path: Optional[Path] = None, plot_path: Optional[Path] = None,
+              *, fit: int = DEFAULT_FIT, held_out: int = DEFAULT_HELD_OUT, seed: int = 0, repeats: int = 1, folds: int = 5,
+              base: Optional[str] = None, ops=MEASURED_OPS, progress: bool = True, table: bool = True,
+              board=None, png: Optional[Path] = None) -> dict:
+    """Calibrate the board on an open device `link` (a hil.Board or EmulatedBoard): design, measure (resuming from
+    csv_path), fit, write the profile (JSON, `out`) and the plot (PNG, `plot_path`). Returns the profile dict.
+    Defaults: CSV and PNG beside `out` with the same stem. Deprecated keywords: `board=` (use `link=`) and
+    `png=` (use `plot_path=`). Raises CalibrationError for unusable measurements or arguments."""
+    link = renamed_keyword("calibrate", "board", board, "link", link)
+    plot_path = renamed_keyword("calibrate", "png", png, "plot_path", plot_path)
+    if link is None or out is None:
+        raise TypeError("calibrate() needs the device link and the output path `out`")
+    board = link
     out = Path(out)
     csv_path = Path(csv_path) if csv_path else out.with_suffix(".csv")
-    png = Path(png) if png else out.with_suffix(".png")
+    png = Path(plot_path) if plot_path else out.with_suffix(".png")
     info = dict(board.hello(), icount_shift=icount_shift_of(board))
     limits = Limits(info["arena_bytes"], info["weights_bytes"])
     design = make_design(limits, fit, held_out, seed, ops)

@@ -19,9 +19,10 @@ from typing import Optional
 import numpy as np
 
 from lightning_mcuprune.hil import protocol as P
+from lightning_mcuprune.errors import MCUPruneError
 
 
-class DeployError(ValueError):
+class DeployError(MCUPruneError, ValueError):
     """The network cannot be put on the board (does not fit); the message says by how much."""
 
 

@@ -1,7 +1,5 @@
 """Deprecated: LayerSpec moved to lightning_mcuprune.quantize.layer (its wire form: hil.protocol.pack_config)."""
-import warnings
-
+from lightning_mcuprune._compat import moved_module
 from lightning_mcuprune.quantize.layer import INT32_MAX, WINDOW_OPS, LayerSpec  # noqa: F401
 
-warnings.warn("lightning_mcuprune.hil.layer is deprecated; import LayerSpec from lightning_mcuprune.quantize.layer "
-              "(or lightning_mcuprune.hil)", DeprecationWarning, stacklevel=2)
+moved_module(__name__, "lightning_mcuprune.quantize.layer (LayerSpec also from lightning_mcuprune.hil)")

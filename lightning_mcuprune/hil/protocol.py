@@ -14,6 +14,7 @@ import numpy as np
 
 from lightning_mcuprune.graph.ops import FIRMWARE_OP_CODES
 from lightning_mcuprune.quantize.layer import WINDOW_OPS, LayerSpec
+from lightning_mcuprune.errors import MCUPruneError
 
 PROTO_VERSION = 1
 SYNC = b"\xa5\x5a"
@@ -88,9 +89,9 @@ class Frame:
         return self.type == T_ERROR
 
     def error(self) -> tuple[int, int, int, str]:
-        """(code, request type, detail, message) of an ERROR frame; BadReply if it is shorter than 4 bytes."""
+        """(code, request type, detail, message) of an ERROR frame; MalformedReplyError if it is shorter than 4 bytes."""
         if len(self.payload) < 4:
-            raise BadReply(f"ERROR frame of {len(self.payload)} bytes (at least 4: code, request type, detail)")
+            raise MalformedReplyError(f"ERROR frame of {len(self.payload)} bytes (at least 4: code, request type, detail)")
         code, req, detail = struct.unpack_from("<BBH", self.payload)
         return code, req, detail, self.payload[4:].decode("ascii", "replace")
 
@@ -148,30 +149,33 @@ def fill_bytes(seed: int, n: int) -> np.ndarray:
     return (x & np.uint32(0xFF)).astype(np.uint8).view(np.int8)
 
 
-class BadReply(ValueError):
+class MalformedReplyError(MCUPruneError, ValueError):
     """An answer with a valid CRC whose contents are impossible (wrong length or fields). Board turns it into
     its HIL error type (board.BadReplyError)."""
 
 
+BadReply = MalformedReplyError   # deprecated name
+
+
 def _need(name: str, payload: bytes, n: int, exact: bool = True) -> None:
     if len(payload) < n or (exact and len(payload) != n):
-        raise BadReply(f"{name} answer of {len(payload)} bytes, expected {'' if exact else 'at least '}{n}")
+        raise MalformedReplyError(f"{name} answer of {len(payload)} bytes, expected {'' if exact else 'at least '}{n}")
 
 
 def parse_hello(payload: bytes) -> dict:
-    """HELLO answer -> dict (sizes in bytes, clock in Hz). BadReply if its length or fields are impossible."""
+    """HELLO answer -> dict (sizes in bytes, clock in Hz). MalformedReplyError if its length or fields are impossible."""
     _need("HELLO", payload, 30, exact=False)
     proto, major, minor, patch, counter = struct.unpack_from("<5B", payload)
     clock, arena, wstore, max_payload, stack = struct.unpack_from("<5I", payload, 8)
     names = payload[28:].split(b"\0")
     if not names[0]:
-        raise BadReply("HELLO answer without a board name")
+        raise MalformedReplyError("HELLO answer without a board name")
     if counter not in COUNTER_KINDS:
-        raise BadReply(f"HELLO answer with unknown cycle counter kind {counter}")
+        raise MalformedReplyError(f"HELLO answer with unknown cycle counter kind {counter}")
     if clock == 0 or arena == 0 or wstore == 0:
-        raise BadReply(f"HELLO answer with clock {clock} Hz, arena {arena} B, weights store {wstore} B (all must be > 0)")
+        raise MalformedReplyError(f"HELLO answer with clock {clock} Hz, arena {arena} B, weights store {wstore} B (all must be > 0)")
     if not 16 < max_payload <= MAX_PAYLOAD:
-        raise BadReply(f"HELLO answer with max payload {max_payload} B (17..{MAX_PAYLOAD})")
+        raise MalformedReplyError(f"HELLO answer with max payload {max_payload} B (17..{MAX_PAYLOAD})")
     return {
         "protocol_version": proto,
         "firmware_version": f"{major}.{minor}.{patch}",
@@ -187,14 +191,14 @@ def parse_hello(payload: bytes) -> dict:
 
 
 def parse_stats(payload: bytes) -> dict:
-    """STATS answer -> dict (bytes and frame counts). BadReply unless it is 32 bytes with consistent fields."""
+    """STATS answer -> dict (bytes and frame counts). MalformedReplyError unless it is 32 bytes with consistent fields."""
     _need("STATS", payload, 32)
     keys = ("arena_bytes", "arena_high_water", "weights_bytes", "weights_high_water", "stack_bytes",
             "stack_used", "frames_ok", "frames_error")
     d = dict(zip(keys, struct.unpack_from("<8I", payload)))
     if d["arena_high_water"] > d["arena_bytes"] or d["weights_high_water"] > d["weights_bytes"] or \
             d["stack_used"] > d["stack_bytes"]:
-        raise BadReply(f"STATS answer with a high-water mark above its region's size: {d}")
+        raise MalformedReplyError(f"STATS answer with a high-water mark above its region's size: {d}")
     return d
 
 
@@ -203,19 +207,19 @@ def parse_u32(name: str, payload: bytes, expect: int | None = None, at_most: int
     _need(name, payload, 4)
     (v,) = struct.unpack("<I", payload)
     if expect is not None and v != expect:
-        raise BadReply(f"{name} answer says {v}, expected {expect}")
+        raise MalformedReplyError(f"{name} answer says {v}, expected {expect}")
     if at_most is not None and v > at_most:
-        raise BadReply(f"{name} answer says {v}, more than {at_most}")
+        raise MalformedReplyError(f"{name} answer says {v}, more than {at_most}")
     return v
 
 
 def parse_run(payload: bytes, repeats: int) -> tuple[int, int, int, int]:
-    """RUN answer -> (n, min, max, total) cycles. BadReply unless it is 32 bytes, n equals the repeats asked
+    """RUN answer -> (n, min, max, total) cycles. MalformedReplyError unless it is 32 bytes, n equals the repeats asked
     for, and min <= max, n*min <= total <= n*max."""
     _need("RUN", payload, 32)
     n, pad, mn, mx, total = struct.unpack("<IIQQQ", payload)
     if n != repeats or pad != 0:
-        raise BadReply(f"RUN answer for {n} repeats (reserved word {pad}), asked for {repeats}")
+        raise MalformedReplyError(f"RUN answer for {n} repeats (reserved word {pad}), asked for {repeats}")
     if not (mn <= mx and n * mn <= total <= n * mx):
-        raise BadReply(f"RUN answer with inconsistent cycles: min {mn}, max {mx}, total {total} over {n} runs")
+        raise MalformedReplyError(f"RUN answer with inconsistent cycles: min {mn}, max {mx}, total {total} over {n} runs")
     return n, mn, mx, total

@@ -27,9 +27,10 @@ import torch
 
 from lightning_mcuprune.pruning.budgets import format_value
 from lightning_mcuprune.resources import ResourceModel
+from lightning_mcuprune.errors import MCUPruneError
 
 
-class BudgetUnreachableError(ValueError):
+class BudgetUnreachableError(MCUPruneError, ValueError):
     """Even the smallest network the options allow exceeds a budget."""
 
 

@@ -43,6 +43,7 @@ from lightning_mcuprune.graph.ops import FIRMWARE_OPS, TFLM_OPS, WEIGHTED_OPS
 from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS, NON_ELEMENTWISE_ACTIVATIONS, ResourceGraph
 from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.quantize import reference as ref
+from lightning_mcuprune.errors import MCUPruneError
 
 #: (FIRMWARE_OPS / TFLM_OPS: the op types the firmware runs / the TFLite writer exports, from graph.ops; for
 #: TFLM "activation" only for the tables with a TFLite builtin (TFLM_ACTIVATIONS), standalone or fused)
@@ -60,7 +61,7 @@ def _f32(x) -> float:
     return float(np.float32(x))
 
 
-class QuantizationError(ValueError):
+class QuantizationError(MCUPruneError, ValueError):
     """The network cannot be quantised for the firmware; the message names the op and why."""
 
 

@@ -8,12 +8,16 @@ Chains give few states; an Inception block with k branches of length l gives abo
 from __future__ import annotations
 
 import torch
+from lightning_mcuprune.errors import MCUPruneError
 
 MAX_STATES = 200_000
 
 
-class OrderSearchTooLarge(RuntimeError):
+class OrderSearchTooLargeError(MCUPruneError, RuntimeError):
     """The graph has too many partial executions for the exact search."""
+
+
+OrderSearchTooLarge = OrderSearchTooLargeError   # deprecated name
 
 
 def _tables(model, counts):
@@ -75,7 +79,7 @@ def optimal_order(model, counts) -> list[int]:
                 if T not in nxt or cost < nxt[T][0]:
                     nxt[T] = (cost, S, v)
         if len(best) + len(nxt) > MAX_STATES:
-            raise OrderSearchTooLarge(
+            raise OrderSearchTooLargeError(
                 f"the exact order search exceeds {MAX_STATES} partial executions on this graph; use order='traced'")
         best.update(nxt)
         frontier = list(nxt)
@@ -114,4 +118,4 @@ def all_topological_orders(model):
     yield from rec(0, [])
 
 
-__all__ = ["optimal_order", "peak_of_order", "all_topological_orders", "OrderSearchTooLarge"]
+__all__ = ["optimal_order", "peak_of_order", "all_topological_orders", "OrderSearchTooLargeError", "OrderSearchTooLarge"]

@@ -1,0 +1,17 @@
+"""The one base of every error this library raises on purpose: ``except MCUPruneError`` catches them all.
+
+Each error also derives from the built-in type it always was (``ValueError`` for bad input, ``RuntimeError``
+for a board that fails, ``ImportError`` for a missing optional package), so existing ``except`` clauses hold.
+The command line prints an ``MCUPruneError`` as one line and exits with ``USER_ERROR_EXIT_CODE``.
+"""
+from __future__ import annotations
+
+#: exit code of every `mcuprune` subcommand for a user error (bad arguments, files, models, boards)
+USER_ERROR_EXIT_CODE = 2
+
+
+class MCUPruneError(Exception):
+    """Base class of the library's errors; the message says what went wrong and what to do."""
+
+
+__all__ = ["MCUPruneError", "USER_ERROR_EXIT_CODE"]
