@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from benchmarks._common import write_section  # noqa: E402
 from lightning_mcuprune.boards import load_board  # noqa: E402
 from lightning_mcuprune.hil.emulated import EmulatedBoard  # noqa: E402
-from lightning_mcuprune.lab import benchmark  # noqa: E402
+from lightning_mcuprune.hil.benchmark import benchmark  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "lab"
 BOARDS = ("mps2-an386", "mps2-an500")
@@ -106,9 +106,9 @@ def fmnist(epochs: int, board_images: int) -> dict:
     import lightning.pytorch as pl
 
     from lightning_mcuprune.callback import MCUPruneCallback
-    from lightning_mcuprune.classifier import ImageClassifier
-    from lightning_mcuprune.datasets import FashionMNISTDataModule, load_fashion_mnist, to_tensors
-    from lightning_mcuprune.zoo import ReferenceCNN
+    from lightning_mcuprune.examples.classifier import ImageClassifier
+    from lightning_mcuprune.data.datasets import FashionMNISTDataModule, load_fashion_mnist, to_tensors
+    from lightning_mcuprune.examples.zoo import ReferenceCNN
     pl.seed_everything(0, verbose=False)
     data = FashionMNISTDataModule(batch_size=128, train_subset=12000, seed=0)
     model = ImageClassifier(ReferenceCNN(), lr=2e-3, input_shape=(1, 28, 28))

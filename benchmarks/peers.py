@@ -2,7 +2,7 @@
 
 Board mps2-an386. `--task fashion-mnist`: the reference CNN (`zoo.reference_cnn()`), budgets 1/4 of the
 dense network's peak SRAM and 1/4 of its latency. `--task kws`: keyword spotting (`zoo.ds_cnn`, 10 words
-synthesised with espeak-ng, `lightning_mcuprune.kws_data`), budgets 1/2 of dense peak SRAM and 1/3 of its
+synthesised with espeak-ng, `lightning_mcuprune.data.kws`), budgets 1/2 of dense peak SRAM and 1/3 of its
 latency. Latencies come from the board profile (its `latency_source` says estimate or calibrated).
 
   dense          the unpruned reference CNN
@@ -51,8 +51,8 @@ from rich.table import Table  # noqa: E402
 
 from lightning_mcuprune import analyze, load_board, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
-from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.data.datasets import FashionMNISTDataModule  # noqa: E402
 from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.retrain import reinitialized  # noqa: E402
 
@@ -61,7 +61,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _kws_data(args, seed):
-    from lightning_mcuprune.kws_data import KWSDataModule
+    from lightning_mcuprune.data.kws import KWSDataModule
     return KWSDataModule(batch_size=args.batch_size, seed=seed)
 
 

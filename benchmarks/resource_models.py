@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_section  # noqa: E402
 
-from lightning_mcuprune import zoo  # noqa: E402
+from lightning_mcuprune.examples import zoo  # noqa: E402
 from lightning_mcuprune.graph import trace_graph  # noqa: E402
 from lightning_mcuprune.resources import ResourceModel  # noqa: E402
 

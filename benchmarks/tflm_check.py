@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import lightning_mcuprune as lm  # noqa: E402
-from lightning_mcuprune import zoo  # noqa: E402
+from lightning_mcuprune.examples import zoo  # noqa: E402
 from lightning_mcuprune.deploy.export import runtime_flash_bytes  # noqa: E402
 from lightning_mcuprune.deploy.tflm import check, measure_arena  # noqa: E402
 from _common import write_section  # noqa: E402

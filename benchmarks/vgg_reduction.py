@@ -44,8 +44,8 @@ from rich.table import Table  # noqa: E402
 
 from lightning_mcuprune import analyze, load_board, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
-from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.data.datasets import FashionMNISTDataModule  # noqa: E402
 from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.retrain import reinitialized  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Keyword spotting on a microcontroller: DS-CNN on MFCCs of espeak-ng speech, pruned while it trains.
 
 The seed paper's audio task. The data set (10 words, 36 espeak-ng voices, noise and time shift, 1 s 16 kHz
-clips -> 49x10 MFCC) is synthesised offline on the first run and cached (`lightning_mcuprune.kws_data`);
+clips -> 49x10 MFCC) is synthesised offline on the first run and cached (`lightning_mcuprune.data.kws`);
 the test set speaks with voices the network never heard. `zoo.ds_cnn` is trained with `ImageClassifier`
 and `MCUPruneCallback` for an STM32F446RE (NUCLEO-F446RE: Cortex-M4, 180 MHz, 128 KiB SRAM) under peak-SRAM
 and latency budgets. Needs Debian's espeak-ng: `apt-get install -y espeak-ng`.
@@ -41,10 +41,10 @@ def main(epochs: int = 12, board: str = "nucleo-f446re", budgets: dict | None = 
     import lightning.pytorch as pl
     from rich.console import Console
 
-    from lightning_mcuprune import zoo
+    from lightning_mcuprune.examples import zoo
     from lightning_mcuprune.callback import MCUPruneCallback
-    from lightning_mcuprune.classifier import ImageClassifier
-    from lightning_mcuprune.kws_data import N_FRAMES, N_MFCC, KWSConfig, KWSDataModule
+    from lightning_mcuprune.examples.classifier import ImageClassifier
+    from lightning_mcuprune.data.kws import N_FRAMES, N_MFCC, KWSConfig, KWSDataModule
 
     console = Console()
     pl.seed_everything(seed, verbose=False)

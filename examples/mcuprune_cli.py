@@ -5,8 +5,8 @@
 """
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_mcuprune.classifier import ImageClassifier
-from lightning_mcuprune.datasets import FashionMNISTDataModule
+from lightning_mcuprune.examples.classifier import ImageClassifier
+from lightning_mcuprune.data.datasets import FashionMNISTDataModule
 
 
 def main(args=None):

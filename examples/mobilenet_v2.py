@@ -35,10 +35,10 @@ def main(epochs: int = 3, train_subset: int = 6000, budgets: dict | None = None,
     import lightning.pytorch as pl
     from rich.console import Console
 
-    from lightning_mcuprune import zoo
+    from lightning_mcuprune.examples import zoo
     from lightning_mcuprune.callback import MCUPruneCallback
-    from lightning_mcuprune.classifier import ImageClassifier
-    from lightning_mcuprune.datasets import FashionMNISTDataModule
+    from lightning_mcuprune.examples.classifier import ImageClassifier
+    from lightning_mcuprune.data.datasets import FashionMNISTDataModule
 
     console = Console()
     pl.seed_everything(seed, verbose=False)

@@ -181,7 +181,7 @@ def load_callable(spec: str):
     """Resolve "PKG.MODULE:CALLABLE" to the object it names (the CLI puts the working directory on the
     import path first, as `python -m` does)."""
     if ":" not in spec:
-        raise ValueError(f"model {spec!r} must be given as PKG.MODULE:CALLABLE, e.g. lightning_mcuprune.zoo:ds_cnn")
+        raise ValueError(f"model {spec!r} must be given as PKG.MODULE:CALLABLE, e.g. lightning_mcuprune.examples.zoo:ds_cnn")
     mod_name, attr = spec.split(":", 1)
     try:
         mod = importlib.import_module(mod_name)
@@ -249,7 +249,7 @@ def _cmd_analyze(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="resources of a network on a board (MACs, flash, peak SRAM, latency)")
-    p.add_argument("model", help="PKG.MODULE:CALLABLE returning an nn.Module, e.g. lightning_mcuprune.zoo:ds_cnn")
+    p.add_argument("model", help="PKG.MODULE:CALLABLE returning an nn.Module, e.g. lightning_mcuprune.examples.zoo:ds_cnn")
     p.add_argument("--input-shape", help="input without the batch, e.g. 1,28,28 (default for zoo models: their own)")
     p.add_argument("--board", default="mps2-an386", help="built-in board name or profile JSON (default mps2-an386)")
     p.add_argument("--order", choices=("traced", "optimal"), default="traced", help="execution order for peak SRAM")

@@ -9,10 +9,10 @@ import importlib
 
 MODULES = [
     "lightning_mcuprune.analysis",    # mcuprune analyze
-    "lightning_mcuprune.demo",        # mcuprune demo
+    "lightning_mcuprune.examples.demo",        # mcuprune demo
     "lightning_mcuprune.hil.cli",     # mcuprune boards
     "lightning_mcuprune.hil.calibrate",  # mcuprune calibrate (and the calibrate console script)
-    "lightning_mcuprune.lab",         # mcuprune benchmark
+    "lightning_mcuprune.hil.benchmark",         # mcuprune benchmark
     "lightning_mcuprune.deploy.cli",  # mcuprune export
 ]
 

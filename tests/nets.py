@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_mcuprune import zoo
+from lightning_mcuprune.examples import zoo
 
 
 class FunctionalCNN(nn.Module):

@@ -25,7 +25,7 @@ def test_analyze_report_fields_and_dataframe():
 
 def test_cli_analyze_writes_plot_and_json(tmp_path, capsys):
     png, js = tmp_path / "mem.png", tmp_path / "r.json"
-    rc = main(["analyze", "lightning_mcuprune.zoo:ds_cnn", "--board", "nucleo-f446re", "--plot", str(png), "--json", str(js)])
+    rc = main(["analyze", "lightning_mcuprune.examples.zoo:ds_cnn", "--board", "nucleo-f446re", "--plot", str(png), "--json", str(js)])
     out = capsys.readouterr().out
     assert rc == 0
     assert "peak" in out and "nucleo-f446re" in out and "estimate" in out
@@ -37,14 +37,14 @@ def test_cli_analyze_writes_plot_and_json(tmp_path, capsys):
 def test_cli_errors_are_one_line(capsys):
     assert main(["analyze", "no_such_module:net", "--input-shape", "1,28,28"]) == 2
     assert "cannot import module" in capsys.readouterr().err
-    assert main(["analyze", "lightning_mcuprune.zoo:ds_cnn", "--input-shape", "1,x"]) == 2
+    assert main(["analyze", "lightning_mcuprune.examples.zoo:ds_cnn", "--input-shape", "1,x"]) == 2
     assert "bad --input-shape" in capsys.readouterr().err
-    assert main(["analyze", "lightning_mcuprune.zoo:ds_cnn", "--board", "pico"]) == 2
+    assert main(["analyze", "lightning_mcuprune.examples.zoo:ds_cnn", "--board", "pico"]) == 2
     assert "unknown board 'pico'" in capsys.readouterr().err
 
 
 def test_console_script_installed():
-    out = subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "analyze", "lightning_mcuprune.zoo:se_cnn"],
+    out = subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "analyze", "lightning_mcuprune.examples.zoo:se_cnn"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "bottleneck" in out.stdout

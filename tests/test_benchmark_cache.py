@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import lab_benchmark  # noqa: E402
 
-from lightning_mcuprune import zoo  # noqa: E402
+from lightning_mcuprune.examples import zoo  # noqa: E402
 
 
 class _Evil:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mcuprune import datasets
-from lightning_mcuprune.datasets import FashionMNISTDataModule, load_fashion_mnist, read_idx
+from lightning_mcuprune.data import datasets
+from lightning_mcuprune.data.datasets import FashionMNISTDataModule, load_fashion_mnist, read_idx
 
 pytestmark = pytest.mark.skipif(
     not (datasets.data_dir() / datasets.FILES["test"][0]).is_file(),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mcuprune import kws_data
-from lightning_mcuprune.kws_data import KWSConfig, KWSDataModule, load_kws
+from lightning_mcuprune.data import kws as kws_data
+from lightning_mcuprune.data.kws import KWSConfig, KWSDataModule, load_kws
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None

@@ -25,7 +25,7 @@ def test_macs_and_params_equal_hook_counts(name):
 
 
 def test_mobilenet_v2_matches_published_counts():
-    from lightning_mcuprune import zoo
+    from lightning_mcuprune.examples import zoo
     g = trace_graph(zoo.mobilenet_v2(), torch.randn(1, 3, 224, 224))
     r = ResourceModel(g).evaluate(g.dense_counts)
     assert int(r.macs.item()) == 300_774_272          # 300.8M MACs (Sandler et al.; thop)

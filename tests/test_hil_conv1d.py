@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from hil_fixtures import require_hil_tools
-from lightning_mcuprune.lab import benchmark
+from lightning_mcuprune.hil.benchmark import benchmark
 
 
 def audio_net() -> nn.Module:

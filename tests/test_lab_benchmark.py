@@ -8,9 +8,9 @@ import torch.nn as nn
 from hil_fixtures import emulated_board, require_hil_tools
 from lab_nets import make_net
 
-from lightning_mcuprune import zoo
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.hil.deploy import DeployError
-from lightning_mcuprune.lab import BoardLostError, benchmark
+from lightning_mcuprune.hil.benchmark import BoardLostError, benchmark
 from lightning_mcuprune.quantize import UnsupportedOnBoardError
 
 

@@ -16,7 +16,7 @@ from se_nets import mobilenet_v3_tiny, se_resnet
 
 from lightning_mcuprune import MCUPruneCallback, analyze
 from lightning_mcuprune.graph.trace import UnsupportedOpError
-from lightning_mcuprune.lab import benchmark
+from lightning_mcuprune.hil.benchmark import benchmark
 from lightning_mcuprune.quantize import UnsupportedOnBoardError, quantize
 
 SHAPE = (1, 16, 16)

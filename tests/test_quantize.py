@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_mcuprune import ResourceModel, zoo
+from lightning_mcuprune import ResourceModel
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.hil.deploy import DeployError, build_deployment, plan_arena
 from lightning_mcuprune.quantize import UnsupportedOnBoardError, quantize
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import lightning_mcuprune as lm
-from lightning_mcuprune import zoo
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.deploy import TFLiteExportError
 
 tflm = pytest.importorskip("tflite_micro") if os.environ.get("CI") != "true" else __import__("tflite_micro")
@@ -151,7 +151,7 @@ def test_cli_export_tflite_and_c_and_benchmark_runtime_tflm(tmp_path):
     from lightning_mcuprune.cli import main
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(0).standard_normal((32, 1, 49, 10)).astype(np.float32))
-    spec = "lightning_mcuprune.zoo:ds_cnn"
+    spec = "lightning_mcuprune.examples.zoo:ds_cnn"
     assert main(["export", spec, "--input-shape", "1,49,10", "--format", "tflite", "--out", str(tmp_path / "t"),
                  "--calib-data", str(calib)]) == 0
     assert (tmp_path / "t" / "model.tflite").read_bytes()[4:8] == b"TFL3"
@@ -168,7 +168,7 @@ def test_cli_export_tflite_and_c_and_benchmark_runtime_tflm(tmp_path):
 
 def test_cli_export_without_calibration_data_says_how(tmp_path, capsys):
     from lightning_mcuprune.cli import main
-    assert main(["export", "lightning_mcuprune.zoo:ds_cnn", "--input-shape", "1,49,10", "--out", str(tmp_path)]) == 2
+    assert main(["export", "lightning_mcuprune.examples.zoo:ds_cnn", "--input-shape", "1,49,10", "--out", str(tmp_path)]) == 2
     assert "--calib-data" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -259,6 +259,6 @@ def test_cli_export_of_the_callbacks_export_directory(tmp_path, capsys):
     assert main(["export", str(tmp_path / "export"), "--format", "c", "--out", str(tmp_path / "c"),
                  "--calib-data", str(calib)]) == 2
     assert "--network" in capsys.readouterr().err
-    assert main(["export", str(tmp_path / "export"), "--network", "lightning_mcuprune.zoo:ds_cnn", "--format", "c",
+    assert main(["export", str(tmp_path / "export"), "--network", "lightning_mcuprune.examples.zoo:ds_cnn", "--format", "c",
                  "--out", str(tmp_path / "c"), "--calib-data", str(calib)]) == 0
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["model_data.cc", "model_data.h", "model_ops.h"]

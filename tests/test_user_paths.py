@@ -44,7 +44,7 @@ def test_analyze_order_optimal_never_worse_than_traced():
 
 def test_cli_analyze_order_optimal(tmp_path, capsys):
     js = tmp_path / "r.json"
-    assert main(["analyze", "lightning_mcuprune.zoo:inception_like", "--order", "optimal", "--json", str(js)]) == 0
+    assert main(["analyze", "lightning_mcuprune.examples.zoo:inception_like", "--order", "optimal", "--json", str(js)]) == 0
     rep = json.loads(js.read_text())
     traced = analyze(zoo.inception_like(), torch.zeros(1, *zoo.INPUT_SHAPES["inception_like"]))
     assert 0 < rep["peak_sram_bytes"] <= traced.peak_sram_bytes
@@ -99,7 +99,7 @@ def test_cli_analyze_every_option(tmp_path, capsys):
     png, js = tmp_path / "m.png", tmp_path / "r.json"
     for args in (["--board", str(board)], ["--board", "NUCLEO-F446RE"], ["--order", "traced"], ["--runtime", "tflm"],
                  ["--input-shape", "1,20,20", "--plot", str(png), "--json", str(js)]):
-        assert main(["analyze", "lightning_mcuprune.zoo:reference_cnn", *args]) == 0, args
+        assert main(["analyze", "lightning_mcuprune.examples.zoo:reference_cnn", *args]) == 0, args
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert json.loads(js.read_text())["layers"][0]["output_shape"] == [32, 20, 20]
     assert "nucleo-f446re" in capsys.readouterr().out
@@ -163,7 +163,7 @@ def test_wrong_channel_count_reports_the_real_error():
 
 
 def test_cli_wrong_input_shape_is_one_clean_line(capsys):
-    assert main(["analyze", "lightning_mcuprune.zoo:reference_cnn", "--input-shape", "3,28,28"]) == 2
+    assert main(["analyze", "lightning_mcuprune.examples.zoo:reference_cnn", "--input-shape", "3,28,28"]) == 2
     err = capsys.readouterr().err
     assert "to have 1 channels" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -344,4 +344,4 @@ def test_folder_named_like_a_board_does_not_shadow_it(tmp_path, monkeypatch, cap
     assert load_board("mine").name == "mps2-an500"  # an existing file that is no built-in name is a path
     with pytest.raises(ValueError, match="is a folder"):
         load_board("./mps2-an386")
-    assert main(["analyze", "lightning_mcuprune.zoo:ds_cnn", "--board", "mps2-an386"]) == 0
+    assert main(["analyze", "lightning_mcuprune.examples.zoo:ds_cnn", "--board", "mps2-an386"]) == 0

@@ -14,7 +14,7 @@ def load_calib(spec: str | None, shape: tuple) -> torch.Tensor:
         raise ValueError("int8 export needs calibration data: pass --calib-data FILE.npy|FILE.pt (a few hundred training "
                          "inputs, float [N, C, H, W]) or --calib-data fashion-mnist")
     if spec == "fashion-mnist":
-        from lightning_mcuprune.datasets import load_fashion_mnist, to_tensors
+        from lightning_mcuprune.data.datasets import load_fashion_mnist, to_tensors
         return to_tensors(*load_fashion_mnist("train"))[0][:256]
     p = Path(spec)
     if not p.is_file():
@@ -28,7 +28,7 @@ def load_calib(spec: str | None, shape: tuple) -> torch.Tensor:
 
 def _cmd(args) -> int:
     from lightning_mcuprune.deploy import export_tflite
-    from lightning_mcuprune.lab import _load_export, _load_model
+    from lightning_mcuprune.hil.benchmark import _load_export, _load_model
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
     if Path(args.model).is_dir():
         net, saved = _load_export(Path(args.model), args.network, args.unsafe_pickle)

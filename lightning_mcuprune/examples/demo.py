@@ -19,10 +19,10 @@ def run_demo(out="runs/demo", board="mps2-an386", budgets=None, epochs: int = 4,
     from lightning.pytorch.loggers import CSVLogger
 
     from lightning_mcuprune.callback import MCUPruneCallback
-    from lightning_mcuprune.classifier import ImageClassifier
+    from lightning_mcuprune.examples.classifier import ImageClassifier
     from lightning_mcuprune.console import console as make_console
-    from lightning_mcuprune.datasets import FashionMNISTDataModule
-    from lightning_mcuprune.zoo import ReferenceCNN
+    from lightning_mcuprune.data.datasets import FashionMNISTDataModule
+    from lightning_mcuprune.examples.zoo import ReferenceCNN
 
     console = make_console()
     budgets = dict(DEFAULT_BUDGETS if budgets is None else budgets)

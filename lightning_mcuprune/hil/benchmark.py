@@ -383,7 +383,7 @@ def _cmd(args) -> int:
     example = torch.zeros(1, *shape)
     test = None
     if args.test_data == "fashion-mnist":
-        from lightning_mcuprune.datasets import load_fashion_mnist, to_tensors
+        from lightning_mcuprune.data.datasets import load_fashion_mnist, to_tensors
         xtr, _ = to_tensors(*load_fashion_mnist("train"))
         xte, yte = to_tensors(*load_fashion_mnist("test"))
         calib, test = xtr[:256], (xte, yte)

@@ -1,0 +1,1 @@
+"""Datasets: Fashion-MNIST (from the system package) and keyword-spotting MFCCs."""
