@@ -2,9 +2,7 @@
 and in total, and the `mcuprune analyze` command."""
 from __future__ import annotations
 
-import importlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,84 +175,13 @@ def analyze(model: torch.nn.Module, example_input, board="mps2-an386", order: st
 
 
 # ---- CLI ------------------------------------------------------------------------------------
-def load_callable(spec: str):
-    """Resolve "PKG.MODULE:CALLABLE" to the object it names (the CLI puts the working directory on the
-    import path first, as `python -m` does)."""
-    if ":" not in spec:
-        raise ValueError(f"model {spec!r} must be given as PKG.MODULE:CALLABLE, e.g. lightning_mcuprune.examples.zoo:ds_cnn")
-    mod_name, attr = spec.split(":", 1)
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        if e.name and mod_name != e.name and not mod_name.startswith(e.name + "."):
-            raise ValueError(f"importing {mod_name!r} of model {spec!r} failed: it imports {e.name!r}, which is not "
-                             "installed") from None
-        raise ValueError(
-            f"cannot import module {mod_name!r} of model {spec!r}: {e}. It is looked up in the working directory "
-            f"({os.getcwd()}) and on the Python path: run from the folder that holds {mod_name.split('.')[0]}.py "
-            f"(or the package folder), or set PYTHONPATH to it") from None
-    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: one clear line
-        raise ValueError(f"importing {mod_name!r} of model {spec!r} failed: {type(e).__name__}: {e}") from None
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
 
 
-def parse_shape(text: str) -> tuple:
-    parts = [p.strip() for p in text.replace("x", ",").split(",")]
-    shape = tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
-    if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"bad --input-shape {text!r}: give the input without the batch, e.g. 1,28,28 (C,H,W)")
-    return shape
-
-
-def _cmd_analyze(args) -> int:
-    from lightning_mcuprune.console import console as cli_console
-    factory = load_callable(args.model)
-    if callable(factory) and not isinstance(factory, torch.nn.Module):
-        try:
-            model = factory()
-        except Exception as e:  # noqa: BLE001 - the user's factory failed: one clear line
-            raise ValueError(f"calling {args.model}() failed: {type(e).__name__}: {e}") from None
-    else:
-        model = factory
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"{args.model} gave a {type(model).__name__}, not a torch.nn.Module")
-    if args.input_shape:
-        shape = parse_shape(args.input_shape)
-    else:
-        shape = getattr(factory, "input_shape", None)   # a factory may name its input (the zoo's do)
-        if shape is None:
-            raise ValueError("--input-shape is required (the input without the batch, e.g. 1,28,28)")
-    model.eval()
-    from lightning_mcuprune.resources.order import OrderSearchTooLargeError
-    try:
-        rep = analyze(model, torch.zeros(1, *shape), board=args.board, order=args.order, runtime=args.runtime)
-    except OrderSearchTooLargeError as e:
-        raise ValueError(f"{e} (--order traced)") from None
-    console = cli_console()
-    console.print(rep.rich_table())
-    console.print(rep.totals_table())
-    if args.plot:
-        rep.plot_memory(args.plot)
-        console.print(f"memory profile written to {args.plot}")
-    if args.json:
-        rep.to_json(args.json)
-        console.print(f"report written to {args.json}")
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="resources of a network on a board (MACs, flash, peak SRAM, latency)")
-    p.add_argument("model", help="PKG.MODULE:CALLABLE returning an nn.Module, e.g. lightning_mcuprune.examples.zoo:ds_cnn")
-    p.add_argument("--input-shape", help="input without the batch, e.g. 1,28,28 (default for zoo models: their own)")
-    p.add_argument("--board", default="mps2-an386", help="built-in board name or profile JSON (default mps2-an386)")
-    p.add_argument("--order", choices=("traced", "optimal"), default="traced", help="execution order for peak SRAM")
-    p.add_argument("--runtime", choices=("mcuprune-firmware", "tflm"), default="mcuprune-firmware",
-                   help="where the network runs: our HIL firmware (default) or TensorFlow Lite Micro")
-    p.add_argument("--plot", help="write the memory profile as PNG here")
-    p.add_argument("--json", help="write the report as JSON here")
-    p.set_defaults(func=_cmd_analyze)
+def __getattr__(name: str):
+    if name in ("load_callable", "parse_shape"):   # deprecated: the CLI helpers live in lightning_mcuprune.cli_helpers
+        import warnings
+        warnings.warn(f"lightning_mcuprune.analysis.{name} is deprecated: use lightning_mcuprune.cli_helpers.{name}",
+                      DeprecationWarning, stacklevel=2)
+        from lightning_mcuprune import cli_helpers
+        return getattr(cli_helpers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

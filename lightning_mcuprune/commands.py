@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 MODULES = [
-    "lightning_mcuprune.analysis",    # mcuprune analyze
+    "lightning_mcuprune.analysis_cli",  # mcuprune analyze
     "lightning_mcuprune.examples.demo",        # mcuprune demo
     "lightning_mcuprune.hil.cli",     # mcuprune boards
     "lightning_mcuprune.hil.calibrate",  # mcuprune calibrate (and the calibrate console script)

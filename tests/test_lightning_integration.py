@@ -92,8 +92,8 @@ def test_load_pruned_and_onnx_export(tmp_path):
     for png in ("pi.png", "resources.png", "memory_profile.png"):
         assert (tmp_path / "mcuprune" / png).read_bytes()[:4] == b"\x89PNG"
     # the export directory is what `mcuprune benchmark DIR` takes: the pruned network and its input shape
-    from lightning_mcuprune.hil.benchmark import _load_export
-    net, shape = _load_export(tmp_path / "mcuprune", unsafe_pickle=True)
+    from lightning_mcuprune.cli_helpers import load_export
+    net, shape = load_export(tmp_path / "mcuprune", unsafe_pickle=True)
     assert shape == SHAPE
     torch.testing.assert_close(net(x), expect, atol=1e-6, rtol=0)
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 from lit import Classifier, random_loader, trainer
 
-from lightning_mcuprune import analyze, load_board, parse_size, zoo
+from lightning_mcuprune import analyze, load_board, parse_size
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.callback import MCUPruneCallback
 from lightning_mcuprune.cli import main
 from lightning_mcuprune.graph import GraphError, UnsupportedOpError, trace_graph

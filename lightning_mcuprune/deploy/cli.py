@@ -28,13 +28,13 @@ def load_calib(spec: str | None, shape: tuple) -> torch.Tensor:
 
 def _cmd(args) -> int:
     from lightning_mcuprune.deploy import export_tflite
-    from lightning_mcuprune.hil.benchmark import _load_export, _load_model
-    shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+    from lightning_mcuprune.cli_helpers import load_export, load_model, parse_shape
+    shape = parse_shape(args.input_shape) if args.input_shape else None
     if Path(args.model).is_dir():
-        net, saved = _load_export(Path(args.model), args.network, args.unsafe_pickle)
+        net, saved = load_export(Path(args.model), args.network, args.unsafe_pickle)
         shape = shape or saved
     else:   # a network factory, pruned by --checkpoint if given
-        net = _load_model(args.model, args.checkpoint)
+        net = load_model(args.model, args.checkpoint)
     if not shape:
         raise ValueError("--input-shape C,H,W is required (the export directory's report.json gives it otherwise)")
     net.eval()

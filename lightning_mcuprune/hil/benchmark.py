@@ -316,70 +316,18 @@ def _measure(b, model, example_input, calib_data, q, dep, prof, test_data, board
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
-def _load_export(directory: Path, network: Optional[str] = None, unsafe_pickle: bool = False):
-    """The network and input shape (C, H, W) of an export directory written by MCUPruneCallback.
-
-    network (PKG.MODULE:CALLABLE building the dense network): the directory's pruned_state.pt is applied to it
-    with load_pruned, weights-only (nothing in the directory runs). unsafe_pickle: read model.pt instead, a
-    pickled module: loading it runs code named in the file, so only for directories you wrote or trust like code.
-    Neither given: a ValueError that says which option to use."""
-    import json
-
-    from lightning_mcuprune.export import load_module
-    if network:
-        if not (directory / "pruned_state.pt").is_file():
-            raise ValueError(f"MODEL {str(directory)!r}: no pruned_state.pt in it; give the directory "
-                             "MCUPruneCallback.export wrote (e.g. lightning_logs/version_0/mcuprune)")
-        net = _load_model(network, str(directory / "pruned_state.pt"))
-    elif not unsafe_pickle:
-        raise ValueError(f"MODEL {str(directory)!r}: give --network PKG.MODULE:CALLABLE (the function building the "
-                         "dense network) to apply its pruned_state.pt weights-only, or --unsafe-pickle to load its "
-                         "model.pt (a pickle: loading it runs code named in the file; only for directories you "
-                         "wrote or trust like code)")
-    elif not (directory / "model.pt").is_file():
-        raise ValueError(f"MODEL {str(directory)!r}: no model.pt in it; give the directory MCUPruneCallback.export "
-                         "wrote (e.g. lightning_logs/version_0/mcuprune), or --network PKG.MODULE:CALLABLE")
-    else:
-        net = load_module(directory / "model.pt")
-        if hasattr(net, "net") and isinstance(net.net, torch.nn.Module):
-            net = net.net
-    shape = None
-    if (directory / "report.json").is_file():
-        shape = tuple(json.loads((directory / "report.json").read_text()).get("example_shape", [])[1:]) or None
-    return net, shape
-
-
-def _load_model(spec: str, checkpoint: Optional[str], network: Optional[str] = None, unsafe_pickle: bool = False):
-    import importlib
-    if ":" not in spec:
-        p = Path(spec)
-        if p.is_dir():
-            return _load_export(p, network, unsafe_pickle)[0]
-        raise ValueError(f"MODEL {spec!r}: give the callback's export directory, or PKG.MODULE:CALLABLE (the network "
-                         "factory) with --checkpoint and --input-shape")
-    if network or unsafe_pickle:
-        raise ValueError(f"--network and --unsafe-pickle go with an export directory as MODEL, not {spec!r}")
-    mod, fn = spec.split(":", 1)
-    net = getattr(importlib.import_module(mod), fn)()
-    if checkpoint:
-        from lightning_mcuprune.export import load_pruned
-        net = load_pruned(net, checkpoint)
-        if hasattr(net, "net") and isinstance(net.net, torch.nn.Module) and not hasattr(net, "weight"):
-            net = getattr(net, "net", net)
-    return net
-
-
 def _cmd(args) -> int:
+    from lightning_mcuprune.cli_helpers import load_export, load_model, parse_shape
     from lightning_mcuprune.console import console as make_console
     console = make_console()
     try:
-        net = _load_model(args.model, args.checkpoint, args.network, args.unsafe_pickle)
+        net = load_model(args.model, args.checkpoint, args.network, args.unsafe_pickle)
     except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
         return USER_ERROR_EXIT_CODE
-    shape = tuple(int(v) for v in args.input_shape.split(","))
+    shape = parse_shape(args.input_shape)
     if Path(args.model).is_dir() and args.input_shape == "1,28,28":
-        shape = _load_export(Path(args.model), args.network, args.unsafe_pickle)[1] or shape
+        shape = load_export(Path(args.model), args.network, args.unsafe_pickle)[1] or shape
     example = torch.zeros(1, *shape)
     test = None
     if args.test_data == "fashion-mnist":

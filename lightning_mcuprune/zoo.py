@@ -1,0 +1,8 @@
+"""Deprecated: moved to lightning_mcuprune.examples.zoo (this name is the same module, for one release)."""
+import sys
+
+from lightning_mcuprune._compat import moved_module
+from lightning_mcuprune.examples.zoo import __name__ as _new
+
+moved_module(__name__, _new)
+sys.modules[__name__] = sys.modules[_new]
