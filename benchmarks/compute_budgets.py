@@ -37,8 +37,8 @@ from rich.console import Console  # noqa: E402
 
 from lightning_mcuprune import analyze, load_board, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
-from lightning_mcuprune.data.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
 from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.pruning.plan import make_plan  # noqa: E402
 from lightning_mcuprune.pruning.removal import remove_channels  # noqa: E402
@@ -83,7 +83,7 @@ def _fmnist(args, seed):
 
 
 def _kws(args, seed):
-    from lightning_mcuprune.data.kws import KWSDataModule
+    from lightning_mcuprune.kws_data import KWSDataModule
     return KWSDataModule(batch_size=64, seed=seed)
 
 

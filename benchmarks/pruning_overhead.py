@@ -29,8 +29,8 @@ from rich.table import Table  # noqa: E402
 
 from lightning_mcuprune import analyze, zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
-from lightning_mcuprune.data.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
 
 BOARD = "mps2-an386"
 INPUT = (1, 1, 28, 28)

@@ -12,7 +12,8 @@ from lightning.pytorch.loggers import CSVLogger
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from lit import Classifier, random_loader  # noqa: E402
 
-from lightning_mcuprune import MCUPruneCallback, analyze, load_pruned, zoo  # noqa: E402
+from lightning_mcuprune import MCUPruneCallback, analyze, load_pruned  # noqa: E402
+from lightning_mcuprune.examples import zoo  # noqa: E402
 
 warnings.simplefilter("ignore")
 out = sys.argv[1]

@@ -5,7 +5,8 @@ import warnings
 import torch
 from lit import Classifier, random_loader, trainer
 
-from lightning_mcuprune import analyze, zoo
+from lightning_mcuprune import analyze
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.callback import MCUPruneCallback
 
 NETS = {

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 from lit import Classifier, fit_pruned, random_loader, trainer
 
-from lightning_mcuprune import analyze, load_board, zoo
+from lightning_mcuprune import analyze, load_board
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.callback import MCUPruneCallback
 from lightning_mcuprune.pruning.state import BudgetUnreachableError
 

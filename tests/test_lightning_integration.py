@@ -17,7 +17,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lit import Classifier, random_loader
 
-from lightning_mcuprune import MCUPruneCallback, load_pruned, zoo
+from lightning_mcuprune import MCUPruneCallback, load_pruned
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.boards import load_board
 
 SHAPE = (1, 12, 12)

@@ -3,7 +3,8 @@
 import torch
 from lit import fit_pruned
 
-from lightning_mcuprune import analyze, load_board, zoo
+from lightning_mcuprune import analyze, load_board
+from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.callback import MCUPruneCallback
 
 BOARD = load_board("mps2-an386")

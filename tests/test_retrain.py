@@ -1,7 +1,8 @@
 """reinitialized(): the same architecture with fresh weights, the original untouched."""
 import torch
 
-from lightning_mcuprune import analyze, reinitialized, zoo
+from lightning_mcuprune import analyze, reinitialized
+from lightning_mcuprune.examples import zoo
 
 
 def test_same_architecture_fresh_weights_original_untouched():
