@@ -6,7 +6,7 @@
 #include "kernels.h"
 #include "proto.h"
 
-static int32_t srdhm(int32_t a, int32_t b)
+static int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b)
 {
     if (a == b && a == INT32_MIN)
         return INT32_MAX;
@@ -15,7 +15,7 @@ static int32_t srdhm(int32_t a, int32_t b)
     return (int32_t)((ab + nudge) / (1ll << 31));
 }
 
-static int32_t rdbpot(int32_t x, int32_t exponent)
+static int32_t rounding_divide_by_pot(int32_t x, int32_t exponent)
 {
     int32_t mask = (int32_t)((1ll << exponent) - 1);
     int32_t remainder = x & mask;
@@ -24,12 +24,12 @@ static int32_t rdbpot(int32_t x, int32_t exponent)
 }
 
 /* MultiplyByQuantizedMultiplier; the left shift wraps like int32 arithmetic (uint32 to stay defined). */
-int32_t mbqm(int32_t x, int32_t m, int32_t shift)
+int32_t multiply_by_quantized_multiplier(int32_t x, int32_t m, int32_t shift)
 {
     int32_t left = shift > 0 ? shift : 0;
     int32_t right = shift > 0 ? 0 : -shift;
     int32_t xs = (int32_t)((uint32_t)x << left);
-    return rdbpot(srdhm(xs, m), right);
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(xs, m), right);
 }
 
 /* v is int64 so that requantised value + output zero point cannot overflow (the host adds in int64 too) */
@@ -68,7 +68,7 @@ static void conv2d(const layer_t *L)
                             acc += (ip[c] - L->in_zp) * wp[c];
                     }
                 }
-                o[oc] = clamp8((int64_t)mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
+                o[oc] = clamp8((int64_t)multiply_by_quantized_multiplier(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
             }
         }
     }
@@ -96,7 +96,7 @@ static void depthwise(const layer_t *L)
                             acc += (L->in[(y * W + x) * C + c] - L->in_zp) * L->w[(ky * KW + kx) * OC + oc];
                         }
                     }
-                    o[oc] = clamp8((int64_t)mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
+                    o[oc] = clamp8((int64_t)multiply_by_quantized_multiplier(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
                 }
             }
         }
@@ -111,7 +111,7 @@ static void matvec(const layer_t *L, const int8_t *ip, int8_t *o, int32_t n)
         int32_t acc = L->bias[oc];
         for (int32_t c = 0; c < n; c++)
             acc += (ip[c] - L->in_zp) * wp[c];
-        o[oc] = clamp8((int64_t)mbqm(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
+        o[oc] = clamp8((int64_t)multiply_by_quantized_multiplier(acc, L->mult[oc], L->shift[oc]) + L->out_zp, L->act_min, L->act_max);
     }
 }
 
@@ -166,7 +166,7 @@ static void global_avg_pool(const layer_t *L)
         int32_t acc = 0;
         for (int32_t i = 0; i < n; i++)
             acc += L->in[i * C + c] - L->in_zp;
-        L->out[c] = clamp8((int64_t)mbqm(acc, L->mult[c], L->shift[c]) + L->out_zp, L->act_min, L->act_max);
+        L->out[c] = clamp8((int64_t)multiply_by_quantized_multiplier(acc, L->mult[c], L->shift[c]) + L->out_zp, L->act_min, L->act_max);
     }
 }
 
@@ -178,8 +178,8 @@ static void add(const layer_t *L)
     for (int32_t i = 0; i < n; i++) {
         int32_t a = (int32_t)((uint32_t)(L->in[i] - L->in_zp) << ls);
         int32_t b = (int32_t)((uint32_t)(L->in2[i] - L->in2_zp) << ls);
-        int32_t s = sat32((int64_t)mbqm(a, p[1], p[2]) + mbqm(b, p[3], p[4]));   /* saturated, as the host */
-        L->out[i] = clamp8((int64_t)mbqm(s, p[5], p[6]) + L->out_zp, L->act_min, L->act_max);
+        int32_t s = sat32((int64_t)multiply_by_quantized_multiplier(a, p[1], p[2]) + multiply_by_quantized_multiplier(b, p[3], p[4]));   /* saturated, as the host */
+        L->out[i] = clamp8((int64_t)multiply_by_quantized_multiplier(s, p[5], p[6]) + L->out_zp, L->act_min, L->act_max);
     }
 }
 

@@ -21,7 +21,7 @@ typedef struct {
     const int32_t *add_params; /* add: left_shift, m1, s1, m2, s2, mo, so */
 } layer_t;
 
-int32_t mbqm(int32_t x, int32_t m, int32_t shift);
+int32_t multiply_by_quantized_multiplier(int32_t x, int32_t m, int32_t shift);
 void run_layer(const layer_t *L);
 void run_layer_ext(const layer_t *L);  /* op codes after ADD */
 

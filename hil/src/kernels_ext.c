@@ -21,7 +21,7 @@ static void mul(const layer_t *L)
         const int8_t *a = L->in + p * C, *b = bcast ? L->in2 : L->in2 + p * C;
         int8_t *o = L->out + p * C;
         for (int32_t c = 0; c < C; c++) {
-            int32_t r = mbqm((a[c] - L->in_zp) * (b[c] - L->in2_zp), m, s) + L->out_zp;
+            int32_t r = multiply_by_quantized_multiplier((a[c] - L->in_zp) * (b[c] - L->in2_zp), m, s) + L->out_zp;
             o[c] = clamp8(r, L->act_min, L->act_max);
         }
     }
