@@ -12,6 +12,7 @@ void uart_flush(void);        /* wait until the last byte has left */
 uint64_t cycles_now(void);    /* 64-bit cycle count (wrap-around of the hardware counter handled) */
 void cycles_restart(void);    /* restart the counter so that a measurement starts at the same phase */
 void board_system_reset(void);
+uint32_t stack_used_bytes(void);  /* deepest stack use since reset (startup.c paints the stack) */
 
 /* Cortex-M system registers shared by all boards */
 #define REG32(a) (*(volatile uint32_t *)(a))

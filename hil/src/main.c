@@ -10,7 +10,6 @@
 
 extern uint8_t __arena_start[], __arena_end[], __wstore_start[], __wstore_end[];
 extern uint32_t __stack_limit, __stack_top;
-uint32_t stack_used_bytes(void);
 
 #define ARENA_BYTES ((uint32_t)(__arena_end - __arena_start))
 #define WSTORE_BYTES ((uint32_t)(__wstore_end - __wstore_start))
@@ -193,14 +192,22 @@ static int region(uint8_t r, uint8_t **base, uint32_t *size)
     return -1;
 }
 
-static void cmd_write(uint8_t seq, const uint8_t *p, uint32_t len)
+/* The region bytes [off, off + n) of a WRITE or FILL: its base, or NULL after answering E_RANGE. */
+static uint8_t *region_range(uint8_t type, uint8_t seq, uint8_t r, uint32_t off, uint32_t n, const char *outside)
 {
     uint8_t *base;
     uint32_t size;
+    if (region(r, &base, &size)) { send_error(E_RANGE, type, seq, r, "no such region"); return 0; }
+    if (off > size || n > size - off) { send_error(E_RANGE, type, seq, 0, outside); return 0; }
+    return base;
+}
+
+static void cmd_write(uint8_t seq, const uint8_t *p, uint32_t len)
+{
     if (len < 8) { send_error(E_BAD_LENGTH, T_WRITE, seq, 8, "write needs region, offset"); return; }
-    if (region(p[0], &base, &size)) { send_error(E_RANGE, T_WRITE, seq, p[0], "no such region"); return; }
     uint32_t off = rd32(p + 4), n = len - 8;
-    if (off > size || n > size - off) { send_error(E_RANGE, T_WRITE, seq, 0, "write outside region"); return; }
+    uint8_t *base = region_range(T_WRITE, seq, p[0], off, n, "write outside region");
+    if (!base) return;
     for (uint32_t i = 0; i < n; i++) base[off + i] = p[8 + i];
     uint32_t *hwm = p[0] == REGION_ARENA ? &arena_hwm : &wstore_hwm;
     if (off + n > *hwm) *hwm = off + n;
@@ -211,12 +218,10 @@ static void cmd_write(uint8_t seq, const uint8_t *p, uint32_t len)
 /* byte i of a fill = low byte of lowbias32(seed ^ (i * 0x9E3779B1)); the host mirrors it (protocol.fill_bytes) */
 static void cmd_fill(uint8_t seq, const uint8_t *p, uint32_t len)
 {
-    uint8_t *base;
-    uint32_t size;
     if (len != 16) { send_error(E_BAD_LENGTH, T_FILL, seq, 16, "fill needs region, offset, length, seed"); return; }
-    if (region(p[0], &base, &size)) { send_error(E_RANGE, T_FILL, seq, p[0], "no such region"); return; }
     uint32_t off = rd32(p + 4), n = rd32(p + 8), seed = rd32(p + 12);
-    if (off > size || n > size - off) { send_error(E_RANGE, T_FILL, seq, 0, "fill outside region"); return; }
+    uint8_t *base = region_range(T_FILL, seq, p[0], off, n, "fill outside region");
+    if (!base) return;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t x = seed ^ (i * 0x9E3779B1u);
         x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;

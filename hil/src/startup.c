@@ -1,6 +1,8 @@
 /* Vector table and reset handler: copy .data, zero .bss, paint the stack (for the stack-use report). */
 #include <stdint.h>
 
+#include "board.h"
+
 extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, __stack_limit, __stack_top;
 int main(void);
 void SysTick_Handler(void);
