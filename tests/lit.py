@@ -2,24 +2,18 @@
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_mcuprune.examples.classifier import ImageClassifier
 
-class Classifier(pl.LightningModule):
+
+class Classifier(ImageClassifier):
+    """The library's ImageClassifier with a fixed learning rate and a choice of optimiser (SGD with momentum
+    exercises the optimiser-state surgery of channel removal)."""
+
     def __init__(self, net: nn.Module, lr: float = 1e-3, optimizer: str = "adam"):
-        super().__init__()
-        self.net = net
-        self.lr, self.optimizer = lr, optimizer
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss, prog_bar=False)
-        return loss
+        super().__init__(net, lr=lr)
+        self.optimizer = optimizer
 
     def configure_optimizers(self):
         if self.optimizer == "sgd":
