@@ -91,17 +91,26 @@ def _make_divisible(v, divisor=8):
     return new + divisor if new < 0.9 * v else new
 
 
+def _inverted_residual_stages(c: int, cfg: list, width: float) -> tuple[list, int]:
+    """The InvertedResidual blocks of MobileNetV2 stages (expansion t, channels, repeats n, first stride s) from
+    `c` input channels; returns (blocks, output channels)."""
+    blocks = []
+    for t, ch, n, s in cfg:
+        out = _make_divisible(ch * width)
+        for i in range(n):
+            blocks.append(InvertedResidual(c, out, s if i == 0 else 1, t))
+            c = out
+    return blocks, c
+
+
 def mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) -> nn.Module:
     """MobileNetV2 (Sandler et al.), torchvision's layout; width 1.0 at 224x224 has 300.8M MACs."""
     cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
     c = _make_divisible(32 * width)
     last = _make_divisible(1280 * max(1.0, width))
     layers = [conv_bn_relu(in_channels, c, 3, 2, act=nn.ReLU6)]
-    for t, ch, n, s in cfg:
-        out = _make_divisible(ch * width)
-        for i in range(n):
-            layers.append(InvertedResidual(c, out, s if i == 0 else 1, t))
-            c = out
+    blocks, c = _inverted_residual_stages(c, cfg, width)
+    layers += blocks
     layers += [conv_bn_relu(c, last, 1, act=nn.ReLU6), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                nn.Dropout(0.2), nn.Linear(last, num_classes)]
     return nn.Sequential(*layers)
@@ -112,11 +121,8 @@ def mobilenet_v2_tiny(num_classes: int = 10, in_channels: int = 1, width: float 
     cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2)]
     c = _make_divisible(32 * width)
     layers = [conv_bn_relu(in_channels, c, 3, 1, act=nn.ReLU6)]
-    for t, ch, n, s in cfg:
-        out = _make_divisible(ch * width)
-        for i in range(n):
-            layers.append(InvertedResidual(c, out, s if i == 0 else 1, t))
-            c = out
+    blocks, c = _inverted_residual_stages(c, cfg, width)
+    layers += blocks
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
 
