@@ -2,6 +2,8 @@
 and in total, and the `mcuprune analyze` command."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,10 @@ from lightning_mcuprune.boards import BoardProfile, load_board
 from lightning_mcuprune.graph import ResourceGraph, trace_graph
 from lightning_mcuprune.resources import ResourceModel
 from lightning_mcuprune.units import format_size
+
+if TYPE_CHECKING:
+    import rich.console
+    import rich.table
 
 
 @dataclass(repr=False)
@@ -57,7 +63,7 @@ class Report:
         }
 
     # The result protocol shared with hil's LabResult: to_dict / to_json, table / print, plot.
-    def to_json(self, path) -> Path:
+    def to_json(self, path: "str | Path") -> Path:
         """Write to_dict() as JSON, atomically; returns the path."""
         from lightning_mcuprune.io import write_json_atomic
         return write_json_atomic(Path(path), self.to_dict())
@@ -66,18 +72,18 @@ class Report:
         """The rich tables: per layer, and the totals against the board."""
         return self.rich_table(), self.totals_table()
 
-    def print(self, console=None) -> None:
+    def print(self, console: "rich.console.Console | None" = None) -> None:
         """Print table() to `console` (default: a rich console)."""
         from lightning_mcuprune.console import console as make_console
         console = console or make_console()
         for t in self.table():
             console.print(t)
 
-    def plot(self, path) -> Path:
+    def plot(self, path: "str | Path") -> Path:
         """The memory profile as PNG (plot_memory)."""
         return self.plot_memory(path)
 
-    def rich_table(self):
+    def rich_table(self) -> "rich.table.Table":
         from rich.table import Table
         est = " (estimate)" if self.latency_source == "estimate" else ""
         t = Table(title=f"{self.board.name}: per-layer resources (execution order)", show_lines=False)
@@ -92,7 +98,7 @@ class Report:
                       f"{r['latency_ms']:.3f}")
         return t
 
-    def totals_table(self):
+    def totals_table(self) -> "rich.table.Table":
         from rich.table import Table
         fits = self.fits()
         t = Table(title=f"{self.board.name} totals")
@@ -111,7 +117,7 @@ class Report:
         t.add_row("bottleneck op (peak SRAM)", self.bottleneck, "", "")
         return t
 
-    def plot_memory(self, path) -> Path:
+    def plot_memory(self, path: "str | Path") -> Path:
         """PNG of the working set per op in execution order, the peak marked. Written atomically."""
         import matplotlib
         matplotlib.use("Agg")
@@ -133,7 +139,7 @@ class Report:
         return save_figure(fig, path)
 
 
-def report_from_model(rm: ResourceModel, counts=None) -> Report:
+def report_from_model(rm: ResourceModel, counts: "torch.Tensor | None" = None) -> Report:
     """A Report of a ResourceModel at channel counts `counts` (default: the traced network)."""
     g = rm.graph
     n = rm.dense_counts if counts is None else torch.as_tensor(counts, dtype=torch.float64)
@@ -161,7 +167,8 @@ def report_from_model(rm: ResourceModel, counts=None) -> Report:
         runtime=rm.runtime)
 
 
-def analyze(model: torch.nn.Module, example_input, board="mps2-an386", order: str = "traced", exclude=(),
+def analyze(model: torch.nn.Module, example_input: "torch.Tensor | tuple", board: "str | Path | BoardProfile" = "mps2-an386",
+            order: str = "traced", exclude: "tuple[str, ...] | list[str]" = (),
             runtime: str = "mcuprune-firmware") -> Report:
     """Trace `model` at `example_input` (batch first) and report its resources on `board`.
 

@@ -5,7 +5,12 @@ Each module listed in MODULES defines `register(subparsers)`, which adds its sub
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import importlib
+
+if TYPE_CHECKING:
+    import argparse
 
 MODULES = [
     "lightning_mcuprune.analysis_cli",  # mcuprune analyze
@@ -17,6 +22,6 @@ MODULES = [
 ]
 
 
-def register_all(subparsers) -> None:
+def register_all(subparsers: "argparse._SubParsersAction") -> None:
     for name in MODULES:
         importlib.import_module(name).register(subparsers)

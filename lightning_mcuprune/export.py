@@ -23,7 +23,7 @@ PRUNED_STATE_FORMAT = "lightning-mcuprune/pruned-state"
 PRUNED_STATE_VERSION = 1
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path, opset: int = 17) -> Path:
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: "str | Path", opset: int = 17) -> Path:
     """Write `module` (in eval mode, batch dimension dynamic) as ONNX at `path`, atomically."""
     model = copy.deepcopy(module).eval()
     for m in model.modules():  # forward hooks of the pruning state are not part of the model
@@ -48,7 +48,7 @@ def _clean_copy(module: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def save_module(module: torch.nn.Module, path) -> Path:
+def save_module(module: torch.nn.Module, path: "str | Path") -> Path:
     """Pickle the (pruned) network itself, without the pruning hooks, atomically; `load_module` reads it back.
 
     The file is code, not data: loading it imports and runs what it names (any pickled torch module is).
@@ -60,7 +60,7 @@ def save_module(module: torch.nn.Module, path) -> Path:
     return Path(path)
 
 
-def load_module(path) -> torch.nn.Module:
+def load_module(path: "str | Path") -> torch.nn.Module:
     """The network saved by `save_module` (e.g. an export directory's model.pt), in eval mode.
 
     UNSAFE for files you did not write: this unpickles (`weights_only=False`), which runs any code the
@@ -68,8 +68,8 @@ def load_module(path) -> torch.nn.Module:
     return torch.load(path, map_location="cpu", weights_only=False).eval()
 
 
-def save_pruned_state(root: torch.nn.Module, path, *, module: str | None, example_shape, signature: dict,
-                      present: list, exclude=(), board: str = "", budgets: dict | None = None,
+def save_pruned_state(root: torch.nn.Module, path: "str | Path", *, module: str | None, example_shape: "tuple | list",
+                      signature: dict, present: list, exclude: "tuple | list" = (), board: str = "", budgets: dict | None = None,
                       architecture: str = "") -> Path:
     """Write the pruned network as data only: its weights (`state_dict`, keys relative to `root`), the dense
     channel indices kept per prunable group (`present`) and the architecture signature, atomically.
@@ -125,7 +125,7 @@ def _key_prefix(module: torch.nn.Module, weights: dict) -> str | None:
     return None
 
 
-def load_pruned(module: torch.nn.Module, checkpoint_path, map_location="cpu", *, unsafe_pickle: bool = False,
+def load_pruned(module: torch.nn.Module, checkpoint_path: "str | Path", map_location: "str | torch.device" = "cpu", *, unsafe_pickle: bool = False,
                 allow_unfinished: bool = False) -> torch.nn.Module:
     """Prune a freshly built dense `module` the way a run of MCUPruneCallback did, then load its weights.
 

@@ -1,11 +1,18 @@
 """Atomic file writes: a file is either the old one or the whole new one, never half-written."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import matplotlib.figure
 
 
 def _default_mode(path: Path) -> int:
@@ -42,7 +49,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: "str | Path") -> "Iterator[Path]":
     """Yield a temporary path beside `path`; on success its contents are flushed to disk (fsync), it gets
     the mode a plain open() would give (umask; an existing file's own mode) and it replaces `path`
     atomically, so `path` is either the old file or the whole new one, also after a power loss."""
@@ -66,17 +73,17 @@ def atomic_path(path):
     _fsync_dir(path.parent)
 
 
-def write_text_atomic(path, text: str) -> Path:
+def write_text_atomic(path: "str | Path", text: str) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
     return Path(path)
 
 
-def write_json_atomic(path, data) -> Path:
+def write_json_atomic(path: "str | Path", data: object) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def save_figure(fig, path, dpi: int = 110) -> Path:
+def save_figure(fig: "matplotlib.figure.Figure", path: "str | Path", dpi: int = 110) -> Path:
     """Write a matplotlib figure as PNG atomically (parent folders created) and close it."""
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp:

@@ -1,6 +1,8 @@
 """PNG plots of a pruning run: keep proportions, resources against budgets, memory profile before/after."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import matplotlib
@@ -11,10 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.pruning.budgets import format_value  # noqa: E402
 
+if TYPE_CHECKING:
+    from lightning_mcuprune.analysis import Report
+
 _UNITS = {"sram": ("KiB", 1024), "flash": ("KiB", 1024), "latency_ms": ("ms", 1), "macs": ("M MACs", 1e6)}
 
 
-def plot_history(history, budgets: dict, directory) -> dict:
+def plot_history(history: "list[dict]", budgets: dict, directory: "str | Path") -> dict:
     """pi per group over training, and each resource against its target and budget."""
     directory = Path(directory)
     out = {}
@@ -45,7 +50,7 @@ def plot_history(history, budgets: dict, directory) -> dict:
     return out
 
 
-def plot_memory_before_after(dense, pruned, path, budget: float | None = None) -> Path:
+def plot_memory_before_after(dense: "Report", pruned: "Report", path: "str | Path", budget: float | None = None) -> Path:
     """Working set per op in execution order, dense and pruned, the peaks, the SRAM budget and the board's SRAM marked."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, rep, title in ((axes[0], dense, "dense"), (axes[1], pruned, "pruned")):

@@ -14,7 +14,7 @@ _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\
 _HELP = 'give bytes as an int, or a string such as "64KiB", "1.5MiB", "256KB" (KB = 1000 bytes, KiB = 1024)'
 
 
-def parse_size(value, what: str = "size") -> int:
+def parse_size(value: "int | float | str", what: str = "size") -> int:
     """Return a size in bytes from an int/float or a string such as "64KiB" (KiB=1024, KB=1000)."""
     if isinstance(value, bool):
         raise ValueError(f"bad {what} {value!r}: {_HELP}")

@@ -5,6 +5,13 @@ calibration design (features of firmware layers).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
 def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
@@ -14,7 +21,8 @@ def axis_taps(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
     return sum(sum(1 for j in range(k) if 0 <= o * s - p + j * d < n_in) for o in range(n_out))
 
 
-def conv_geometry(in_shape: tuple, out_shape: tuple, kernel, stride, padding, dilation) -> dict:
+def conv_geometry(in_shape: tuple, out_shape: tuple, kernel: "int | tuple", stride: "int | tuple",
+                  padding: "int | tuple | str", dilation: "int | tuple") -> dict:
     """window (kernel elements) and valid_taps (taps inside the input over all output positions) of a conv."""
     sp_in, sp_out = tuple(in_shape[2:]), tuple(out_shape[2:])
     n = len(sp_in)
@@ -36,7 +44,7 @@ def conv_geometry(in_shape: tuple, out_shape: tuple, kernel, stride, padding, di
             "valid_rows": valid_rows}
 
 
-def module_pool_params(m) -> dict:
+def module_pool_params(m: "torch.nn.Module") -> dict:
     """Kernel, stride, padding and dilation of a pooling module ({"adaptive": True} for adaptive pools)."""
     if "Adaptive" in type(m).__name__:
         return {"adaptive": True}
@@ -44,7 +52,7 @@ def module_pool_params(m) -> dict:
             "padding": m.padding, "dilation": getattr(m, "dilation", 1)}
 
 
-def function_pool_params(fn, args, kwargs) -> dict:
+def function_pool_params(fn: "Callable", args: tuple, kwargs: dict) -> dict:
     """Kernel, stride, padding and dilation of a functional pooling call (F.max_pool2d(...) etc.)."""
     if "adaptive" in getattr(fn, "__name__", ""):
         return {"adaptive": True}

@@ -839,7 +839,8 @@ def _as_inputs(example_input) -> tuple:
     raise GraphError(f"example_input must be a tensor or a tuple of tensors, got {type(example_input).__name__}")
 
 
-def trace_graph(model: nn.Module, example_input, exclude=()) -> ResourceGraph:
+def trace_graph(model: nn.Module, example_input: "torch.Tensor | tuple", exclude: "tuple[str, ...] | list[str]" = ()
+                ) -> ResourceGraph:
     """Trace `model` at `example_input` (a tensor or tuple; batch dim first) into a ResourceGraph.
 
     `exclude`: module paths whose output channels are never pruned (their groups are fixed).

@@ -8,7 +8,7 @@ from lightning_mcuprune.units import format_size, parse_size
 BUDGET_KEYS = {"sram": "bytes", "flash": "bytes", "latency_ms": "ms", "macs": "MACs"}
 
 
-def parse_budgets(budgets, board: BoardProfile) -> dict[str, float]:
+def parse_budgets(budgets: "dict | None", board: BoardProfile) -> dict[str, float]:
     """Validate `budgets` ({"sram": "64KiB", "flash": 262144, "latency_ms": 50, "macs": 2e6}).
 
     SRAM and flash not given default to what the board has: SRAM after the runtime's reserve, and

@@ -42,7 +42,9 @@ class PruningPlan:
         return {"producers": list(self.producers), "dense": self.dense_channels}
 
 
-def make_plan(root: torch.nn.Module, example: torch.Tensor, exclude=()) -> PruningPlan:
+def make_plan(root: torch.nn.Module, example: torch.Tensor, exclude: "tuple[str, ...] | list[str]" = ()) -> PruningPlan:
+    """Trace `root` at `example` and decide which channel groups are pruned, where their masks go and which
+    module produces each (groups that cannot be masked or have no conv/linear producer stay dense, with a reason)."""
     was_training = root.training
     graph = trace_graph(root, example, exclude=exclude)
     root.train(was_training)
@@ -78,7 +80,8 @@ def check_signature(plan: PruningPlan, saved: dict, what: str = "checkpoint") ->
             f"{len(mine['producers'])}; build the same dense network the checkpoint was trained from")
 
 
-def apply_present(root: torch.nn.Module, example: torch.Tensor, plan: PruningPlan, present: list, optimizers=()) -> None:
+def apply_present(root: torch.nn.Module, example: torch.Tensor, plan: PruningPlan, present: list,
+                  optimizers: "tuple | list" = ()) -> None:
     """Physically remove from a dense `root` every channel not in `present` (dense indices per prunable group)."""
     removals = {}
     for path, c, keep in zip(plan.producers, plan.dense_channels, present):

@@ -22,7 +22,7 @@ def _out_pruner(module: nn.Module):
     raise TypeError(f"cannot prune the output channels of {type(module).__name__}")
 
 
-def remove_channels(root: nn.Module, example_input, removals: dict, optimizers=()) -> None:
+def remove_channels(root: nn.Module, example_input: "torch.Tensor", removals: dict, optimizers: "tuple | list" = ()) -> None:
     """Remove output channels from `root`: `removals` maps a conv/linear module path to the channel indices
     to remove (and everything coupled to them goes too). One dependency trace serves all of them.
 
