@@ -1,4 +1,4 @@
-"""int32 accumulator fuzz on the emulated boards, longer than the test (tests/test_hil_overflow.py): random
+"""int32 accumulator fuzz on the emulated boards, longer than the test (tests/hil/test_hil_overflow.py): random
 layers at the int8/int32 extremes; each must be refused by the host and the firmware alike, or run bit-exact
 against the host's int64 reference.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "hil"), str(ROOT / "benchmarks")]
 from test_hil_overflow import OPS, fuzz_one  # noqa: E402
 
 from lightning_mcuprune.hil import EmulatedBoard  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "hil")]
 from test_hil_robustness import LossyProxy, _wait_error, fuzz_item  # noqa: E402
 
 from lightning_mcuprune.hil import Board, EmulatedBoard, HILError  # noqa: E402

@@ -13,7 +13,7 @@
 4. Write the profile (JSON, atomically), a PNG of predicted against measured cycles, and print a table.
 
 Features of a layer are computed here exactly as `resources.ResourceModel` computes them for the same op
-in a traced network (tests/test_calibrate.py checks this on one-layer torch networks).
+in a traced network (tests/hil/test_calibrate.py checks this on one-layer torch networks).
 """
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_cli_benchmark_table_is_not_cut_when_piped(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "benchmark", "lab_nets:tiny", "--input-shape",

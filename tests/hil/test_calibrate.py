@@ -28,7 +28,7 @@ from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_nnls
 from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.resources import ResourceModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- features agree with the resource model ------------------------------------------------------------

@@ -20,7 +20,7 @@ from lightning_mcuprune.cli import main
 from lightning_mcuprune.graph import GraphError, UnsupportedOpError, trace_graph
 from lightning_mcuprune.io import write_json_atomic, write_text_atomic
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHAPE = (1, 12, 12)
 
 
@@ -74,7 +74,7 @@ OPTIONS = {
     "temperature": {"temperature": 0.5},
     "calib_samples": {"calib_samples": 0},
 }
-# runtime="tflm" runs through Trainer.fit in tests/test_tflite.py (its arena holds the budget in TFLite Micro)
+# runtime="tflm" runs through Trainer.fit in tests/deploy/test_tflite.py (its arena holds the budget in TFLite Micro)
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))

@@ -11,7 +11,7 @@ import torch
 from lightning_mcuprune.data import kws as kws_data
 from lightning_mcuprune.data.kws import KWSConfig, KWSDataModule, load_kws
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK and os.environ.get("CI") != "true",
                                   reason="espeak-ng not installed (apt-get install -y espeak-ng)")

@@ -1,6 +1,6 @@
 """The numpy int8 reference kernels: TFLite's requantisation arithmetic, and each vectorised kernel against a
 plain scalar transliteration of the TFLite reference loops (the firmware's kernels are checked against the
-same numpy code on QEMU, tests/test_hil_kernels.py)."""
+same numpy code on QEMU, tests/hil/test_hil_kernels.py)."""
 import math
 import time
 

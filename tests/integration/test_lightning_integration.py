@@ -162,8 +162,8 @@ def test_logging_and_progress_bar_text(tmp_path):
 def test_ddp_two_cpu_processes_agree_and_export(tmp_path):
     """Real DDP (gloo, 2 processes), export on: with and without a logger, checkpointing on and off. Every rank
     reaches every collective (rank 0 used to call trainer.log_dir, a broadcast, alone and die at the end of fit)."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent), MASTER_PORT=str(29500 + os.getpid() % 1000))
-    r = subprocess.run([sys.executable, str(Path(__file__).parent / "ddp_run.py"), str(tmp_path)], env=env,
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), MASTER_PORT=str(29500 + os.getpid() % 1000))
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "ddp_run.py"), str(tmp_path)], env=env,
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     for tag in ("logger0_ckpt0", "logger1_ckpt1", "logger0_ckpt1", "logger1_ckpt0"):
@@ -181,7 +181,7 @@ def test_ddp_two_cpu_processes_agree_and_export(tmp_path):
 
 
 def test_lightning_cli_prunes_from_yaml(tmp_path):
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     cmd = [sys.executable, str(root / "examples" / "mcuprune_cli.py"), "fit", "--config", str(root / "examples" / "fashion_mnist.yaml"),
            "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
            "--data.train_subset", "512", "--data.val_size", "256", "--data.batch_size", "64",
