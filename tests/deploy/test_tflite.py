@@ -252,7 +252,7 @@ def test_cli_export_of_the_callbacks_export_directory(tmp_path, capsys):
     from lit import fit_pruned
 
     from lightning_mcuprune.cli import main
-    _, cb = fit_pruned(lambda: lm.zoo.ds_cnn(), (1, 49, 10), {"sram": 0.7 * 16000}, "mps2-an386", steps=6)
+    _, cb = fit_pruned(lambda: zoo.ds_cnn(), (1, 49, 10), {"sram": 0.7 * 16000}, "mps2-an386", steps=6)
     cb.export(tmp_path / "export")
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(0).standard_normal((16, 1, 49, 10)).astype(np.float32))
