@@ -79,7 +79,8 @@ def _load(d: str, split: str, _mtimes) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def to_tensors(images: np.ndarray, labels: np.ndarray, mean: float = MEAN, std: float = STD):
+def to_tensors(images: np.ndarray, labels: np.ndarray, mean: float = MEAN, std: float = STD
+               ) -> "tuple[torch.Tensor, torch.Tensor]":
     """uint8 images -> float32 [N, 1, 28, 28] normalised to mean 0 / std 1; labels -> int64."""
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     x = (x - mean) / std
@@ -135,7 +136,7 @@ class FashionMNISTDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
 
     def test_dataloader(self) -> DataLoader:

@@ -204,7 +204,7 @@ def mfcc(waves: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 # ---- the data set ------------------------------------------------------------------------------------
-def generate(cfg: KWSConfig, workers: int = 4, progress=None) -> dict:
+def generate(cfg: KWSConfig, workers: int = 4, progress: "bool | None" = None) -> dict:
     """Synthesise and featurise the whole data set (calls espeak-ng len(words) x voices x renditions times)."""
     exe = espeak_path()
     voices, words = cfg.voice_list(), list(cfg.words)
@@ -250,7 +250,8 @@ def load_kws(cfg: KWSConfig | None = None, cache: str | os.PathLike | None = Non
     return data
 
 
-def split_by_voice(n_voices: int, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0):
+def split_by_voice(n_voices: int, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+                   ) -> "tuple[list[int], list[int], list[int]]":
     """Disjoint voice indices (train, val, test); test and val get at least one voice each when there are
     enough voices (>= 3 for both, 2 for test only); fewer voices than that is an error."""
     perm = [int(i) for i in np.random.default_rng(seed).permutation(n_voices)]
@@ -313,11 +314,11 @@ class KWSDataModule(pl.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=g)
 
-    def train_dataloader(self):
+    def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)
 
-    def test_dataloader(self):
+    def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False)

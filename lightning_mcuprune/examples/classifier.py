@@ -30,33 +30,33 @@ class ImageClassifier(pl.LightningModule):
         if input_shape is not None:
             self.set_input_shape(input_shape)
 
-    def set_input_shape(self, shape) -> None:
+    def set_input_shape(self, shape: "tuple[int, ...]") -> None:
         """Set `example_input_array` to zeros of `shape` ((C, H, W) gets batch 1)."""
         shape = tuple(int(s) for s in shape)
         self.example_input_array = torch.zeros(shape if len(shape) == 4 else (1, *shape))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: "tuple[torch.Tensor, torch.Tensor]", batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: "tuple[torch.Tensor, torch.Tensor]", batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
         self.val_acc.update(logits, y)
         self.log("val_loss", F.cross_entropy(logits, y), prog_bar=False)
         self.log("val_acc", self.val_acc, prog_bar=True)
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch: "tuple[torch.Tensor, torch.Tensor]", batch_idx: int) -> None:
         x, y = batch
         self.test_acc.update(self(x), y)
         self.log("test_acc", self.test_acc)
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict:
         opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))

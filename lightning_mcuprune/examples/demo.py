@@ -4,14 +4,22 @@ flash and latency budgets: a progress bar, the final tables, test accuracy, plot
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 import warnings
 from pathlib import Path
 
+if TYPE_CHECKING:
+    import argparse
+
+    from lightning_mcuprune.boards import BoardProfile
+
 DEFAULT_BUDGETS = {"sram": "16KiB", "flash": "128KiB", "latency_ms": 1500}
 
 
-def run_demo(out="runs/demo", board="mps2-an386", budgets=None, epochs: int = 4, train_subset: int = 12000,
+def run_demo(out: "str | Path" = "runs/demo", board: "str | BoardProfile" = "mps2-an386",
+             budgets: "dict | None" = None, epochs: int = 4, train_subset: int = 12000,
              batch_size: int = 128, seed: int = 0, progress: bool = True) -> dict:
     """Train and prune; returns test accuracy, the report and where the artefacts are."""
     import lightning.pytorch as pl
@@ -61,7 +69,7 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser("demo", help="prune the Fashion-MNIST reference CNN for an emulated Cortex-M4 (the main job)")
     p.add_argument("--board", default="mps2-an386")
     p.add_argument("--sram", help=f"SRAM budget (default {DEFAULT_BUDGETS['sram']})")

@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def conv_bn_relu(cin, cout, k=3, stride=1, groups=1, act=nn.ReLU):
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1,
+                 act: "type[nn.Module]" = nn.ReLU) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act())
 
 
@@ -52,7 +53,7 @@ class BasicBlock(nn.Module):
         self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                          if stride != 1 or cin != cout else nn.Identity())
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn2(self.conv2(self.conv1(x))) + self.shortcut(x))
 
 
@@ -82,7 +83,7 @@ class InvertedResidual(nn.Module):
                    nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
@@ -134,7 +135,7 @@ class InceptionBlock(nn.Module):
         self.b5 = nn.Sequential(conv_bn_relu(cin, c5 // 2, 1), conv_bn_relu(c5 // 2, c5, 3), conv_bn_relu(c5, c5, 3))
         self.bp = nn.Sequential(nn.MaxPool2d(3, 1, 1), conv_bn_relu(cin, cp, 1))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], 1)
 
 
@@ -152,7 +153,7 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Conv2d(c, max(1, c // r), 1)
         self.fc2 = nn.Conv2d(max(1, c // r), c, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(self.pool(x)))))
         return x * s
 

@@ -13,6 +13,8 @@ between repeats. Data is never returned unless its frame's CRC was right and its
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import errno
 import struct
 import time
@@ -25,6 +27,9 @@ import serial
 from lightning_mcuprune.hil import protocol as P
 from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.errors import MCUPruneError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 try:  # flushing a pty whose other end is gone (QEMU exited) raises termios.error, not an OSError
@@ -181,7 +186,8 @@ class Board:
                 self._pending.extend(self._parser.feed(data))
                 self.stats["dropped_frames"] += self._parser.bad_frames - before
 
-    def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None, parse=None):
+    def request(self, ftype: int, payload: bytes = b"", timeout: Optional[float] = None,
+                parse: "Callable[[bytes], object] | None" = None) -> object:
         """Send one request and return the answer's payload, or parse(payload) (a protocol.parse_* check that
         raises protocol.MalformedReplyError); retries on loss or damage, raises HILError (BadReplyError for a bad answer)."""
         try:
@@ -298,7 +304,7 @@ class Board:
     def _max_payload(self) -> int:
         return min(self.chunk, (self.info or {}).get("max_payload", P.MAX_PAYLOAD))
 
-    def write(self, region: int, offset: int, data) -> None:
+    def write(self, region: int, offset: int, data: "bytes | np.ndarray") -> None:
         """Write bytes into the arena (region 0) or weights store (region 1) at offset (bytes)."""
         data = bytes(np.ascontiguousarray(data).view(np.uint8).tobytes() if isinstance(data, np.ndarray) else data)
         step = self._max_payload() - 8
@@ -349,7 +355,8 @@ class Board:
         self.configured = spec
         return end
 
-    def load_layer(self, spec: LayerSpec, x=None, x2=None, seed: int = 0, check_overflow: bool = True) -> dict:
+    def load_layer(self, spec: LayerSpec, x: "np.ndarray | None" = None, x2: "np.ndarray | None" = None, seed: int = 0,
+                   check_overflow: bool = True) -> dict:
         """Configure spec and put its weights, parameters and inputs on the board.
 
         Data given (spec.weights, x, x2) is uploaded; missing data is filled from seed. Returns the int8
@@ -402,7 +409,8 @@ class Board:
         self.last_run = RunResult(n, mn, mx, total)
         return self.last_run
 
-    def run_layer(self, spec: LayerSpec, repeats: int = 1, x=None, x2=None, seed: int = 0,
+    def run_layer(self, spec: LayerSpec, repeats: int = 1, x: "np.ndarray | None" = None,
+                  x2: "np.ndarray | None" = None, seed: int = 0,
                   timeout: Optional[float] = None) -> int:
         """Load spec (see load_layer) and run it `repeats` times; returns cycles of one run (the minimum).
 

@@ -1,10 +1,15 @@
 """HIL subcommands: `mcuprune boards`."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import shutil
 
 from lightning_mcuprune.boards import builtin_boards, load_board
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def list_boards() -> dict:
@@ -50,7 +55,7 @@ def _cmd_boards(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser("boards", help="list connected (USB) and emulated (QEMU) boards")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_boards)

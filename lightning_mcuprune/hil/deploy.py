@@ -12,6 +12,8 @@ arena; then per op CONFIG + RUN (cycles per op), optionally reading each op's ou
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -20,6 +22,10 @@ import numpy as np
 
 from lightning_mcuprune.hil import protocol as P
 from lightning_mcuprune.errors import MCUPruneError
+
+if TYPE_CHECKING:
+    from lightning_mcuprune.hil.board import Board
+    from lightning_mcuprune.quantize.ptq import QuantizedGraph
 
 
 class DeployError(MCUPruneError, ValueError):
@@ -43,7 +49,7 @@ class ArenaPlan:
         return self.arena_bytes - self.peak_bytes
 
 
-def plan_arena(qgraph, order=None, budget: int = 200_000) -> ArenaPlan:
+def plan_arena(qgraph: "QuantizedGraph", order: "list[int] | None" = None, budget: int = 200_000) -> ArenaPlan:
     """Offsets for every buffer of `qgraph` with no two buffers live at one op overlapping."""
     g = qgraph.graph
     order = list(range(len(g.ops))) if order is None else list(order)
@@ -142,7 +148,7 @@ class Deployment:
                               "budgets) or pick a larger board; nothing was sent to the board.")
 
 
-def build_deployment(qgraph, order=None) -> Deployment:
+def build_deployment(qgraph: "QuantizedGraph", order: "list[int] | None" = None) -> Deployment:
     order = list(range(len(qgraph.ops))) if order is None else list(order)
     plan = plan_arena(qgraph, order)
     blob = bytearray()
@@ -180,7 +186,7 @@ class BoardRun:
     upload_s: float = 0.0
 
 
-def write_robust(board, region: int, offset: int, data, chunk: int = 1024) -> None:
+def write_robust(board: "Board", region: int, offset: int, data: "bytes | np.ndarray", chunk: int = 1024) -> None:
     """Write in frames of `chunk` bytes; a frame the board keeps seeing truncated (a loaded host can stall
     QEMU's UART beyond the firmware's byte timeout) is retried in smaller frames before giving up."""
     from lightning_mcuprune.hil.board import HILTimeoutError
@@ -198,7 +204,7 @@ def write_robust(board, region: int, offset: int, data, chunk: int = 1024) -> No
         i += len(part)
 
 
-def upload(board, dep: Deployment) -> float:
+def upload(board: "Board", dep: Deployment) -> float:
     """Write the weights store image; returns seconds taken."""
     import time
     t = time.monotonic()
@@ -208,7 +214,7 @@ def upload(board, dep: Deployment) -> float:
     return time.monotonic() - t
 
 
-def run_on_board(board, dep: Deployment, xq: np.ndarray, read_layers: bool = True, repeats: int = 1,
+def run_on_board(board: "Board", dep: Deployment, xq: np.ndarray, read_layers: bool = True, repeats: int = 1,
                  result: Optional[BoardRun] = None) -> BoardRun:
     """Run one int8 input (H, W, C) through the deployed network, op by op; fills `result` as it goes."""
     res = result if result is not None else BoardRun()

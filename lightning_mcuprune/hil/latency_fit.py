@@ -45,7 +45,7 @@ def fit_nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return c / scale
 
 
-def errors(pred, meas) -> dict:
+def errors(pred: "np.ndarray", meas: "np.ndarray") -> dict:
     """Error figures of predictions against measurements: median and p95 absolute percentage error (%), the
     share (0..1) within +-5% and +-10%, and the sample count."""
     pred, meas = np.asarray(pred, float), np.asarray(meas, float)
@@ -73,7 +73,7 @@ def cross_validate(X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) 
     return out, pred
 
 
-def fit_op(fit: pd.DataFrame, held_out: pd.DataFrame, features, folds: int = 5) -> dict:
+def fit_op(fit: pd.DataFrame, held_out: pd.DataFrame, features: "tuple[str, ...]", folds: int = 5) -> dict:
     """Fit one op type. Frames have one column per feature and `cycles`. Returns coefficients (feature ->
     cycles per unit, zeros dropped), the features, CV and held-out figures, and held-out predictions."""
     features = list(features)

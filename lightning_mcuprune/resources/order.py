@@ -7,8 +7,13 @@ Chains give few states; an Inception block with k branches of length l gives abo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from lightning_mcuprune.errors import MCUPruneError
+
+if TYPE_CHECKING:
+    from lightning_mcuprune.resources.model import ResourceModel
 
 MAX_STATES = 200_000
 
@@ -59,7 +64,7 @@ def _working_set(S: int, v: int, bufs, out_size, scratch) -> float:
     return total
 
 
-def optimal_order(model, counts) -> list[int]:
+def optimal_order(model: "ResourceModel", counts: "torch.Tensor") -> list[int]:
     """Op indices in an order that minimises peak SRAM at channel counts `counts` (exact)."""
     preds, bufs, out_size, scratch = _tables(model, counts)
     n = len(preds)
@@ -91,7 +96,7 @@ def optimal_order(model, counts) -> list[int]:
     return order[::-1]
 
 
-def peak_of_order(model, counts, order) -> float:
+def peak_of_order(model: "ResourceModel", counts: "torch.Tensor", order: "list[int]") -> float:
     """Peak working set (bytes) of a given order at integer counts; for checks and brute force."""
     preds, bufs, out_size, scratch = _tables(model, counts)
     S, peak = 0, 0.0
@@ -101,7 +106,7 @@ def peak_of_order(model, counts, order) -> float:
     return peak
 
 
-def all_topological_orders(model):
+def all_topological_orders(model: "ResourceModel") -> "list[list[int]]":
     """Every execution order of the graph's ops (exponential: for tests on small graphs)."""
     preds, *_ = _tables(model, model.dense_counts)
     n = len(preds)
