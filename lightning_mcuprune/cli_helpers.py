@@ -42,7 +42,14 @@ def load_callable(spec: str) -> object:
 
 
 def parse_shape(text: str) -> tuple:
-    """An input shape without the batch, given as "1,28,28" or "1x28x28" (C,H,W; or C,L for 1-d inputs)."""
+    """An input shape without the batch, given as "1,28,28" or "1x28x28" (C,H,W; or C,L for 1-d inputs).
+
+    >>> parse_shape("1,28,28") == parse_shape("1x28x28") == (1, 28, 28)
+    True
+    >>> parse_shape("1,x")
+    Traceback (most recent call last):
+    ValueError: bad --input-shape '1,x': give the input without the batch, e.g. 1,28,28 (C,H,W)
+    """
     parts = [p.strip() for p in text.lower().replace("x", ",").split(",")]
     shape = tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
     if not shape or any(d <= 0 for d in shape):

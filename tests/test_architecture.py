@@ -199,3 +199,11 @@ def test_moved_modules_still_import_with_a_deprecation_warning(old, new):
     with pytest.warns(DeprecationWarning, match=f"lightning_mcuprune.{new}"):
         mod = importlib.import_module(f"lightning_mcuprune.{old}")
     assert mod is importlib.import_module(f"lightning_mcuprune.{new}")
+
+
+@pytest.mark.parametrize("module", ["lightning_mcuprune.cli_helpers", "lightning_mcuprune.graph.ops",
+                                    "lightning_mcuprune.boards.profile"])
+def test_docstring_examples_run(module):
+    import doctest
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

@@ -65,7 +65,11 @@ class BoardProfile:
         return self.flash_bytes
 
     def cycles_to_ms(self, cycles: "float | torch.Tensor") -> "float | torch.Tensor":
-        """Milliseconds of `cycles` board clock cycles (a number or a tensor, kept differentiable)."""
+        """Milliseconds of `cycles` board clock cycles (a number or a tensor, kept differentiable).
+
+        >>> round(load_board("mps2-an386").cycles_to_ms(25_000_000), 9)   # 25 MHz
+        1000.0
+        """
         return cycles * (1e3 / self.clock_hz)
 
     def to_dict(self) -> dict:

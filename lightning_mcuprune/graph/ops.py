@@ -9,7 +9,13 @@ from enum import Enum
 
 
 class OpType(str, Enum):
-    """Op types of the resource graph (``Op.type``). Latency coefficients and scratch rules are per op type."""
+    """Op types of the resource graph (``Op.type``). Latency coefficients and scratch rules are per op type.
+
+    >>> OpType.CONV2D == "conv2d" and OpType("dense") is OpType.DENSE
+    True
+    >>> [op for op in OP_TYPES if op in WEIGHTED_OPS and op not in CHANNEL_MIXING_OPS]
+    ['depthwise_conv2d']
+    """
 
     CONV2D = "conv2d"
     DEPTHWISE_CONV2D = "depthwise_conv2d"
