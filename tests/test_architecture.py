@@ -207,3 +207,21 @@ def test_docstring_examples_run(module):
     import doctest
     res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_old_keyword_spellings_still_work_with_a_deprecation_warning():
+    from lightning_mcuprune.hil.benchmark import _link_and_profile
+
+    class Link:
+        def hello(self):
+            return {}
+
+    link = Link()
+    with pytest.warns(DeprecationWarning, match="link="):
+        assert _link_and_profile(None, link, None) == (link, None)          # benchmark(board=<open Board>)
+    with pytest.warns(DeprecationWarning, match="board="):
+        assert _link_and_profile(None, None, "mps2-an386") == (None, "mps2-an386")   # benchmark(profile=...)
+    assert _link_and_profile(link, "mps2-an386", None) == (link, "mps2-an386")
+    from lightning_mcuprune.hil.calibrate import calibrate
+    with pytest.warns(DeprecationWarning, match="use link="), pytest.raises(TypeError, match="both board= and link="):
+        calibrate(link, "out.json", board=link)
