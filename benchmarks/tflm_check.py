@@ -113,6 +113,7 @@ def prune(factory, shape, frac, seed=0):
 
 
 def main():
+    torch.set_num_threads(1)   # a shared machine: one thread
     torch.manual_seed(0)
     rows, order_rows = [], []
     nets = networks()
