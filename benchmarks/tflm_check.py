@@ -206,7 +206,29 @@ def write(rows, order_rows):
         o, t, b = res.get("ours", (None,))[0], res.get("traced", (None,))[0], res.get("bfs", (None,))[0]
         ratio = f"{o / b:.3f}" if o and b else "n/a"
         lines.append(f"| {name} | {o if o else res['ours'][1]} | {t} | {b} | {ratio} |")
+    lines += converter_lines()
     write_section("tflm", "\n".join(lines))
+
+
+def converter_lines() -> list:
+    """The comparison with litert-torch, from benchmarks/results/tflm_vs_litert.json (benchmarks/tflm_vs_litert.py,
+    which runs where litert-torch is installed), if it has been run."""
+    import json
+    path = ROOT / "benchmarks" / "results" / "tflm_vs_litert.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    lines = ["", f"The public PyTorch -> int8 .tflite route that installs without TensorFlow, litert-torch (PT2E static "
+             f"int8, per-channel weights), against ours on the {r['network']} trained on {r['train_samples']} "
+             f"Fashion-MNIST images (float accuracy {100 * r['float_acc']:.1f} % on the first {r['test']} test images), "
+             f"both calibrated on the same {r['calib']} training images and run in TFLM's interpreter "
+             f"(`{r['command']}`, measured {r['measured']}):", "",
+             "| converter | TFLite ops | .tflite (B) | TFLM arena measured (B) | int8 accuracy in TFLM |",
+             "|---|---|---|---|---|"]
+    for name, row in r["rows"].items():
+        lines.append(f"| {name} | {', '.join(row['ops'])} | {row['tflite_bytes']} | {row['arena_measured']} | "
+                     f"{100 * row['int8_acc']:.1f} % |")
+    return lines
 
 
 if __name__ == "__main__":
