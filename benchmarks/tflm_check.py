@@ -113,6 +113,7 @@ def prune(factory, shape, frac, seed=0):
 
 
 def main():
+    torch.set_num_threads(1)   # a shared machine: one thread
     torch.manual_seed(0)
     rows, order_rows = [], []
     nets = networks()
@@ -168,10 +169,12 @@ def write(rows, order_rows):
              "output equals our host int8 executor's on 100 inputs. Arena measured = the smallest `arena_size` with which "
              "TFLM allocates and invokes (bisection); predicted = `export_tflite` (what `model_ops.h` gets as "
              "`kTensorArenaSize`) and `analyze(runtime=\"tflm\")` (the callback's model at these counts). Flash: "
-             "`analyze(runtime=\"tflm\")` flash minus TFLM's code (an estimate) against `len(model.tflite)`. "
+             "`analyze(runtime=\"tflm\")` flash minus TFLM's code (an estimate) against `len(model.tflite)`; the "
+             "resource model serialises the writer's layout of the network at its channel counts "
+             "(`deploy.writer.layout`), without quantising it. "
              "Pruned rows: `MCUPruneCallback(runtime=\"tflm\", budgets={\"sram\": B})`, 24 steps on random data.", "",
              "| network | TFLite ops | bit-exact | arena measured (B) | predicted (B) | pred - meas | analyze() (B) | "
-             "32-bit estimate (B) | .tflite (B) | flash predicted | flash error | SRAM budget B | measured <= B |",
+             "32-bit estimate (B) | .tflite (B) | flash predicted (B) | flash error | SRAM budget B | measured <= B |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -181,15 +184,17 @@ def write(rows, order_rows):
         fe = 100 * (r["flash_pred"] - r["file"]) / r["file"]
         b = r["budget"]
         lines.append(f"| {r['name']} | {r['ops']} | {r['exact']} | {r['measured']} | {r['predicted']} | {d:+d} | "
-                     f"{r['rm_predicted']} | {r['cortex_m']} | {r['file']} | {r['flash_pred']} | {fe:+.2f}% | "
+                     f"{r['rm_predicted']} | {r['cortex_m']} | {r['file']} | {r['flash_pred']} | "
+                     f"{r['flash_pred'] - r['file']:+d} B ({fe:+.2f}%) | "
                      f"{b if b else ''} | {'' if not b else ('yes' if r['measured'] <= b else 'NO')} |")
     n_exact = sum(r["bit_exact"] for r in ok)
     within = sum(r["measured"] <= r["predicted"] <= r["measured"] + max(0.01 * r["measured"], 64) for r in ok)
     fl = sum(abs(r["flash_pred"] - r["file"]) <= 0.01 * r["file"] for r in ok)
+    fl_exact = sum(r["flash_pred"] == r["file"] for r in ok)
     budg = [r for r in ok if r["budget"]]
     lines += ["", f"**{n_exact}/{len(ok)} networks bit-exact** (100 inputs each); predicted arena never below and at most "
               f"max(1 %, 64 B) above the measured: **{within}/{len(ok)}**; predicted model flash within 1 % of the file: "
-              f"**{fl}/{len(ok)}**; pruned with `runtime=\"tflm\"`: measured arena <= budget in "
+              f"**{fl}/{len(ok)}**, equal to it to the byte: **{fl_exact}/{len(ok)}**; pruned with `runtime=\"tflm\"`: measured arena <= budget in "
               f"**{sum(r['measured'] <= r['budget'] for r in budg)}/{len(budg)}** runs.", "",
               "Op order and arena plan on branching networks: TFLM's measured arena (B) with the ops in our order "
               "(`order=\"optimal\"`, the resource model's exact search) and our arena plan embedded as "
@@ -201,7 +206,29 @@ def write(rows, order_rows):
         o, t, b = res.get("ours", (None,))[0], res.get("traced", (None,))[0], res.get("bfs", (None,))[0]
         ratio = f"{o / b:.3f}" if o and b else "n/a"
         lines.append(f"| {name} | {o if o else res['ours'][1]} | {t} | {b} | {ratio} |")
+    lines += converter_lines()
     write_section("tflm", "\n".join(lines))
+
+
+def converter_lines() -> list:
+    """The comparison with litert-torch, from benchmarks/results/tflm_vs_litert.json (benchmarks/tflm_vs_litert.py,
+    which runs where litert-torch is installed), if it has been run."""
+    import json
+    path = ROOT / "benchmarks" / "results" / "tflm_vs_litert.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    lines = ["", f"The public PyTorch -> int8 .tflite route that installs without TensorFlow, litert-torch (PT2E static "
+             f"int8, per-channel weights), against ours on the {r['network']} trained on {r['train_samples']} "
+             f"Fashion-MNIST images (float accuracy {100 * r['float_acc']:.1f} % on the first {r['test']} test images), "
+             f"both calibrated on the same {r['calib']} training images and run in TFLM's interpreter "
+             f"(`{r['command']}`, measured {r['measured']}):", "",
+             "| converter | TFLite ops | .tflite (B) | TFLM arena measured (B) | int8 accuracy in TFLM |",
+             "|---|---|---|---|---|"]
+    for name, row in r["rows"].items():
+        lines.append(f"| {name} | {', '.join(row['ops'])} | {row['tflite_bytes']} | {row['arena_measured']} | "
+                     f"{100 * row['int8_acc']:.1f} % |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -152,3 +152,17 @@ def check_layer(board, spec: LayerSpec, data: dict, seed: int) -> tuple[np.ndarr
     inp = board.last_inputs
     want = spec.reference(inp["x"], inp["x2"], weights=inp["weights"])
     return got, want.reshape(spec.output_shape)
+
+
+def big_bias_conv(size: int = 6):
+    """A conv (then a linear) whose channel 1 has tiny weights and a large bias: at scale s_in * s_w its int32
+    bias is ~2e9, beyond what the accumulator can hold with the products (what near-dead channels do)."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(0)
+    o = size - 2
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * o * o, 3)).eval()
+    with torch.no_grad():
+        net[0].weight[1].uniform_(-1e-4, 1e-4)
+        net[0].bias[1] = 50.0
+    return net

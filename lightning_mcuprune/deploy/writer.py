@@ -86,6 +86,8 @@ class TFLiteModel:
     inputs: list
     outputs: list
     offline_plan: Optional[list] = None      # arena offset per tensor (-1: online), or None
+    op_of_tensor: Optional[list] = None      # (`layout`) the graph op whose writing added each tensor (-1: input)
+    op_of_op: Optional[list] = None          # (`layout`) the graph op each written op comes from
 
     @property
     def op_codes(self) -> list:
@@ -95,8 +97,11 @@ class TFLiteModel:
     def activation_tensors(self) -> list:
         return [i for i, t in enumerate(self.tensors) if t.data is None]
 
-    def to_bytes(self) -> bytes:
-        return _serialise(self)
+    def to_bytes(self, spans: Optional[dict] = None) -> bytes:
+        """The flatbuffer; with `spans` (a dict), also the bytes each part takes in it, alignment included:
+        spans["tensors"][t] (tables, name, shape, quantisation), spans["buffers"][k] (buffer k + 1's table and
+        data), spans["ops"][j] (table, tensor lists, options); the rest is the file's fixed part."""
+        return _serialise(self, spans)
 
 
 def _shape(qg: QuantizedGraph, name: str) -> tuple:
@@ -290,12 +295,175 @@ def to_model(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, runtime:
     return TFLiteModel(tensors, ops, [index[qg.input]], [index[qg.output]])
 
 
+# ---- the layout without data: what the resource model sizes ----------------------------------------
+def window_geometry(graph, op, mods=None):
+    """(input (H, W), output (H, W), kernel, stride, pads (t, b, l, r)) of a windowed op as `quantize` gives its
+    LayerSpec (so as `to_model` writes it), from the traced graph alone; None for other ops."""
+    from lightning_mcuprune.quantize import reference as ref
+    from lightning_mcuprune.quantize.ptq import _pool_geometry, hwc_shape
+    if op.type not in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+        return None
+    in_hwc, out_hwc = hwc_shape(graph.buffers[op.inputs[0]].shape), hwc_shape(graph.buffers[op.output].shape)
+    if op.type == "pointwise_conv2d":
+        return in_hwc[:2], out_hwc[:2], (1, 1), (1, 1), (0, 0, 0, 0)
+    mods = dict(graph.gm.named_modules()) if mods is None else mods
+    if op.type in ("max_pool", "avg_pool"):
+        k, st, pads = _pool_geometry(graph, mods, op, in_hwc, out_hwc)
+        return in_hwc[:2], out_hwc[:2], tuple(k), tuple(st), tuple(pads)
+    m = mods[op.module]                       # as quantize's conv branch (Conv1d: (1, K) windows)
+    one_d = len(m.kernel_size) == 1
+    k = (1, m.kernel_size[0]) if one_d else tuple(m.kernel_size)
+    st = ref._pair((1, m.stride[0]) if one_d else m.stride)
+    pad = m.padding
+    if isinstance(pad, str):
+        pad = (0, 0) if pad == "valid" else ((k[0] - 1) // 2, (k[1] - 1) // 2)
+        pad = pad[1:] if one_d else pad
+    pad = ref._pair((0, pad[0]) if one_d else pad)
+    return in_hwc[:2], out_hwc[:2], k, st, (pad[0], pad[0], pad[1], pad[1])
+
+
+def layout(graph, order: Optional[Sequence[int]] = None, out_channels=None, weight_bytes=None,
+           offline_plan: bool = True) -> TFLiteModel:
+    """The model `to_model` writes for `graph` (a ResourceGraph), without its numbers: the same tensors (names,
+    shape lengths, types, constant sizes, quantisation vector lengths and dimension), ops (codes, tensor lists,
+    options) and, with `offline_plan`, an arena plan of the same length, in the same order. Serialised
+    (`to_bytes`, constants as zeros) it has the byte size of the written file, exactly.
+
+    `out_channels[i]`, `weight_bytes[i]`: output channels and int8 weight bytes of op i (default: the graph's);
+    the other tensors' sizes do not enter the file size (a shape is 4 bytes per dimension whatever its value).
+    `tests/test_tflite.py` checks the layout against `to_model` field by field. A graph the writer refuses
+    (an activation without an int8 builtin, ...) is laid out as the nearest model it could write, for estimates.
+    """
+    from lightning_mcuprune.quantize.ptq import hwc_shape
+    ops_g = graph.ops
+    order = list(range(len(ops_g))) if order is None else list(order)
+    mods = dict(graph.gm.named_modules())
+    tensors: list[TTensor] = []
+    index: dict[str, int] = {}
+    fused_table: list = []
+    final: dict = {}
+
+    def shape(name):
+        s = graph.buffers[name].shape
+        return (1, int(s[1])) if len(s) == 2 else (1, *hwc_shape(s))
+
+    def act(name):
+        if name not in index:
+            index[name] = len(tensors)
+            tensors.append(TTensor(name, shape(name), _INT8, None, [1.0], [0]))
+            if fused_table and name == fused_table[0].output:
+                final[name] = index[name]
+                tensors.append(TTensor(f"{fused_table[0].name}_pre", tensors[-1].shape, _INT8, None, [1.0], [0]))
+                index[name] = len(tensors) - 1
+        return index[name]
+
+    def const(name, shp, dtype, nbytes, nq=0, qdim=0):
+        tensors.append(TTensor(name, tuple(shp), dtype, int(nbytes), [1.0] * nq, [0] * nq, qdim))
+        return len(tensors) - 1
+
+    def weighted(i, op):
+        oc = int(out_channels[i]) if out_channels is not None else int(graph.buffers[op.output].shape[1])
+        wb = int(weight_bytes[i]) if weight_bytes is not None else None
+        return oc, wb
+
+    act(graph.inputs[0])
+    ops: list[TOp] = []
+    op_of_tensor, op_of_op, prev = [-1] * len(tensors), [], -1
+    for i in order:
+        op_of_tensor += [prev] * (len(tensors) - len(op_of_tensor))   # what the previous op added
+        op_of_op += [prev] * (len(ops) - len(op_of_op))
+        prev = i
+        op = ops_g[i]
+        fused = _ACT.get(op.activation, 0)
+        x = act(op.inputs[0])
+        has_post = (op.type not in ("activation", "concat") and op.activation is not None
+                    and op.activation not in _ACT)
+        fused_table[:] = [op] if has_post else []
+        if op.type == "activation":
+            out = act(op.output)
+            ops.append(TOp(LUT_BUILTINS.get(op.activation, "LOGISTIC"), [x], [out], {}, op.label))
+            continue
+        if op.type == "concat":
+            ins = [act(b) for b in op.inputs]
+            out = act(op.output)
+            ops.append(TOp("CONCATENATION", ins, [out], {"axis": len(tensors[out].shape) - 1, "act": 0}, op.label))
+        elif op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+            (h, w), out_hw, kernel, stride, pads = window_geometry(graph, op, mods)
+            mode = _padding_mode((h, w), out_hw, kernel, stride, pads)
+            if mode is None:
+                t, b, l, r = pads
+                c = int(tensors[x].shape[-1])
+                tensors.append(TTensor(f"{op.name}_pad", (1, h + t + b, w + l + r, c), _INT8, None, [1.0], [0]))
+                padded = len(tensors) - 1
+                pv = const(f"{op.name}_paddings", (4, 2), _INT32, 32)
+                if op.type == "max_pool":
+                    v = const(f"{op.name}_pad_value", (1,), _INT8, 1, 1)
+                    ops.append(TOp("PADV2", [x, pv, v], [padded], {}, op.label))
+                else:
+                    ops.append(TOp("PAD", [x, pv], [padded], {}, op.label))
+                x, mode = padded, _VALID
+            out = act(op.output)
+            opts = {"padding": mode, "stride": stride, "act": fused}
+            if op.type in ("max_pool", "avg_pool"):
+                opts["filter"] = kernel
+                code = "MAX_POOL_2D" if op.type == "max_pool" else "AVERAGE_POOL_2D"
+                ops.append(TOp(code, [x], [out], opts, op.label))
+            else:
+                oc, wb = weighted(i, op)
+                cin = int(tensors[x].shape[-1])
+                if op.type == "depthwise_conv2d":
+                    wb = kernel[0] * kernel[1] * oc if wb is None else wb
+                    wt = const(f"{op.name}_weights", (1, *kernel, oc), _INT8, wb, oc, 3)
+                    opts["depth_multiplier"] = max(1, oc // max(cin, 1))
+                    code = "DEPTHWISE_CONV_2D"
+                else:
+                    wb = kernel[0] * kernel[1] * cin * oc if wb is None else wb
+                    wt = const(f"{op.name}_weights", (oc, *kernel, max(1, wb // max(oc * kernel[0] * kernel[1], 1))),
+                               _INT8, wb, oc, 0)
+                    code = "CONV_2D"
+                bias = const(f"{op.name}_bias", (oc,), _INT32, 4 * oc, oc, 0)
+                ops.append(TOp(code, [x, wt, bias], [out], opts, op.label))
+        elif op.type == "dense":
+            out = act(op.output)
+            oc, wb = weighted(i, op)
+            fin = 1
+            for d in tensors[x].shape[1:]:
+                fin *= int(d)
+            wb = fin * oc if wb is None else wb
+            wt = const(f"{op.name}_weights", (oc, max(1, wb // max(oc, 1))), _INT8, wb, oc, 0)
+            bias = const(f"{op.name}_bias", (oc,), _INT32, 4 * oc, oc, 0)
+            ops.append(TOp("FULLY_CONNECTED", [x, wt, bias], [out], {"act": fused}, op.label))
+        elif op.type == "global_avg_pool":
+            out = act(op.output)
+            axis = const(f"{op.name}_axis", (2,), _INT32, 8)
+            ops.append(TOp("MEAN", [x, axis], [out], {"keep_dims": len(tensors[out].shape) == 4}, op.label))
+        elif op.type in ("add", "mul"):   # (a one-input mul, an unfolded BN the writer refuses: sized as one)
+            x2 = [act(b) for b in op.inputs[1:2]]
+            out = act(op.output)
+            ops.append(TOp(op.type.upper(), [x, *x2], [out], {"act": fused}, op.label))
+        else:
+            raise TFLiteExportError(f"op {op.label!r} (resource-model type {op.type!r}) has no int8 TFLite builtin "
+                                    f"in this writer; supported: {', '.join(sorted(TFLITE_OPS))}")
+        if op.output in final:
+            pre, index[op.output] = index[op.output], final.pop(op.output)
+            ops.append(TOp(LUT_BUILTINS.get(op.activation, "LOGISTIC"), [pre], [index[op.output]], {}, op.label))
+    op_of_tensor += [prev] * (len(tensors) - len(op_of_tensor))
+    op_of_op += [prev] * (len(ops) - len(op_of_op))
+    model = TFLiteModel(tensors, ops, [index[graph.inputs[0]]], [index[graph.outputs[0]]],
+                        op_of_tensor=op_of_tensor, op_of_op=op_of_op)
+    if offline_plan:
+        model.offline_plan = [0] * len(tensors)
+    return model
+
+
 # ---- serialisation --------------------------------------------------------------------------------
+_VEC_DTYPES = {"Int32": "<i4", "Float32": "<f4", "Int64": "<i8"}
+
+
 def _vec(b, module, name, values, kind):
-    getattr(module, f"Start{name}Vector")(b, len(values))
-    for v in reversed(list(values)):
-        getattr(b, f"Prepend{kind}")(v)
-    return b.EndVector()
+    """A scalar vector, as the generated Start<name>Vector + Prepend<kind> loop writes it (same alignment, same
+    bytes), in one copy (`module` kept for the call sites' readability)."""
+    return b.CreateNumpyVector(np.asarray(values, dtype=_VEC_DTYPES[kind]).reshape(-1))
 
 
 def _options(b, op: TOp):
@@ -351,7 +519,7 @@ def _options(b, op: TOp):
     raise TFLiteExportError(f"no options writer for {op.code}")
 
 
-def _serialise(model: TFLiteModel) -> bytes:
+def _serialise(model: TFLiteModel, spans: Optional[dict] = None) -> bytes:
     import flatbuffers
     bops = _fb("BuiltinOperator").BuiltinOperator
     T, Q, B, O, OC, SG, M, MD = (_fb(n) for n in ("Tensor", "QuantizationParameters", "Buffer", "Operator",
@@ -364,10 +532,12 @@ def _serialise(model: TFLiteModel) -> bytes:
         plan = np.array([0, 0, len(model.offline_plan)] + list(model.offline_plan), dtype="<i4")
         buf_data.append(plan.tobytes())
         metadata.append((OFFLINE_PLAN_KEY, len(buf_data) - 1))
-    buf_offsets = _write_buffers(b, buf_data)
+    buf_spans, t_spans, op_spans = [], [], []
+    buf_offsets = _write_buffers(b, buf_data, buf_spans)
     tensor_offsets = []
     next_buf = 1
     for t in model.tensors:
+        at = b.Offset()
         name = b.CreateString(t.name)
         shape = _vec(b, T, "Shape", t.shape, "Int32")
         q = None
@@ -385,9 +555,11 @@ def _serialise(model: TFLiteModel) -> bytes:
         if q is not None:
             T.AddQuantization(b, q)
         tensor_offsets.append(T.End(b))
+        t_spans.append(b.Offset() - at)
     codes = model.op_codes
     op_offsets = []
     for op in model.ops:
+        at = b.Offset()
         ins = _vec(b, O, "Inputs", op.inputs, "Int32")
         outs = _vec(b, O, "Outputs", op.outputs, "Int32")
         otype, opts = _options(b, op)
@@ -395,6 +567,7 @@ def _serialise(model: TFLiteModel) -> bytes:
         if opts is not None:
             O.AddBuiltinOptionsType(b, otype); O.AddBuiltinOptions(b, opts)
         op_offsets.append(O.End(b))
+        op_spans.append(b.Offset() - at)
     code_offsets = []
     for c in codes:
         v = getattr(bops, c)
@@ -424,14 +597,17 @@ def _serialise(model: TFLiteModel) -> bytes:
     if mdv is not None:
         M.AddMetadata(b, mdv)
     b.Finish(M.End(b), file_identifier=b"TFL3")
+    if spans is not None:
+        spans.update(tensors=t_spans, ops=op_spans, buffers=buf_spans[1:])
     return bytes(b.Output())
 
 
-def _write_buffers(b, buf_data) -> list:
+def _write_buffers(b, buf_data, spans: Optional[list] = None) -> list:
     """Write the Buffer tables (each data vector 16-byte aligned); `buf_data` items: bytes, or a length (zeros)."""
     B = _fb("Buffer")
     offsets = []
     for data in buf_data:
+        at = b.Offset()
         n = data if isinstance(data, int) else len(data or b"")
         if n:
             b.StartVector(1, n, 16)
@@ -443,6 +619,8 @@ def _write_buffers(b, buf_data) -> list:
         else:
             B.Start(b)
         offsets.append(B.End(b))
+        if spans is not None:
+            spans.append(b.Offset() - at)
     return offsets
 
 
@@ -470,4 +648,4 @@ def to_tflite(qg: QuantizedGraph, order: Optional[Sequence[int]] = None, offline
     return model.to_bytes()
 
 
-__all__ = ["to_tflite", "to_model", "TFLiteModel", "TFLiteExportError", "TFLITE_OPS", "OFFLINE_PLAN_KEY"]
+__all__ = ["to_tflite", "to_model", "layout", "window_geometry", "TFLiteModel", "TFLiteExportError", "TFLITE_OPS", "OFFLINE_PLAN_KEY"]

@@ -4,7 +4,7 @@ The quantised graph has exactly the ops, fusion (BN folded, ReLU/ReLU6 fused), e
 activation buffers of the resource model (`trace_graph`), so what the board runs is what was predicted.
 
 * weights: per-output-channel symmetric int8 (scale = max|w| / 127), BN folded first;
-* biases: int32 at scale s_in * s_w;
+* biases: int32 at scale s_in * s_w, clipped (`bias_limit`) where the int32 accumulator could overflow;
 * activations: per-tensor asymmetric int8 from the min/max over a calibration batch (range widened to
   include 0); max/avg pooling keep their input's scale and zero point, and a concatenation's inputs share
   its output's (as TFLite);
@@ -455,8 +455,8 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
                 absmax = np.abs(w.reshape(oc, -1)).max(axis=1)
                 sw = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32).astype(np.float64)
                 wq = np.clip(np.round(w / sw.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
-                # +-2^30 leaves headroom so that the firmware's int32 accumulator (acc + bias) cannot wrap
-                bias = np.clip(np.round(b / (qi.scale * sw)), -2 ** 30, 2 ** 30).astype(np.int64)
+                bias = np.clip(np.round(b / (qi.scale * sw)), -bias_limit(wq, qi.zero_point),
+                               bias_limit(wq, qi.zero_point)).astype(np.int64)
                 # TFLite's PopulateConvolutionQuantizationParams: double(s_in) * double(s_w) / double(s_out)
                 ms = [ref.quantize_multiplier(qi.scale * float(s) / qo.scale) for s in sw]
                 mult = np.array([v[0] for v in ms], dtype=np.int64)
@@ -524,6 +524,17 @@ def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: O
         return QuantizedGraph(graph, ops, qp, shapes, graph.inputs[0], graph.outputs[0])
     finally:
         model.train(was)
+
+
+def bias_limit(wq: np.ndarray, input_zp: int) -> np.ndarray:
+    """The largest |int32 bias| per output channel (axis 0 of the int8 weights `wq`): TFLite's converter range
+    (+-(2^31 - 1)), less what the channel's products can add, max|x - input_zp| * sum|w|, so that the int32
+    accumulator (bias + products) cannot overflow for any input. The firmware refuses a layer whose accumulator
+    could (LayerSpec.accumulator_bound); within this limit it never has to, and TFLM's int32 accumulation, the
+    firmware's and the host's int64 one agree. Ordinary biases are orders of magnitude below it."""
+    d = max(127 - int(input_zp), 128 + int(input_zp))
+    per_oc = np.abs(wq.reshape(wq.shape[0], -1).astype(np.int64)).sum(axis=1)
+    return np.maximum((2 ** 31 - 1) - d * per_oc, 0)
 
 
 def tflm_mean_multiplier(in_scale: float, out_scale: float, count: int) -> tuple[int, int]:

@@ -264,7 +264,9 @@ def avg_pool(x, kernel, stride=None, padding: Padding = 0, act_min=-128, act_max
 def global_avg_pool(x, input_zp, output_zp, mult, shift, act_min=-128, act_max=127) -> np.ndarray:
     """int8 global average pooling with requantisation: out = out_zp + MBQM(sum(x - in_zp), mult, shift).
 
-    Fold 1/(H*W) and the scale ratio into the multiplier: ``quantize_multiplier(s_in / (s_out * H * W))``.
+    ``quantize`` gives it ``ptq.tflm_mean_multiplier(s_in, s_out, H * W)``: QuantizeMultiplier(s_in / s_out) with
+    1/(H*W) folded in as TFLite Micro's int8 MEAN folds it, so that the result equals TFLM's bit for bit
+    (``quantize_multiplier(s_in / (s_out * H * W))`` is 1 LSB off in some outputs).
     Returns (N, 1, 1, C) (or (1, 1, C)).
     """
     x4, squeeze = _as4d(x)

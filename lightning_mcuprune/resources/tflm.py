@@ -6,10 +6,13 @@ A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the pla
   16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch, the
   intermediate int8 tensor (op output size) of a lookup table fused after an op and its op's node and data; the
   host 64-bit sizes (what the tflite-micro check measures, an upper bound for a 32-bit Cortex-M);
-* flash: the .tflite bytes (int8 weights, int32 bias, per-channel scale and zero point of weights and bias
-  (4 + 8 bytes each), and a flatbuffer overhead per op fitted on 77 written models, zoo nets at several widths
-  (odd channel counts, whose buffers need alignment padding) and single-op models: within 0.3 % of the file
-  for every model above 5 KB, within 2.4 % for single-op models of ~1 KB), plus TFLM's code (an ESTIMATE: 40 KiB + 3 KiB per distinct kernel).
+* flash: the .tflite bytes, exactly: `model_flash_bytes` lays the model out as the writer writes it
+  (`deploy.writer.layout`: the same tensors, names, shapes, quantisation vectors, ops, options and arena-plan
+  metadata, in the same order) and serialises it with the writer's own serialiser, constants as zeros, at the
+  channel counts asked; plus TFLM's code (an ESTIMATE: 40 KiB + 3 KiB per distinct kernel). The gradient in the
+  channel counts: int8 weights, and per output channel of a conv/dense an int32 bias and the float32 scale and
+  int64 zero point of weights and bias (28 B); the per-op constants are the op's own bytes of the file at the
+  dense counts (its tables, tensors, names, buffers and their 16-byte alignment, `op_flash_split`).
 """
 from __future__ import annotations
 
@@ -18,22 +21,6 @@ import torch
 #: .tflite bytes per output channel of a weighted op: int32 bias + weight and bias scales (float32) and
 #: zero points (int64)
 TFLITE_BYTES_PER_CHANNEL = 28
-#: .tflite flatbuffer bytes per op (tables, tensors, shapes, names, buffer alignment), fitted on measurements
-TFLITE_OP_BYTES = {"conv2d": 357, "pointwise_conv2d": 358, "depthwise_conv2d": 405, "dense": 322, "max_pool": 202,
-                   "avg_pool": 221, "global_avg_pool": 298, "add": 197, "concat": 213, "mul": 200,
-                   "activation": 150}
-TFLITE_FIXED_BYTES = 364
-TFLITE_PAD_OP_BYTES = 309
-#: the OfflineMemoryAllocation metadata beyond its 4 bytes per tensor (header, metadata table, name), measured
-OFFLINE_PLAN_BYTES = 116
-#: for the exact figure at integer counts (`model_flash_bytes`): flatbuffer bytes per op and fixed outside the
-#: buffer section (which is computed exactly), fitted on 87 written models (max error 107 B)
-TFLITE_OP_TABLE_BYTES = {"conv2d": 269, "pointwise_conv2d": 262, "depthwise_conv2d": 322, "dense": 249,
-                         "max_pool": 194, "avg_pool": 211, "global_avg_pool": 256, "add": 156, "concat": 205, "mul": 160,
-                         "activation": 110}
-TFLITE_TABLE_FIXED_BYTES = 445
-TFLITE_PAD_TABLE_BYTES = 218
-QUANT_BYTES_PER_CHANNEL = 24   # weight and bias scales (float32) and zero points (int64)
 _CODES = {"conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d": "DEPTHWISE_CONV_2D",
           "dense": "FULLY_CONNECTED", "max_pool": "MAX_POOL_2D", "avg_pool": "AVERAGE_POOL_2D",
           "global_avg_pool": "MEAN", "add": "ADD", "concat": "CONCATENATION", "mul": "MUL"}
@@ -56,83 +43,72 @@ def op_code(op) -> str:
     return _CODES.get(op.type, op.type)
 
 
-def pad_geometry(graph, op):
+def pad_geometry(graph, op, mods=None):
     """(padded H, padded W) if TFLite needs a PAD op before `op` (PyTorch padding that is not SAME/VALID), else None."""
-    from lightning_mcuprune.deploy.writer import _padding_mode
-    from lightning_mcuprune.quantize import reference as ref
-    from lightning_mcuprune.quantize.ptq import _pool_geometry, hwc_shape
-    if op.type not in ("conv2d", "depthwise_conv2d", "max_pool", "avg_pool"):
+    from lightning_mcuprune.deploy.writer import _padding_mode, window_geometry
+    geo = window_geometry(graph, op, mods)
+    if geo is None:
         return None
-    mods = dict(graph.gm.named_modules())
-    in_hwc, out_hwc = hwc_shape(graph.buffers[op.inputs[0]].shape), hwc_shape(graph.buffers[op.output].shape)
-    if op.type in ("max_pool", "avg_pool"):
-        k, s, pads = _pool_geometry(graph, mods, op, in_hwc, out_hwc)
-    else:
-        m = mods[op.module]
-        k, s, p = m.kernel_size, m.stride, m.padding
-        if isinstance(p, str):
-            return None
-        if len(k) == 1:
-            k, s, p = (1, k[0]), (1, s[0]), (0, p[0])
-        k, s, p = ref._pair(k), ref._pair(s), ref._pair(p)
-        pads = (p[0], p[0], p[1], p[1])
-    if _padding_mode(in_hwc[:2], out_hwc[:2], k, s, pads) is not None:
+    in_hw, out_hw, k, st, pads = geo
+    if _padding_mode(in_hw, out_hw, k, st, pads) is not None:
         return None
     t, b, l, r = pads
-    return in_hwc[0] + t + b, in_hwc[1] + l + r
+    return in_hw[0] + t + b, in_hw[1] + l + r
 
 
-def model_flash_bytes(rm, n, order) -> float:
-    """The .tflite bytes of the exported network at integer counts n, ops in `order`: the buffer section
-    exactly (data, 16-byte alignment, tables, as the writer writes it) + quantisation vectors + per-op tables."""
-    from lightning_mcuprune.deploy.writer import buffer_section_bytes
-    graph = rm.graph
+def _weighted_counts(rm, n):
+    """(output channels, int8 weight bytes) per op at integer counts n (rounded), for the writer's layout."""
     with torch.no_grad():
         n = torch.as_tensor(n, dtype=torch.float64)
         m, lin, lout = rm._linear(n)
-        weights = (m["wcoef"] * lin * lout).tolist()
-        lout = lout.tolist()
-    lengths, total, n_tensors = [], float(TFLITE_TABLE_FIXED_BYTES), len(graph.buffers)
-    names = list(graph.buffers)               # the writer names tensors after the graph's buffers and ops
+        weights = (m["wcoef"] * lin * lout).round().long().tolist()
+        lout = lout.round().long().tolist()
+    return lout, weights
 
-    def string(name):                         # a flatbuffer string: length, bytes, NUL, 4-byte aligned
-        return (len(name.encode()) + 1 + 4 + 3) // 4 * 4
-    for i in order:
-        op = graph.ops[i]
-        total += TFLITE_OP_TABLE_BYTES.get(op.type, 250)
-        if fused_table_code(op) is not None:
-            n_tensors += 1
-            names.append(f"{op.name}_pre")
-            total += TFLITE_OP_TABLE_BYTES["activation"]
-        if pad_geometry(graph, op) is not None:
-            lengths.append(32)
-            n_tensors += 2
-            names += [f"{op.name}_pad", f"{op.name}_paddings"]
-            total += TFLITE_PAD_TABLE_BYTES
-            if op.type == "max_pool":
-                lengths.append(1)
-                n_tensors += 1
-                names.append(f"{op.name}_pad_value")
-        if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "dense"):
-            c = round(lout[i])
-            lengths += [round(weights[i]), 4 * c]
-            total += QUANT_BYTES_PER_CHANNEL * c
-            n_tensors += 2
-            names += [f"{op.name}_weights", f"{op.name}_bias"]
-        if op.type == "global_avg_pool":
-            lengths.append(8)
-            n_tensors += 1
-            names.append(f"{op.name}_axis")
-    total += sum(string(nm) for nm in names)
-    lengths.append(4 * (3 + n_tensors))      # the embedded arena plan
-    return total + buffer_section_bytes(lengths)
+
+def model_flash_bytes(rm, n, order) -> float:
+    """The .tflite bytes of the exported network at integer counts n, ops in `order`, exactly: the writer's
+    layout at these counts (with the embedded arena plan, export_tflite's default), serialised."""
+    from lightning_mcuprune.deploy.writer import layout
+    lout, weights = _weighted_counts(rm, n)
+    key = (tuple(order), tuple(lout), tuple(weights))
+    cache = rm.__dict__.setdefault("_tflite_bytes_cache", {})
+    if key not in cache:
+        if len(cache) > 256:
+            cache.clear()
+        cache[key] = len(layout(rm.graph, order, lout, weights).to_bytes())
+    return float(cache[key])
+
+
+def op_flash_split(graph, order=None):
+    """(file bytes, bytes per graph op, the channel-linear part of them) of the written model at the graph's
+    counts: each op's share is what writing it adds (its operator tables, the tensors it adds with their names,
+    shapes, quantisation, buffers, alignment, and their entries in the tensor, buffer, operator and arena-plan
+    vectors); the rest is the file's fixed part."""
+    from lightning_mcuprune.deploy.writer import layout
+    model = layout(graph, order)
+    spans: dict = {}
+    total = len(model.to_bytes(spans))
+    per_op, linear = [0] * len(graph.ops), [0] * len(graph.ops)
+    k = 0
+    for t, (tensor, owner) in enumerate(zip(model.tensors, model.op_of_tensor)):
+        size = spans["tensors"][t] + 8                  # + its tensors-vector and arena-plan entries
+        if tensor.data is not None:
+            size += spans["buffers"][k] + 4             # + its buffers-vector entry
+            k += 1
+            if tensor.name.endswith("_weights") and owner >= 0:   # int8 weights + 28 B per output channel
+                linear[owner] += tensor.data + TFLITE_BYTES_PER_CHANNEL * len(tensor.scale)
+        if owner >= 0:
+            per_op[owner] += size
+    for j, owner in enumerate(model.op_of_op):
+        per_op[owner] += spans["ops"][j] + 4            # + its operators-vector entry
+    return total, per_op, linear
 
 
 def kernel_codes(graph) -> set:
-    codes = {op_code(op) for op in graph.ops} | {fused_table_code(op) for op in graph.ops} - {None}
-    if any(pad_geometry(graph, op) for op in graph.ops):
-        codes.add("PAD")
-    return codes
+    """The TFLite builtins the written model uses (PAD for a pad before a conv, PADV2 before a max pool, ...)."""
+    from lightning_mcuprune.deploy.writer import layout
+    return set(layout(graph, offline_plan=False).op_codes)
 
 
 def tflm_terms(graph, build: str = "host") -> dict:
@@ -144,11 +120,11 @@ def tflm_terms(graph, build: str = "host") -> dict:
     O = len(ops)
     scratch = torch.zeros(O, 4, dtype=torch.float64)   # per SCRATCH_FEATURES: patch, cin, cout, const
     tail_lout = torch.zeros(O, dtype=torch.float64)
-    op_flash = torch.zeros(O, dtype=torch.float64)
     n_tensors, n_ops, tail = len(graph.buffers), O, float(s["base"] + s["io_tensors"] + s["margin"])
-    fixed_flash = float(TFLITE_FIXED_BYTES)
+    total, per_op, linear = op_flash_split(graph)   # the file at the dense counts, split by op
+    op_flash = torch.tensor([float(p - q) for p, q in zip(per_op, linear)], dtype=torch.float64).reshape(O)
+    fixed_flash = float(total - sum(per_op))
     for i, op in enumerate(ops):
-        op_flash[i] = TFLITE_OP_BYTES.get(op.type, 250)
         code = op_code(op)
         tail += s["op"].get(code, 110)
         post = fused_table_code(op)
@@ -156,7 +132,6 @@ def tflm_terms(graph, build: str = "host") -> dict:
             n_tensors += 1
             n_ops += 1
             tail += s["op"][post]
-            op_flash[i] += TFLITE_OP_BYTES["activation"]
         if op.type in ("conv2d", "pointwise_conv2d", "depthwise_conv2d", "dense"):
             n_tensors += 2
             tail_lout[i] = 8.0
@@ -171,13 +146,11 @@ def tflm_terms(graph, build: str = "host") -> dict:
             n_ops += 1
             tail += s["op"]["PAD"]
             scratch[i, 1] += geo[0] * geo[1]
-            fixed_flash += TFLITE_PAD_OP_BYTES
         if post is not None:                     # the intermediate: output channels x output H x W bytes
             shape = graph.buffers[op.output].shape
             scratch[i, 2] += float(shape[2] * shape[3]) if len(shape) == 4 else 1.0
     tail += s["eval_tensor"] * n_tensors + s["node"] * n_ops
     tail += mean_extra(s, sum(op.type == "global_avg_pool" for op in ops))
-    fixed_flash += OFFLINE_PLAN_BYTES + 4 * n_tensors     # the embedded arena plan (export_tflite's default)
     return dict(scratch=scratch, tail_const=tail, tail_lout=tail_lout, op_flash=op_flash,
                 model_fixed_flash=fixed_flash, runtime_flash=float(runtime_flash_bytes(kernel_codes(graph))),
                 temp_floor=float(s["prepare_temp"] + 3 * 16), align_slack=15.0)

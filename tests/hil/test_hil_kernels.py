@@ -4,7 +4,7 @@ import zlib
 import numpy as np
 import pytest
 
-from hil_fixtures import check_layer, emulated_board, random_layer
+from hil_fixtures import big_bias_conv, check_layer, emulated_board, random_layer
 from lightning_mcuprune.quantize.reference import OPS
 
 N_CONFIGS = 200
@@ -52,3 +52,23 @@ def test_arena_high_water_and_stack(board):
     assert st["arena_high_water"] == spec.arena_end
     assert 0 < st["stack_used"] < st["stack_bytes"]
     assert st["arena_bytes"] == board.info["arena_bytes"]
+
+
+def test_ptq_bias_at_the_accumulator_limit_bit_exact(board):
+    """A PTQ bias clipped where the int32 accumulator could overflow (quantize.ptq.bias_limit): the board takes the
+    layer and, on the input that drives the accumulator furthest towards 2^31-1, equals the host reference."""
+    import torch
+
+    from lightning_mcuprune.hil.layer import INT32_MAX
+    from lightning_mcuprune.quantize import quantize
+    net = big_bias_conv(size=3)
+    calib = torch.randn(32, 1, 3, 3)
+    spec = quantize(net, calib[:1], calib).ops[0].spec   # conv 3x3 on 3x3: one output pixel, 2 channels
+    assert abs(int(spec.bias[1])) > 2 ** 30 and spec.accumulator_bound() == INT32_MAX
+    w = np.asarray(spec.weights, dtype=np.int64)[1]        # (KH, KW, 1), as the input (H, W, C)
+    same = np.sign(w) == np.sign(int(spec.bias[1]))
+    x = np.where(same, 127, -128).astype(np.int8)         # every product adds to the bias
+    got, want = check_layer(board, spec, {"x": x}, seed=0)
+    acc = int(spec.bias[1]) + int(((x.astype(np.int64) - spec.input_zp) * w).sum())
+    assert abs(acc) > 2 ** 31 - 2 ** 20                     # near the int32 limit
+    assert np.array_equal(got, want)

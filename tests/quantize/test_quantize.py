@@ -104,3 +104,25 @@ def test_too_big_for_the_board_says_by_how_much():
         dep.check_fits(10000, 1 << 20, "mps2-an386")
     with pytest.raises(DeployError, match=r"weights store of b has 1000 B \(\d+ B too many\)"):
         dep.check_fits(1 << 30, 1000, "b")
+
+
+def test_bias_clipped_only_where_the_int32_accumulator_could_overflow():
+    """int32 biases keep TFLite's converter range (+-(2^31-1)) less what the channel's products can add: the
+    accumulator of the clipped channel can reach 2^31-1 exactly and never more (the firmware accepts the layer);
+    an ordinary bias is not clipped at all (it used to be clipped at +-2^30 whatever the weights)."""
+    from lightning_mcuprune.hil.layer import INT32_MAX
+    from hil_fixtures import big_bias_conv
+
+    from lightning_mcuprune.quantize.ptq import bias_limit
+    net = big_bias_conv()
+    x = torch.randn(64, 1, 6, 6)
+    qg = quantize(net, x[:1], x)
+    op = qg.ops[0]
+    qi = qg.qparams[op.inputs[0]]
+    exact = np.round(net[0].bias.detach().double().numpy() / (qi.scale * op.weight_scales.astype(np.float64)))
+    w = op.weights.reshape(2, -1)
+    limit = bias_limit(w, qi.zero_point)
+    assert exact[1] > INT32_MAX > limit[1] > 2 ** 30 and op.spec.bias[1] == limit[1]
+    assert op.spec.bias[0] == exact[0]
+    assert op.spec.accumulator_bound() == INT32_MAX
+    op.spec.check_accumulator()   # the firmware takes it
