@@ -110,7 +110,7 @@ def test_bias_clipped_only_where_the_int32_accumulator_could_overflow():
     """int32 biases keep TFLite's converter range (+-(2^31-1)) less what the channel's products can add: the
     accumulator of the clipped channel can reach 2^31-1 exactly and never more (the firmware accepts the layer);
     an ordinary bias is not clipped at all (it used to be clipped at +-2^30 whatever the weights)."""
-    from lightning_mcuprune.hil.layer import INT32_MAX
+    from lightning_mcuprune.quantize.layer import INT32_MAX
     from hil_fixtures import big_bias_conv
 
     from lightning_mcuprune.quantize.ptq import bias_limit
