@@ -114,6 +114,7 @@ class MCUPruneCallback(pl.Callback):
         self.state: PruningState | None = None
         self.hooks: MaskHooks | None = None
         self._deferred = False
+        self._logged: dict | None = None   # the history row last sent to the loggers
 
     # ---- public results ---------------------------------------------------------------------
     @property
@@ -593,7 +594,12 @@ class MCUPruneCallback(pl.Callback):
 
     # ---- history, logging, summary -----------------------------------------------------------
     def _record(self, step: int, n: torch.Tensor, targets: dict) -> None:
-        values = self.state.resources(n)
+        last = getattr(self, "_recorded", None)  # (state, counts, values) of the previous row
+        if last is not None and last[0] is self.state and torch.equal(last[1], n):
+            values = last[2]  # the counts did not move: no resource-model evaluation
+        else:
+            values = self.state.resources(n)
+            self._recorded = (self.state, n.clone(), values)
         row = {"step": int(step), "phase": self.phase}
         for k in self.budgets:
             row[k] = values[k]
@@ -620,9 +626,15 @@ class MCUPruneCallback(pl.Callback):
         return f"macs {row[k] / 1e6:.2f}/{self.budgets[k] / 1e6:.2f} M"
 
     def _log(self, pl_module) -> None:
+        """Send the newest history row to the loggers, once, following the Trainer's `log_every_n_steps`
+        (and always the first row of a phase, e.g. the hardened counts); `history` keeps every row."""
         if not self._rows or pl_module._trainer is None or not pl_module.trainer.loggers:
             return
-        row = self._rows[-1]
+        row, every = self._rows[-1], pl_module.trainer.log_every_n_steps
+        new_phase = len(self._rows) == 1 or self._rows[-2]["phase"] != row["phase"]
+        if row is self._logged or not every or (row["step"] % every and not new_phase):
+            return
+        self._logged = row
         keys = [k for k in self.budgets if k in row]  # a resume may have added a budget
         metrics = {f"mcuprune/{k}{'_bytes' if k in ('sram', 'flash') else ''}": float(row[k]) for k in keys}
         metrics.update({f"mcuprune/{k}_target": float(row[f'{k}_target']) for k in keys})
