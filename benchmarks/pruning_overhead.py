@@ -19,6 +19,8 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -39,16 +41,43 @@ from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
 
 BOARD = "mps2-an386"
 INPUT = (1, 1, 28, 28)
-console = Console()
+console = Console(width=240)
+
+
+class Lockstep:
+    """Two runs in two threads taking turns step by step (plain, ours, plain, ...): a step of one never overlaps a
+    step of the other, and both see the same machine load (the 2-core machine is shared; between whole runs the
+    load changes by more than the overhead measured)."""
+
+    def __init__(self, first: str):
+        self.turn, self.done, self.cond = first, set(), threading.Condition()
+
+    @staticmethod
+    def other(me: str) -> str:
+        return "ours" if me == "plain" else "plain"
+
+    def wait(self, me: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == me or self.other(me) in self.done)
+
+    def hand_over(self, me: str, finished: bool = False) -> None:
+        with self.cond:
+            if finished:
+                self.done.add(me)
+            self.turn = self.other(me)
+            self.cond.notify_all()
 
 
 class StepStart(pl.Callback):
-    """Put first in the callback list: stamps the start of each training batch."""
+    """Put first in the callback list: stamps the start of each training batch (after waiting for its turn)."""
 
-    def __init__(self):
+    def __init__(self, lockstep: Lockstep | None = None, me: str = ""):
         self.t0 = None
+        self.lockstep, self.me = lockstep, me
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.lockstep is not None:
+            self.lockstep.wait(self.me)
         self.t0 = time.perf_counter()
 
 
@@ -64,6 +93,8 @@ class StepEnd(pl.Callback):
         self.rows.append((trainer.global_step, dt, self.prune.phase if self.prune else "plain"))
         if self.stop_at is not None and trainer.global_step >= self.stop_at:
             trainer.should_stop = True
+        if self.start.lockstep is not None:
+            self.start.lockstep.hand_over(self.start.me)
 
 
 def make(seed, args, subset):
@@ -73,16 +104,41 @@ def make(seed, args, subset):
     return model, dm
 
 
+_ROOT = tempfile.TemporaryDirectory(prefix="pruning_overhead_")  # the callback's export after fit goes here
+
+
 def trainer(callbacks, **kw):
     return pl.Trainer(accelerator="cpu", devices=1, callbacks=callbacks, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      limit_val_batches=0, deterministic=True, **kw)
+                      limit_val_batches=0, deterministic=True, default_root_dir=_ROOT.name, **kw)
 
 
-def step_times(method: str, budget: int, seed: int, args) -> dict:
+def paired_step_times(budget: int, seed: int, args, first: str) -> dict:
+    """(i): plain and ours in lockstep (see Lockstep), `first` taking the first step."""
+    lockstep, res, errors = Lockstep(first), {}, []
+    models = {m: make(seed, args, args.batch_size * args.step_run_steps) for m in ("plain", "ours")}  # seeded in turn
+
+    def run(method):
+        try:
+            res[method] = step_times(method, budget, seed, args, lockstep, models[method])
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(e)
+        finally:
+            lockstep.hand_over(method, finished=True)
+    threads = [threading.Thread(target=run, args=(m,)) for m in ("plain", "ours")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return res
+
+
+def step_times(method: str, budget: int, seed: int, args, lockstep: Lockstep | None = None, made=None) -> dict:
     """(i): one short run; ours is stopped right after the first physical removal."""
-    model, dm = make(seed, args, args.batch_size * args.step_run_steps)
-    start = StepStart()
+    model, dm = made or make(seed, args, args.batch_size * args.step_run_steps)
+    start = StepStart(lockstep, method)
     cb = MCUPruneCallback(board=BOARD, budgets={"sram": budget}, module="net", verbose=False) if method == "ours" else None
     # the pruning schedule is that of a run of step_run_steps; ours stops after its first removal
     n = args.step_run_steps  # the callback's default schedule: warm-up 0.1, hardening 0.6, 3 removals
@@ -239,7 +295,7 @@ def _spread(xs) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=6, help="(i): lockstep pairs; the first step alternates")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--step-run-steps", type=int, default=80, help="(i): length of the run the schedule is made for")
     p.add_argument("--skip", type=int, default=3, help="(i): steps skipped at the start")
@@ -247,6 +303,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="(ii): epochs")
     p.add_argument("--whole-repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the shared machine's rule: 1)")
+    p.add_argument("--no-lockstep", dest="lockstep", action="store_false",
+                   help="(i): plain and ours one after the other instead of in lockstep, step by step")
     p.add_argument("--no-profile", action="store_true", help="skip (iii)")
     p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = p.parse_args()
@@ -262,7 +320,10 @@ def main() -> None:
     base_med, ours_med, warm_med, warm_base, ratios, wratios_step, window = [], [], [], [], [], [], None
     for r in range(args.repeats):
         order = ("plain", "ours") if r % 2 == 0 else ("ours", "plain")
-        res = {m: step_times(m, budget, r, args) for m in order}
+        if args.lockstep:
+            res = paired_step_times(budget, r, args, first=order[0])
+        else:
+            res = {m: step_times(m, budget, r, args) for m in order}
         # compare like with like: the baseline's steps at the same step indices as ours' pruning window
         window = res["ours"]["window"]
         b = statistics.median(res["plain"]["steps"])
@@ -316,6 +377,9 @@ def main() -> None:
           f"{args.threads} torch thread(s). Plain and ours alternate ({args.repeats} repeats of (i), {args.whole_repeats} of (ii)), "
           "on the same data and seeds (the 2-core machine is shared with other work, so absolute times are noisy; the "
           "ratios are per repeat, then the median). "
+          + ("In (i) the two runs go in lockstep, in two threads taking turns step by step (plain, ours, plain, ...; "
+             "the first alternates between repeats), so that both see the same machine load. " if args.lockstep else "")
+          + 
           f"Machine load ({'`uptime`'}): {load_before} before, {load_after} after (i) and (ii).", "",
           "| measure | plain / dense | ours | ratio ours/plain (median) | per repeat | target | verdict |",
           "|---|---|---|---|---|---|---|",
