@@ -7,18 +7,21 @@
 Schedule (fractions of the run's optimiser steps, or whole epochs when given as ints):
 warm-up (dense; importance only) -> pruning (pi, masks and the shrinking budget target updated every
 `update_every` steps; channels that stayed masked are physically removed `removals` times) ->
-hardening at `prune_end` (final counts, the budget guarantee, everything masked removed) -> fine-tuning.
+hardening at `prune_end` (final counts, the budget guarantee, everything masked removed) -> fine-tuning
+(`pruning/schedule.py`).
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import pandas as pd
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from typing_extensions import override
 
 from lightning_mcuprune.analysis import Report, analyze, report_from_model
 from lightning_mcuprune.boards import load_board
@@ -27,6 +30,7 @@ from lightning_mcuprune.pruning.budgets import BUDGET_KEYS, format_value, parse_
 from lightning_mcuprune.pruning.masks import MaskHooks
 from lightning_mcuprune.pruning.plan import apply_present, check_signature, make_plan
 from lightning_mcuprune.pruning.removal import remove_channels
+from lightning_mcuprune.pruning.schedule import Phase, check_schedule, make_schedule
 from lightning_mcuprune.pruning.state import PruningState
 from lightning_mcuprune.resources import ResourceModel
 
@@ -36,28 +40,80 @@ STATE_VERSION = 1
 class MCUPruneCallback(pl.Callback):
     """Prune channels during `trainer.fit` so the network fits `budgets` on `board`.
 
+    Warm-up (dense; channel importance accumulates), then pruning (each group's keep proportion pi learns from the
+    task loss and is projected onto a budget target that shrinks to the budgets; masked channels are physically
+    removed `removals` times), hardening at `prune_end` (the budgets are guaranteed at integer channel counts and every
+    masked channel is removed), then fine-tuning at the final size. After `fit`: `report` (the pruned network's
+    resources), `history` (one row per update), the export (see `export`) and a summary table (`verbose`).
+
     Args:
         board: built-in board name, profile JSON path, or a loaded BoardProfile.
         budgets: any of "sram", "flash" (bytes: int or "64KiB"), "latency_ms", "macs". SRAM and flash
             not given default to what the board has left after its runtime.
         module: attribute path of the network inside the LightningModule (default: its own forward).
         exclude: module paths whose output channels are never pruned (the classifier output never is).
-        min_channels: fewest channels any group keeps. multiple: round kept channels up to a multiple (4, 8 for SIMD).
-        warmup, prune_end: where pruning starts and hardens: a float is a fraction of the run's optimiser
-            steps, an int an epoch number. Default (None): 0.02 and 0.15 when a latency or MACs budget is given
-            (decide the architecture early, train it for most of the run), else 0.1 and 0.6.
-        update_every: optimiser steps between pi/mask updates. removals: physical removals during pruning.
-        pi_lr: learning rate of pi's own Adam. importance_decay: EMA decay of channel importance.
+        min_channels: fewest channels any group keeps.
+        multiple: round kept channels up to a multiple (4, 8 for SIMD).
+        warmup: where pruning starts: a float is a fraction of the run's optimiser steps, an int an epoch number.
+            Default (None): 0.02 when a latency or MACs budget is given (decide the architecture early, train it
+            for most of the run), else 0.1.
+        prune_end: where pruning hardens, as `warmup`. Default (None): 0.15 with a latency or MACs budget, else 0.6.
+        update_every: optimiser steps between pi/mask updates.
+        removals: physical removals of masked channels during pruning (hardening removes the rest).
+        pi_lr: learning rate of pi's own Adam.
+        importance_decay: decay of the exponential moving average of channel importance (|dL/dmask|).
+        temperature: temperature of the soft rank threshold through which the task loss moves pi (in channels:
+            larger spreads pi's gradient over more channels around the threshold). Default (None): per group,
+            5% of its dense channels, at least 0.5.
         pi_norm: "global" (pi's Adam normalises the task feedback of all groups by one scale) or "group" (each by
             its own, the behaviour before 0.x: weak signals drift like strong ones).
         compute_step: how the projection under MACs/latency budgets spreads a cut over groups: "share" (by each
-            group's share of the resource, uniform-like when importance is equal) or "cost" (by the cost of one channel,
-            as under SRAM). soft_floor: keep every group at >= min(4, its uniform-width count) unless the budget forces less.
+            group's share of the resource, uniform-like when importance is equal), "cost" (by the cost of one
+            channel, as under SRAM) or "uniform" (the same fraction of every group that can shrink).
+        soft_floor: keep every group at >= min(4, its uniform-width count) unless the budget forces less.
         reinit: at hardening, give the pruned network fresh weights (each layer's own initialiser) and clear the
             optimiser's state: search, then retrain within the same run (pair it with an early prune_end).
         order: execution order for peak SRAM: "traced" or "optimal".
         export: after fit, write the export (see `export`) to `mcuprune/` in the log dir (the Trainer's
             default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
+        verbose: print the summary tables (resources dense/pruned/budget, channels per group) when the network is
+            hardened, and say where the network was saved when it changed after the last checkpoint (rank zero only).
+        runtime: what the network will run on, for the resource model and the export: "mcuprune-firmware" (our int8
+            firmware) or "tflm" (TensorFlow Lite Micro; SRAM is its planned arena).
+        calib_samples: training inputs kept (from the first batches) to calibrate the int8 TFLite export; 0 keeps none.
+
+    Raises:
+        ValueError: an option out of range (at construction); at the first training batch, a run without a
+            finite length, a LightningModule without an example input, or a network none of whose channel
+            groups can be pruned while it exceeds its budgets.
+        BudgetUnreachableError: (a ValueError) even the smallest network the options allow exceeds a budget.
+        RuntimeError: the model's structure changes between forward calls, or outside the callback.
+
+    Example:
+        >>> import torch, lightning.pytorch as pl
+        >>> from torch import nn
+        >>> class Net(pl.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+        ...                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+        ...     def forward(self, x):
+        ...         return self.net(x)
+        ...     def training_step(self, batch, batch_idx):
+        ...         x, y = batch
+        ...         return nn.functional.cross_entropy(self(x), y)
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.Adam(self.parameters(), lr=1e-3)
+        >>> _ = torch.manual_seed(0)
+        >>> data = torch.utils.data.TensorDataset(torch.randn(64, 1, 12, 12), torch.randint(0, 10, (64,)))
+        >>> cb = MCUPruneCallback("mps2-an386", budgets={"sram": 3000}, verbose=False, export=False)
+        >>> trainer = pl.Trainer(max_epochs=2, callbacks=[cb], logger=False, enable_checkpointing=False,
+        ...                      enable_progress_bar=False, enable_model_summary=False)
+        >>> trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=16))
+        >>> cb.phase
+        <Phase.FINETUNE: 'finetune'>
+        >>> cb.report.peak_sram_bytes <= 3000
+        True
     """
 
     def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
@@ -77,11 +133,7 @@ class MCUPruneCallback(pl.Callback):
         compute = any(k in self.budgets for k in ("latency_ms", "macs"))
         warmup = (0.02 if compute else 0.1) if warmup is None else warmup
         prune_end = (0.15 if compute else 0.6) if prune_end is None else prune_end
-        for name, v in (("warmup", warmup), ("prune_end", prune_end)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v > 1):
-                raise ValueError(f"bad {name} {v!r}: give a fraction of the run in [0, 1] (float) or an epoch (int)")
-        if type(warmup) is type(prune_end) and warmup >= prune_end:
-            raise ValueError(f"warmup ({warmup}) must come before prune_end ({prune_end})")
+        check_schedule(warmup, prune_end)
         if int(min_channels) < 1 or int(multiple) < 1 or int(update_every) < 1 or int(removals) < 0:
             raise ValueError("min_channels, multiple and update_every must be >= 1, removals >= 0")
         if order not in ("traced", "optimal"):
@@ -105,7 +157,7 @@ class MCUPruneCallback(pl.Callback):
             raise ValueError("calib_samples must be >= 0 (training inputs kept to calibrate the int8 export)")
         self.runtime, self.calib_samples = runtime, int(calib_samples)
         self._calib: list = []
-        self.phase = "idle"
+        self.phase = Phase.IDLE
         self.report: Report | None = None
         self.dense_report: Report | None = None
         self.export_dir: Path | None = None
@@ -114,6 +166,7 @@ class MCUPruneCallback(pl.Callback):
         self.state: PruningState | None = None
         self.hooks: MaskHooks | None = None
         self._deferred = False
+        self._logged: dict | None = None   # the history row last sent to the loggers
 
     # ---- public results ---------------------------------------------------------------------
     @property
@@ -123,6 +176,7 @@ class MCUPruneCallback(pl.Callback):
 
     @property
     def group_names(self) -> list[str]:
+        """Module paths of the producers of the prunable channel groups (empty before the first training batch)."""
         return list(self.plan.producers) if self.state else []
 
     def architecture_hash(self) -> str:
@@ -153,19 +207,9 @@ class MCUPruneCallback(pl.Callback):
                              "LightningModule or yield batches as tensors or (input, target) tuples")
         return x[:1].detach().to(pl_module.device)
 
-    def _schedule(self, trainer) -> None:
-        total = trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
-            raise ValueError("MCUPruneCallback needs a finite run: set max_epochs or max_steps on the Trainer")
-        per_epoch = max(1, int(total // max(1, trainer.max_epochs))) if trainer.max_epochs and trainer.max_epochs > 0 else int(total)
-
-        def step(v):
-            return int(round(v * total)) if isinstance(v, float) else int(v) * per_epoch
-        self.total_steps = int(total)
-        self.warmup_step = min(step(self.warmup), int(total))
-        self.harden_step = max(self.warmup_step + 1, min(step(self.prune_end), int(total)))
-        span = self.harden_step - self.warmup_step
-        self.removal_steps = sorted({self.warmup_step + round(span * (j + 1) / (self.removals + 1)) for j in range(self.removals)})
+    def _schedule(self, trainer: pl.Trainer) -> None:
+        s = make_schedule(trainer.estimated_stepping_batches, trainer.max_epochs, self.warmup, self.prune_end, self.removals)
+        self.total_steps, self.warmup_step, self.harden_step, self.removal_steps = s.total, s.warmup, s.harden, list(s.removals)
 
     def _build(self, pl_module, example) -> None:
         """Trace the dense network and set up the resource model and the pruning state."""
@@ -189,9 +233,9 @@ class MCUPruneCallback(pl.Callback):
         self._schedule(trainer)
         self._warn_deployment_gaps()
         if all(self.dense_values[k] <= b for k, b in self.budgets.items()):
-            warnings.warn(f"mcuprune: the dense network already fits every budget on {self.board.name} "
-                          f"({self._budget_text(self.dense_values)}); it is left unpruned", stacklevel=2)
-            self.phase = "dense-fits"
+            rank_zero_warn(f"mcuprune: the dense network already fits every budget on {self.board.name} "
+                           f"({self._budget_text(self.dense_values)}); it is left unpruned")
+            self.phase = Phase.DENSE_FITS
             self.report = self.dense_report
             return
         if not self.plan.ids:
@@ -201,7 +245,7 @@ class MCUPruneCallback(pl.Callback):
         self.state.check_reachable()
         self._install()
         self._ever_kept = [k.clone() for k in self.state.keep]
-        self.phase = "warmup"
+        self.phase = Phase.WARMUP
         self._record(trainer.global_step, self.rm.dense_counts, {k: self.dense_values[k] for k in self.budgets})
 
     def _warn_deployment_gaps(self) -> None:
@@ -211,9 +255,8 @@ class MCUPruneCallback(pl.Callback):
         gaps = runtime_gaps(self.plan.graph, self.runtime)
         if gaps:
             what = "the int8 firmware" if self.runtime == "mcuprune-firmware" else f"runtime {self.runtime!r}"
-            warnings.warn(f"mcuprune: {what} cannot run {len(gaps)} op(s) of this network, so its int8 export will be "
-                          "refused after training (pruning goes on; other runtimes may run them): " + "; ".join(gaps),
-                          stacklevel=2)
+            rank_zero_warn(f"mcuprune: {what} cannot run {len(gaps)} op(s) of this network, so its int8 export will be "
+                           "refused after training (pruning goes on; other runtimes may run them): " + "; ".join(gaps))
 
     def _install(self) -> None:
         self.hooks.set_masks(self.state.keep, device=self.example.device)
@@ -223,22 +266,12 @@ class MCUPruneCallback(pl.Callback):
         return ", ".join(f"{k} {format_value(k, values[k])}/{format_value(k, self.budgets[k])}" for k in self.budgets)
 
     # ---- Lightning hooks ----------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._deferred = trainer.world_size > 1
-        # Restore a checkpoint's pruned structure before Lightning loads its (pruned) weights into the
-        # dense module: LightningModule.on_load_checkpoint runs right before load_state_dict.
-        if not getattr(pl_module, "_mcuprune_wrapped", False):
-            original = pl_module.on_load_checkpoint
-
-            def on_load_checkpoint(checkpoint, _original=original):
-                saved = checkpoint.get("callbacks", {}).get(self.state_key)
-                if saved is not None:
-                    self._restore(pl_module, saved)
-                return _original(checkpoint)
-            pl_module.on_load_checkpoint = on_load_checkpoint
-            pl_module._mcuprune_wrapped = True
+        self._wrap_on_load_checkpoint(pl_module)
         bar = trainer.progress_bar_callback
-        if bar is not None and not getattr(bar, "_mcuprune_wrapped", False):
+        if bar is not None and not getattr(bar.get_metrics, "_mcuprune_wrapper", False):
             get = bar.get_metrics
 
             def get_metrics(tr, pm, _get=get):
@@ -247,11 +280,44 @@ class MCUPruneCallback(pl.Callback):
                 if text:
                     m["mcuprune"] = text
                 return m
+            get_metrics._mcuprune_wrapper = True
             bar.get_metrics = get_metrics
-            bar._mcuprune_wrapped = True
+            self._bar = bar
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.phase == "idle":
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._unwrap_on_load_checkpoint(pl_module)
+        bar = getattr(self, "_bar", None)
+        if bar is not None and getattr(bar.__dict__.get("get_metrics"), "_mcuprune_wrapper", False):
+            del bar.get_metrics
+        self._bar = None
+
+    def _wrap_on_load_checkpoint(self, pl_module: pl.LightningModule) -> None:
+        """Restore a checkpoint's pruned structure before Lightning loads its (pruned) weights into the dense module:
+        `LightningModule.on_load_checkpoint` runs right before `load_state_dict`, so it is wrapped (on the instance,
+        until `_unwrap_on_load_checkpoint` in `teardown`) to call `_restore` first."""
+        if getattr(pl_module.__dict__.get("on_load_checkpoint"), "_mcuprune_wrapper", False):
+            return
+        original = pl_module.on_load_checkpoint
+
+        def on_load_checkpoint(checkpoint: dict[str, Any], _original: Callable = original) -> None:
+            saved = checkpoint.get("callbacks", {}).get(self.state_key)
+            if saved is not None:
+                self._restore(pl_module, saved)
+            return _original(checkpoint)
+        on_load_checkpoint._mcuprune_wrapper = True
+        pl_module.on_load_checkpoint = on_load_checkpoint
+
+    @staticmethod
+    def _unwrap_on_load_checkpoint(module: torch.nn.Module) -> None:
+        """Undo `_wrap_on_load_checkpoint`: the module's own `on_load_checkpoint` again, nothing of the callback's left
+        on the instance (the module pickles without it)."""
+        if getattr(module.__dict__.get("on_load_checkpoint"), "_mcuprune_wrapper", False):
+            del module.on_load_checkpoint
+
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.phase == Phase.IDLE:
             self._start(trainer, pl_module, batch)
         kept = sum(len(x) for x in self._calib)
         if kept < self.calib_samples:   # a sample of training inputs, to calibrate the int8 export
@@ -259,8 +325,9 @@ class MCUPruneCallback(pl.Callback):
             if isinstance(x, torch.Tensor):
                 self._calib.append(x[: self.calib_samples - kept].detach().cpu().float())
 
-    def on_after_backward(self, trainer, pl_module) -> None:
-        if self.phase in ("warmup", "pruning"):
+    @override
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.phase.active:
             grads = self.hooks.grads()
             if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
                 grads = self._all_reduce(grads, trainer.world_size)
@@ -273,15 +340,17 @@ class MCUPruneCallback(pl.Callback):
         torch.distributed.all_reduce(flat)
         return list(torch.split(flat.cpu() / world, self.state.current))
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.phase not in ("warmup", "pruning"):
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.phase.active:
             return
         step = trainer.global_step
-        if self.phase == "warmup" and step >= self.warmup_step:
-            self.phase = "pruning"
+        if self.phase == Phase.WARMUP and step >= self.warmup_step:
+            self.phase = Phase.PRUNING
             for fb in self.state.feedback:
                 fb.zero_()
-        if self.phase == "pruning":
+        if self.phase == Phase.PRUNING:
             if (step - self.warmup_step) % self.update_every == 0:
                 self._update(step)
             if step in self.removal_steps and not self._deferred:
@@ -290,12 +359,13 @@ class MCUPruneCallback(pl.Callback):
                 self._harden(trainer)
         self._log(pl_module)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         changed = False
-        if self.phase in ("warmup", "pruning"):
+        if self.phase.active:
             self._harden(trainer)  # the run ended before the schedule did: the budgets still hold
             changed = True
-        if self._deferred and self.phase == "finetune" and self.hooks.handles:
+        if self._deferred and self.phase == Phase.FINETUNE and self.hooks.handles:
             self._remove(trainer, final=True)  # DDP: channels leave only after training (see _harden)
             self.hooks.remove()
             self._finish()
@@ -323,7 +393,8 @@ class MCUPruneCallback(pl.Callback):
             if self.verbose and trainer.is_global_zero:
                 print(f"mcuprune: the network was hardened after the last checkpoint; saved it to {path}")
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self.export_after_fit and self.report is not None and self.state is not None):
             return  # the same on every rank
         base = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir broadcasts under DDP: every rank calls it
@@ -335,6 +406,8 @@ class MCUPruneCallback(pl.Callback):
 
     # ---- the steps ----------------------------------------------------------------------------
     def targets(self, step: int) -> dict[str, float]:
+        """The budget target of every budgeted resource at `step`: from the dense value at warm-up's end to the
+        budget at hardening (`pruning.budgets.target`)."""
         progress = (step - self.warmup_step) / max(1, self.harden_step - self.warmup_step)
         return {k: target(self.dense_values[k], b, progress) for k, b in self.budgets.items()}
 
@@ -387,7 +460,7 @@ class MCUPruneCallback(pl.Callback):
             st.pi.copy_(torch.tensor(kept, dtype=torch.float64) / st.C0[st.ids])
         st.update_masks(kept)
         self._set_masks()
-        self.phase = "finetune"
+        self.phase = Phase.FINETUNE
         self._record(trainer.global_step, st.integer_counts(kept), dict(self.budgets))
         if self._deferred:
             return
@@ -440,8 +513,11 @@ class MCUPruneCallback(pl.Callback):
         return {"sram": rep.peak_sram_bytes, "flash": rep.flash_bytes, "latency_ms": rep.latency_ms, "macs": rep.macs}
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        d = {"version": STATE_VERSION, "phase": self.phase, "budgets": dict(self.budgets), "board": self.board.name,
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The phase, history and random state; after the first batch also the pruning state, schedule and the
+        architecture (tensors and plain containers only: loadable with `torch.load(weights_only=True)`)."""
+        d = {"version": STATE_VERSION, "phase": self.phase.value, "budgets": dict(self.budgets), "board": self.board.name,
              "history": list(self._rows), "rng": _rng_state()}
         if self.state is not None:
             d.update(module=self.module, exclude=list(self.exclude), example_shape=list(self.example.shape), signature=self.plan.signature(),
@@ -451,7 +527,10 @@ class MCUPruneCallback(pl.Callback):
                      architecture=self.architecture_hash())
         return d
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Check the checkpoint against the structure `_restore` rebuilt (before the weights were loaded) and, in one
+        process, restore its random state."""
         # the structure and state were restored in `_restore`, before the weights; only check agreement here
         if self.state is not None and "architecture" in state_dict and self.architecture_hash() != state_dict["architecture"]:
             raise RuntimeError("mcuprune: the restored pruning state does not match the checkpoint")
@@ -461,7 +540,7 @@ class MCUPruneCallback(pl.Callback):
     def _restore(self, pl_module, saved: dict) -> None:
         if saved.get("version") != STATE_VERSION:
             raise ValueError(f"pruning state version {saved.get('version')} in the checkpoint; this version reads {STATE_VERSION}")
-        self.phase = saved["phase"]
+        self.phase = Phase(saved["phase"])
         self._rows = list(saved.get("history", []))
         if "state" not in saved:
             return
@@ -479,9 +558,9 @@ class MCUPruneCallback(pl.Callback):
         saved_budgets = {k: float(v) for k, v in saved.get("budgets", {}).items()}
         if saved_budgets != {k: float(v) for k, v in self.budgets.items()}:
             self._check_new_budgets(saved_budgets)
-        if self.phase in ("warmup", "pruning") or (self.phase == "finetune" and self._deferred):
+        if self.phase.active or (self.phase == Phase.FINETUNE and self._deferred):
             self._install()
-        elif self.phase in ("finetune", "dense-fits"):
+        elif self.phase in (Phase.FINETUNE, Phase.DENSE_FITS):
             self.report = analyze(self.root, example, board=self.board, order=self.order, runtime=self.runtime)
 
     def _check_new_budgets(self, saved: dict) -> None:
@@ -491,31 +570,31 @@ class MCUPruneCallback(pl.Callback):
         def text(b):
             return ", ".join(f"{k} {format_value(k, v)}" for k, v in b.items()) or "none"
         change = f"the checkpoint's budgets are {text(saved)}, this callback's {text(self.budgets)}"
-        if self.phase in ("warmup", "pruning"):
+        if self.phase.active:
             self.state.check_reachable()
-            warnings.warn(f"mcuprune: {change}; pruning continues toward the new budgets", stacklevel=2)
+            rank_zero_warn(f"mcuprune: {change}; pruning continues toward the new budgets")
             return
         st = self.state
         values = st.resources(st.integer_counts([int(k.sum()) for k in st.keep]))
         bad = {k: v for k, v in values.items() if v > self.budgets[k]}
         if bad:
             raise ValueError(
-                f"mcuprune: {change}, but the checkpoint's network was already hardened (phase {self.phase!r}) and "
+                f"mcuprune: {change}, but the checkpoint's network was already hardened (phase {self.phase.value!r}) and "
                 f"exceeds the new budgets: {self._budget_text({**self.budgets, **bad})}. A hardened network is not "
                 "pruned again on resume; to prune it further start a new run from it: "
                 "lightning_mcuprune.load_pruned(model, CKPT), then trainer.fit(model) with a new MCUPruneCallback "
                 "and no ckpt_path. Or resume with the checkpoint's budgets.")
-        warnings.warn(f"mcuprune: {change}; the hardened network meets the new budgets "
-                      f"({self._budget_text(values)})", stacklevel=2)
+        rank_zero_warn(f"mcuprune: {change}; the hardened network meets the new budgets "
+                       f"({self._budget_text(values)})")
 
     # ---- export -------------------------------------------------------------------------------
-    def artefacts(self) -> list:
+    def artefacts(self) -> list[tuple[str, Callable[[Path], dict]]]:
         """What `export` writes, most valuable first: (name, writer) pairs, writer(directory) -> {key: path}.
         Each is written on its own: one that fails (e.g. ONNX) is reported and the others are still written."""
         return [("pruned_state", self._write_pruned_state), ("module", self._write_module),
                 ("tflite", self._write_tflite), ("report", self._write_report), ("onnx", self._write_onnx), ("plots", self._write_plots)]
 
-    def export(self, directory) -> dict:
+    def export(self, directory: str | Path) -> dict[str, Path]:
         """Write into `directory`, each on its own and atomically: pruned_state.pt (weights, kept channels and
         architecture signature: data only, for `load_pruned(dense_module, path)`), model.pt (the pruned network
         pickled: code, load only your own), model.tflite with model_data.h/.cc and model_ops.h (int8, for TFLite Micro),
@@ -525,13 +604,19 @@ class MCUPruneCallback(pl.Callback):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths, self.export_errors = {}, {}
-        for name, write in self.artefacts():
-            try:
-                paths.update(write(directory))
-            except Exception as e:  # noqa: BLE001 - the pruned network must survive any one failing writer
-                self.export_errors[name] = f"{type(e).__name__}: {e}"
-                warnings.warn(f"mcuprune: export of {name} to {directory} failed ({type(e).__name__}: {e}); "
-                              "the other files were written", stacklevel=2)
+        wrapper = self.root.__dict__.get("on_load_checkpoint")  # during fit (module=None): not part of the network
+        self._unwrap_on_load_checkpoint(self.root)
+        try:
+            for name, write in self.artefacts():
+                try:
+                    paths.update(write(directory))
+                except Exception as e:  # noqa: BLE001 - the pruned network must survive any one failing writer
+                    self.export_errors[name] = f"{type(e).__name__}: {e}"
+                    rank_zero_warn(f"mcuprune: export of {name} to {directory} failed ({type(e).__name__}: {e}); "
+                                   "the other files were written")
+        finally:
+            if getattr(wrapper, "_mcuprune_wrapper", False):
+                self.root.on_load_checkpoint = wrapper
         self.export_dir = directory
         return paths
 
@@ -593,8 +678,13 @@ class MCUPruneCallback(pl.Callback):
 
     # ---- history, logging, summary -----------------------------------------------------------
     def _record(self, step: int, n: torch.Tensor, targets: dict) -> None:
-        values = self.state.resources(n)
-        row = {"step": int(step), "phase": self.phase}
+        last = getattr(self, "_recorded", None)  # (state, counts, values) of the previous row
+        if last is not None and last[0] is self.state and torch.equal(last[1], n):
+            values = last[2]  # the counts did not move: no resource-model evaluation
+        else:
+            values = self.state.resources(n)
+            self._recorded = (self.state, n.clone(), values)
+        row = {"step": int(step), "phase": self.phase.value}
         for k in self.budgets:
             row[k] = values[k]
             row[f"{k}_target"] = targets[k]
@@ -620,9 +710,15 @@ class MCUPruneCallback(pl.Callback):
         return f"macs {row[k] / 1e6:.2f}/{self.budgets[k] / 1e6:.2f} M"
 
     def _log(self, pl_module) -> None:
+        """Send the newest history row to the loggers, once, following the Trainer's `log_every_n_steps`
+        (and always the first row of a phase, e.g. the hardened counts); `history` keeps every row."""
         if not self._rows or pl_module._trainer is None or not pl_module.trainer.loggers:
             return
-        row = self._rows[-1]
+        row, every = self._rows[-1], pl_module.trainer.log_every_n_steps
+        new_phase = len(self._rows) == 1 or self._rows[-2]["phase"] != row["phase"]
+        if row is self._logged or not every or (row["step"] % every and not new_phase):
+            return
+        self._logged = row
         keys = [k for k in self.budgets if k in row]  # a resume may have added a budget
         metrics = {f"mcuprune/{k}{'_bytes' if k in ('sram', 'flash') else ''}": float(row[k]) for k in keys}
         metrics.update({f"mcuprune/{k}_target": float(row[f'{k}_target']) for k in keys})
@@ -630,7 +726,8 @@ class MCUPruneCallback(pl.Callback):
         for logger in pl_module.trainer.loggers:
             logger.log_metrics(metrics, step=row["step"])
 
-    def summary_table(self):
+    def summary_table(self) -> tuple[Any, Any]:
+        """Two rich Tables: each resource dense, pruned, against its budget; channels per group dense and kept."""
         from rich.table import Table
         t = Table(title=f"mcuprune on {self.board.name}: resources")
         for c in ("resource", "dense", "pruned", "budget", ""):
@@ -649,7 +746,9 @@ class MCUPruneCallback(pl.Callback):
             g.add_row(name, str(int(self.state.C0[gid])), str(cur))
         return t, g
 
+    @rank_zero_only
     def print_summary(self) -> None:
+        """Print `summary_table` (on rank zero only)."""
         from lightning_mcuprune.console import console as make_console
         console = make_console()
         for t in self.summary_table():
@@ -667,7 +766,7 @@ def _fresh_directory(path: Path) -> Path:
     while used(path.with_name(f"{path.name}_{n}")):
         n += 1
     fresh = path.with_name(f"{path.name}_{n}")
-    warnings.warn(f"mcuprune: {path} holds an earlier export; this run's export goes to {fresh}", stacklevel=3)
+    rank_zero_warn(f"mcuprune: {path} holds an earlier export; this run's export goes to {fresh}")
     return fresh
 
 

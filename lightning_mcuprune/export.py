@@ -36,15 +36,13 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: "str | Pat
 
 
 def _clean_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `module` in eval mode without the pruning hooks and MCUPruneCallback's wrapper."""
+    """A copy of `module` in eval mode without the pruning hooks."""
     model = copy.deepcopy(module).eval()
     for m in model.modules():
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
     if hasattr(model, "_trainer"):
         model._trainer = None
-    for attr in ("on_load_checkpoint", "_mcuprune_wrapped"):  # MCUPruneCallback's wrapper of the module's hook
-        model.__dict__.pop(attr, None)
     return model
 
 

@@ -280,6 +280,11 @@ class ResourceModel:
             ws = torch.clamp(ws, min=self._tflm["temp_floor"]) + self.runtime_sram_bytes(n)
         return ws
 
+    @property
+    def working_set_is_affine(self) -> bool:
+        """Whether `working_set(n)` is an affine function of the counts n (our firmware; TFLM's clamp is not)."""
+        return self._tflm is None
+
     def runtime_sram_bytes(self, n) -> torch.Tensor:
         """SRAM the runtime keeps beside the planned activations: TFLM's persistent arena tail (host sizes);
         0 for our firmware (its arena holds activations only)."""

@@ -11,6 +11,7 @@ from lit import Classifier, fit_pruned, random_loader, trainer
 from lightning_mcuprune import analyze, load_board
 from lightning_mcuprune.examples import zoo
 from lightning_mcuprune.callback import MCUPruneCallback
+from lightning_mcuprune.pruning.schedule import Phase
 from lightning_mcuprune.pruning.state import BudgetUnreachableError
 
 # small versions of the four acceptance networks, sized so a run takes about a second
@@ -145,6 +146,8 @@ def test_training_gets_smaller_and_history_is_a_dataframe():
     pruning = h[h.phase == "pruning"]
     assert pruning["sram_target"].is_monotonic_decreasing
     assert cb.report.peak_sram_bytes <= 6 * 1024
+    assert cb.phase is Phase.FINETUNE and set(h.phase) == {"warmup", "pruning", "finetune"}  # rows hold plain strings
+    assert "on_load_checkpoint" not in vars(model)  # the callback's wrapper of the module's hook is undone in teardown
 
 
 def test_multiple_and_min_channels_are_respected():
