@@ -32,7 +32,7 @@ The host executor (`QuantizedGraph.run`) runs the graph over the int8 reference 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -147,12 +147,12 @@ class QuantizedGraph:
     input: str
     output: str
 
-    def quantize_input(self, x) -> np.ndarray:
+    def quantize_input(self, x: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
         """Float NCHW input (tensor or array) -> int8 NHWC."""
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         return self.qparams[self.input].quantize(to_nhwc(x))
 
-    def run(self, xq: np.ndarray, keep: bool = False):
+    def run(self, xq: np.ndarray, keep: bool = False) -> Union[np.ndarray, dict[str, np.ndarray]]:
         """Host int8 executor: int8 NHWC batch -> int8 output (N, H, W, C); keep=True -> dict of every buffer."""
         bufs = {self.input: np.asarray(xq, dtype=np.int8).reshape(-1, *self.shapes[self.input])}
         for op in self.ops:
@@ -169,7 +169,7 @@ class QuantizedGraph:
                         del bufs[b]
         return bufs if keep else bufs[self.output]
 
-    def predict(self, x, batch: int = 500) -> np.ndarray:
+    def predict(self, x: Union[torch.Tensor, np.ndarray], batch: int = 500) -> np.ndarray:
         """Float NCHW input -> dequantised float output (N, features), via the int8 executor."""
         outs = []
         for i in range(0, len(x), batch):
@@ -381,8 +381,8 @@ def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op, in_hwc, out_hwc):
     return kk, ss, (pp[0], pp[0], pp[1], pp[1])
 
 
-def quantize(model: nn.Module, example_input: torch.Tensor, calib_data, graph: Optional[ResourceGraph] = None,
-             runtime: str = "mcuprune-firmware") -> QuantizedGraph:
+def quantize(model: nn.Module, example_input: torch.Tensor, calib_data: Union[torch.Tensor, Iterable],
+             graph: Optional[ResourceGraph] = None, runtime: str = "mcuprune-firmware") -> QuantizedGraph:
     """Post-training int8 quantisation of `model` (eval mode) for the HIL firmware or TFLite Micro.
 
     `calib_data`: a float batch (N, C, H, W) from the training data, or an iterable of batches / (x, y).

@@ -12,9 +12,12 @@ HWC order. Padding is an int, ``(ph, pw)`` (PyTorch-style, both sides) or ``(top
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 from lightning_mcuprune.graph.ops import KERNEL_OPS
 
@@ -53,7 +56,7 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
-def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
+def saturating_rounding_doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """gemmlowp SaturatingRoundingDoublingHighMul on int32 arrays (broadcasting)."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
@@ -69,7 +72,7 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     return q.astype(np.int32)
 
 
-def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:
     """gemmlowp RoundingDivideByPOT: x / 2^exponent rounded half away from zero (int32)."""
     x = np.asarray(x, dtype=np.int64)
     e = np.asarray(exponent, dtype=np.int64)
@@ -79,7 +82,7 @@ def rounding_divide_by_pot(x, exponent) -> np.ndarray:
     return ((x >> e) + (remainder > threshold)).astype(np.int32)
 
 
-def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+def multiply_by_quantized_multiplier(x: ArrayLike, multiplier: ArrayLike, shift: ArrayLike) -> np.ndarray:
     """TFLite MultiplyByQuantizedMultiplier, per element (multiplier/shift broadcast over the last axis).
 
     The left shift wraps like int32 arithmetic (as the firmware does).
@@ -122,7 +125,8 @@ def _pair(v) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def conv_output_size(in_hw, kernel, stride, padding: Padding) -> tuple[int, int]:
+def conv_output_size(in_hw: Sequence[int], kernel: int | Sequence[int], stride: int | Sequence[int],
+                     padding: Padding) -> tuple[int, int]:
     """Output (H, W) of a window op: floor((in + pads - k) / stride) + 1."""
     t, b, l, r = normalize_padding(padding)
     kh, kw = _pair(kernel)
@@ -159,8 +163,9 @@ def _vec(v, n) -> np.ndarray:
     return np.broadcast_to(v, (n,)) if v.ndim == 0 else v
 
 
-def conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1, padding: Padding = 0,
-           act_min=-128, act_max=127) -> np.ndarray:
+def conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike, input_zp: int, output_zp: int, mult: ArrayLike,
+           shift: ArrayLike, stride: int | Sequence[int] = 1, padding: Padding = 0, act_min: int = -128,
+           act_max: int = 127) -> np.ndarray:
     """int8 conv2d. x NHWC int8, w OHWI int8, bias int32 (O,), mult/shift int32 (O,) or scalars."""
     x4, squeeze = _as4d(x)
     w = np.asarray(w, dtype=np.int8)
@@ -178,8 +183,9 @@ def conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1, padding: Padd
     return out[0] if squeeze else out
 
 
-def depthwise_conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1, padding: Padding = 0,
-                     act_min=-128, act_max=127, depth_multiplier: int | None = None) -> np.ndarray:
+def depthwise_conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike, input_zp: int, output_zp: int, mult: ArrayLike,
+                     shift: ArrayLike, stride: int | Sequence[int] = 1, padding: Padding = 0, act_min: int = -128,
+                     act_max: int = 127, depth_multiplier: int | None = None) -> np.ndarray:
     """int8 depthwise conv. w (KH, KW, C*M) (or (1, KH, KW, C*M)); output channel c*M + m reads input c."""
     x4, squeeze = _as4d(x)
     w = np.asarray(w, dtype=np.int8)
@@ -203,8 +209,9 @@ def depthwise_conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1, pad
     return out[0] if squeeze else out
 
 
-def pointwise_conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1,
-                     act_min=-128, act_max=127) -> np.ndarray:
+def pointwise_conv2d(x: ArrayLike, w: ArrayLike, bias: ArrayLike, input_zp: int, output_zp: int, mult: ArrayLike,
+                     shift: ArrayLike, stride: int | Sequence[int] = 1, act_min: int = -128,
+                     act_max: int = 127) -> np.ndarray:
     """int8 1x1 convolution (no padding). w (O, I) or (O, 1, 1, I)."""
     w = np.asarray(w, dtype=np.int8)
     if w.ndim == 2:
@@ -214,7 +221,8 @@ def pointwise_conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride=1,
     return conv2d(x, w, bias, input_zp, output_zp, mult, shift, stride, 0, act_min, act_max)
 
 
-def dense(x, w, bias, input_zp, output_zp, mult, shift, act_min=-128, act_max=127) -> np.ndarray:
+def dense(x: ArrayLike, w: ArrayLike, bias: ArrayLike, input_zp: int, output_zp: int, mult: ArrayLike, shift: ArrayLike,
+          act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """int8 fully connected; w (O, I). x is one sample, (I,) or (H, W, C), -> (O,); or a batch, (N, I) or
     (N, H, W, C), -> (N, O). Samples are flattened in HWC order."""
     x = np.asarray(x)
@@ -234,7 +242,8 @@ def dense(x, w, bias, input_zp, output_zp, mult, shift, act_min=-128, act_max=12
     return out[0] if single else out
 
 
-def max_pool(x, kernel, stride=None, padding: Padding = 0, act_min=-128, act_max=127) -> np.ndarray:
+def max_pool(x: ArrayLike, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None, padding: Padding = 0,
+             act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """int8 max pooling over the valid (unpadded) part of each window."""
     x4, squeeze = _as4d(x)
     kh, kw = _pair(kernel)
@@ -244,7 +253,8 @@ def max_pool(x, kernel, stride=None, padding: Padding = 0, act_min=-128, act_max
     return out[0] if squeeze else out
 
 
-def avg_pool(x, kernel, stride=None, padding: Padding = 0, act_min=-128, act_max=127) -> np.ndarray:
+def avg_pool(x: ArrayLike, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None, padding: Padding = 0,
+             act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """int8 average pooling (TFLite): sum over the valid part of each window / its count, rounded half away
     from zero; input and output share scale and zero point."""
     x4, squeeze = _as4d(x)
@@ -261,7 +271,8 @@ def avg_pool(x, kernel, stride=None, padding: Padding = 0, act_min=-128, act_max
     return out[0] if squeeze else out
 
 
-def global_avg_pool(x, input_zp, output_zp, mult, shift, act_min=-128, act_max=127) -> np.ndarray:
+def global_avg_pool(x: ArrayLike, input_zp: int, output_zp: int, mult: ArrayLike, shift: ArrayLike,
+                    act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """int8 global average pooling with requantisation: out = out_zp + MBQM(sum(x - in_zp), mult, shift).
 
     ``quantize`` gives it ``ptq.tflm_mean_multiplier(s_in, s_out, H * W)``: QuantizeMultiplier(s_in / s_out) with
@@ -276,8 +287,9 @@ def global_avg_pool(x, input_zp, output_zp, mult, shift, act_min=-128, act_max=1
     return out[0] if squeeze else out
 
 
-def add(x1, x2, input1_zp, input2_zp, output_zp, input1_mult, input1_shift, input2_mult, input2_shift,
-        output_mult, output_shift, left_shift=20, act_min=-128, act_max=127) -> np.ndarray:
+def add(x1: ArrayLike, x2: ArrayLike, input1_zp: int, input2_zp: int, output_zp: int, input1_mult: ArrayLike,
+        input1_shift: ArrayLike, input2_mult: ArrayLike, input2_shift: ArrayLike, output_mult: int, output_shift: int,
+        left_shift: int = 20, act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """int8 elementwise add with requantisation (TFLite reference Add, left_shift 20 for int8)."""
     a = np.asarray(x1)
     b = np.asarray(x2)
@@ -291,7 +303,8 @@ def add(x1, x2, input1_zp, input2_zp, output_zp, input1_mult, input1_shift, inpu
     return _requant(s, output_mult, output_shift, output_zp, act_min, act_max)
 
 
-def mul(x1, x2, input1_zp, input2_zp, output_zp, mult, shift, act_min=-128, act_max=127) -> np.ndarray:
+def mul(x1: ArrayLike, x2: ArrayLike, input1_zp: int, input2_zp: int, output_zp: int, mult: int, shift: int,
+        act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """int8 elementwise multiply (TFLite reference int8 Mul):
     ``out = clamp(out_zp + MBQM((x1 - zp1) * (x2 - zp2), mult, shift))`` with
     ``(mult, shift) = quantize_multiplier(s1 * s2 / s_out)``.
@@ -311,7 +324,7 @@ def mul(x1, x2, input1_zp, input2_zp, output_zp, mult, shift, act_min=-128, act_
     return _requant(prod, mult, shift, output_zp, act_min, act_max)
 
 
-def lut(x, table) -> np.ndarray:
+def lut(x: ArrayLike, table: ArrayLike) -> np.ndarray:
     """int8 lookup: ``out = table[x + 128]`` elementwise (`table`: 256 int8, entry i for input i - 128)."""
     x = np.asarray(x)
     t = np.asarray(table, dtype=np.int8).reshape(256)
@@ -320,7 +333,8 @@ def lut(x, table) -> np.ndarray:
     return t[x.astype(np.int16) + 128]
 
 
-def lut_table(fn, input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+def lut_table(fn: Callable[[np.ndarray], np.ndarray], input_scale: float, input_zp: int, output_scale: float,
+              output_zp: int) -> np.ndarray:
     """The 256-entry int8 table of an elementwise function: entry i = quantised fn(dequantised i - 128).
 
     `fn` maps a float64 numpy array to a float64 array. Rounding is half away from zero (as TFLite's).
