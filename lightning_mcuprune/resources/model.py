@@ -18,6 +18,7 @@ then MACs = k*HW_out*Lin*Lout, weights = k*Lin*Lout, etc. For integer n the resu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
 
@@ -26,6 +27,9 @@ from lightning_mcuprune.boards.profile import SCRATCH_FEATURES
 from lightning_mcuprune.graph import ResourceGraph
 from lightning_mcuprune.graph.ops import LATENCY_FEATURES, WEIGHTED_OPS
 from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS
+
+#: Channel counts, one per channel group (graph group order): a float tensor or a sequence of numbers.
+Counts = Union[torch.Tensor, Sequence[float]]
 
 WEIGHTED = WEIGHTED_OPS  # deprecated name
 #: flash bytes per output channel of a weighted op: int32 bias + int32 multiplier + int32 shift
@@ -178,7 +182,7 @@ class ResourceModel:
         return sum(act.get(f, 0.0) for f in self._ELEMENTWISE_FEATURES.get(feature, ()))
 
     # ---- execution order -------------------------------------------------------------------
-    def set_order(self, order="traced", counts=None) -> list[int]:
+    def set_order(self, order: Union[str, Sequence[int]] = "traced", counts: Counts | None = None) -> list[int]:
         """Use an execution order: "traced", "optimal" (minimises peak SRAM at `counts`), or op indices."""
         if isinstance(order, str):
             if order == "traced":
@@ -205,7 +209,7 @@ class ResourceModel:
                 if b in prod and pos[prod[b]] > pos[i]:
                     raise ValueError(f"order runs {op.name!r} before the op that produces its input {b!r}")
 
-    def liveness(self, order) -> torch.Tensor:
+    def liveness(self, order: Sequence[int]) -> torch.Tensor:
         """0/1 matrix [ops x buffers]: buffer b is in op i's working set (produced and still needed)."""
         O, B = len(self.graph.ops), len(self.buffer_names)
         life = self.graph.buffer_lifetimes(order)
@@ -239,37 +243,39 @@ class ResourceModel:
         lout = m["A_out"] @ n + m["b_out"]
         return m, lin, lout
 
-    def op_macs(self, n) -> torch.Tensor:
+    def op_macs(self, n: Counts) -> torch.Tensor:
+        """Multiply-accumulates of each op at channel counts n (graph op order)."""
         m, lin, lout = self._linear(self._check(n))
         return m["mcoef"] * lin * lout
 
-    def macs(self, n) -> torch.Tensor:
+    def macs(self, n: Counts) -> torch.Tensor:
         """Multiply-accumulates of one inference (conv and dense layers)."""
         return self.op_macs(n).sum()
 
-    def params(self, n) -> torch.Tensor:
+    def params(self, n: Counts) -> torch.Tensor:
         """PyTorch parameters: weights, biases and BN affine parameters."""
         m, lin, lout = self._linear(self._check(n))
         return (m["wcoef"] * lin * lout + m["pcoef"] * lout).sum()
 
-    def flash_bytes(self, n) -> torch.Tensor:
+    def flash_bytes(self, n: Counts) -> torch.Tensor:
         """Bytes of flash: int8 weights, int32 bias and requantisation per channel, per-op and runtime overhead."""
         m, lin, lout = self._linear(self._check(n))
         return (m["wcoef"] * lin * lout + m["qcoef"] * lout).sum() + self.flash_fixed
 
-    def buffer_bytes(self, n) -> torch.Tensor:
+    def buffer_bytes(self, n: Counts) -> torch.Tensor:
         """Bytes of every int8 activation buffer (graph buffer order)."""
         n = self._check(n)
         return self._mats(n.dtype)["A_buf"] @ n
 
-    def scratch_bytes(self, n) -> torch.Tensor:
+    def scratch_bytes(self, n: Counts) -> torch.Tensor:
+        """Bytes of kernel scratch of each op at channel counts n (graph op order; the board's scratch model)."""
         n = self._check(n)
         m, lin, lout = self._linear(n)
         cin = m["A_cin"] @ n
         feats = torch.stack([m["kern"] * cin, cin, lout, torch.ones_like(lout)], dim=1)
         return (m["S"] * feats).sum(1)
 
-    def working_set(self, n) -> torch.Tensor:
+    def working_set(self, n: Counts) -> torch.Tensor:
         """Bytes of SRAM in use while each op runs (graph op order), for the current execution order
         (runtime="tflm": including TFLM's persistent arena tail, which is in use throughout)."""
         n = self._check(n)
@@ -285,7 +291,7 @@ class ResourceModel:
         """Whether `working_set(n)` is an affine function of the counts n (our firmware; TFLM's clamp is not)."""
         return self._tflm is None
 
-    def runtime_sram_bytes(self, n) -> torch.Tensor:
+    def runtime_sram_bytes(self, n: Counts) -> torch.Tensor:
         """SRAM the runtime keeps beside the planned activations: TFLM's persistent arena tail (host sizes);
         0 for our firmware (its arena holds activations only)."""
         n = self._check(n)
@@ -301,7 +307,7 @@ class ResourceModel:
         # the value is TFLM's planned arena (greedy planner replayed); the gradient the working-set model's
         return approx + (self.tflm_arena_bytes(n) - approx.detach())
 
-    def tflm_arena_bytes(self, n) -> float:
+    def tflm_arena_bytes(self, n: Counts) -> float:
         """runtime="tflm": the arena TFLM plans for the exported network at counts n (its greedy planner over
         the same buffers and lifetimes; host 64-bit sizes). peak_sram_bytes is the smooth model of it that
         pruning optimises (working set + tail: equal on chains, below it where the planner fragments);
@@ -316,17 +322,18 @@ class ResourceModel:
             self._arena, self._arena_order = TFLMArena(self, self.order), list(self.order)
         return self._arena
 
-    def peak_sram_bytes(self, n) -> torch.Tensor:
+    def peak_sram_bytes(self, n: Counts) -> torch.Tensor:
         """Peak SRAM (bytes) of the activation arena (TFLM: the whole tensor arena); subgradient through the
         bottleneck op (split evenly among ops that tie at the peak)."""
         return self._peak(self.working_set(n), n)
 
-    def smooth_peak_sram_bytes(self, n, temperature: float = 256.0) -> torch.Tensor:
+    def smooth_peak_sram_bytes(self, n: Counts, temperature: float = 256.0) -> torch.Tensor:
         """A smooth upper bound of the peak (log-sum-exp, `temperature` in bytes); gradient on all near-peak ops."""
         ws = self.working_set(n)
         return temperature * torch.logsumexp(ws / temperature, 0)
 
-    def op_cycles(self, n) -> torch.Tensor:
+    def op_cycles(self, n: Counts) -> torch.Tensor:
+        """Estimated cycles of each op at channel counts n (graph op order; the board's latency fit)."""
         n = self._check(n)
         m, lin, lout = self._linear(n)
         return (m["C"] * self._latency_features(n, m, lin, lout)).sum(1)
@@ -344,20 +351,21 @@ class ResourceModel:
         }
         return torch.stack([named[f] for f in LATENCY_FEATURES], dim=1)
 
-    def latency_features(self, n=None) -> torch.Tensor:
+    def latency_features(self, n: Counts | None = None) -> torch.Tensor:
         """Latency features per op at channel counts n (default: the dense network), columns LATENCY_FEATURES."""
         n = self._check(self.dense_counts if n is None else n)
         m, lin, lout = self._linear(n)
         return self._latency_features(n, m, lin, lout)
 
-    def latency_cycles(self, n) -> torch.Tensor:
+    def latency_cycles(self, n: Counts) -> torch.Tensor:
         """Cycles of one inference (board clock cycles; on emulated boards instruction-count based)."""
         return self.op_cycles(n).sum()
 
-    def latency_ms(self, n) -> torch.Tensor:
+    def latency_ms(self, n: Counts) -> torch.Tensor:
+        """Estimated milliseconds of one inference at channel counts n (cycles at the board's clock)."""
         return self.board.cycles_to_ms(self.latency_cycles(n))
 
-    def evaluate(self, n) -> Resources:
+    def evaluate(self, n: Counts) -> Resources:
         """All resources at n, sharing the intermediate products."""
         n = self._check(n)
         m, lin, lout = self._linear(n)
@@ -383,7 +391,7 @@ class ResourceModel:
             bottleneck=int(ws.detach().argmax()),
         )
 
-    def resource(self, key: str, n) -> torch.Tensor:
+    def resource(self, key: str, n: Counts) -> torch.Tensor:
         """One resource by budget key: "sram" (bytes), "flash" (bytes), "latency_ms", "macs", "params"."""
         fns = {"sram": self.peak_sram_bytes, "flash": self.flash_bytes, "latency_ms": self.latency_ms,
                "macs": self.macs, "params": self.params}
