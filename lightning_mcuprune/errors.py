@@ -14,4 +14,13 @@ class MCUPruneError(Exception):
     """Base class of the library's errors; the message says what went wrong and what to do."""
 
 
-__all__ = ["MCUPruneError", "USER_ERROR_EXIT_CODE"]
+
+class QuantizationError(MCUPruneError, ValueError):
+    """The network cannot be quantised for the firmware; the message names the op and why."""
+
+
+class UnsupportedOnBoardError(QuantizationError):
+    """An op (or fused activation) the firmware lacks."""
+
+
+__all__ = ["MCUPruneError", "USER_ERROR_EXIT_CODE", "QuantizationError", "UnsupportedOnBoardError"]

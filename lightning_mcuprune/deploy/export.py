@@ -13,6 +13,8 @@ import torch
 from lightning_mcuprune.deploy.arena import ArenaPrediction, predict_arena
 from lightning_mcuprune.deploy.writer import TFLiteExportError, TFLiteModel, to_model
 from lightning_mcuprune.io import atomic_path, write_text_atomic
+from lightning_mcuprune.resources.tflm_sizes import (  # noqa: F401 (re-exported)
+    TFLM_KERNEL_FLASH_BYTES, TFLM_RUNTIME_FLASH_BYTES, runtime_flash_bytes)
 
 #: TFLite builtin -> tflite::MicroMutableOpResolver method
 RESOLVER_METHODS = {
@@ -21,12 +23,6 @@ RESOLVER_METHODS = {
     "MEAN": "AddMean", "CONCATENATION": "AddConcatenation", "PAD": "AddPad", "PADV2": "AddPadV2",
     "RESHAPE": "AddReshape", "LOGISTIC": "AddLogistic", "HARD_SWISH": "AddHardSwish", "TANH": "AddTanh",
 }
-#: flash of the TFLM runtime code (interpreter, allocator, resolver) without kernels, Cortex-M, -Os: ESTIMATE
-TFLM_RUNTIME_FLASH_BYTES = 40 * 1024
-#: flash per distinct kernel (reference kernels; CMSIS-NN ones are larger): ESTIMATE
-TFLM_KERNEL_FLASH_BYTES = 3 * 1024
-
-
 @dataclass
 class TFLiteExport:
     """What export_tflite wrote and predicted. Arena sizes in bytes; `host` is checkable with the tflite-micro
@@ -50,11 +46,6 @@ class TFLiteExport:
                 "arena_head_bytes": self.host.head, "arena_tail_bytes_host": self.host.tail,
                 "arena_bytes_cortex_m_estimate": self.cortex_m.total,
                 "runtime_flash_bytes_estimate": runtime_flash_bytes(self.model.op_codes)}
-
-
-def runtime_flash_bytes(op_codes) -> int:
-    """TFLM code flash (estimate): the runtime plus one reference kernel per distinct op."""
-    return TFLM_RUNTIME_FLASH_BYTES + TFLM_KERNEL_FLASH_BYTES * len(set(op_codes))
 
 
 def c_source(data: bytes, name: str = "g_model_data") -> tuple[str, str]:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lightning_mcuprune.errors import QuantizationError, UnsupportedOnBoardError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import torch
+
+    from lightning_mcuprune.graph.types import Op, ResourceGraph
 
 def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
@@ -92,4 +96,61 @@ def pool_geometry(in_shape: tuple, out_shape: tuple, params: dict) -> dict:
     return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps, "valid_rows": valid_rows}
 
 
-__all__ = ["axis_taps", "conv_geometry", "pool_geometry", "module_pool_params", "function_pool_params"]
+__all__ = ["axis_taps", "conv_geometry", "pool_geometry", "module_pool_params", "function_pool_params", "hwc_shape"]
+
+
+def hwc_shape(shape: tuple) -> tuple:
+    """A batch-1 PyTorch shape (1, C[, H[, W]]) -> the firmware's (H, W, C)."""
+    shape = tuple(int(v) for v in shape[1:])
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    if len(shape) == 2:
+        return 1, shape[1], shape[0]
+    if len(shape) == 3:
+        return shape[1], shape[2], shape[0]
+    raise QuantizationError(f"tensor of shape {shape} has more than 2 spatial dims")
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int) or hasattr(v, "__index__"):
+        return int(v), int(v)
+    a, b = v
+    return int(a), int(b)
+
+
+def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op: Op, in_hwc: tuple, out_hwc: tuple) -> tuple:
+    """(kernel, stride, pads (t, b, l, r)) of a traced pooling op, as the quantiser writes its LayerSpec."""
+    import torch.nn as nn
+    node = next(n for n in graph.gm.graph.nodes if n.name == op.nodes[0])
+    if node.op == "call_module":
+        m = gm_modules[node.target]
+        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+            k = s = None
+        else:
+            k, s, p = m.kernel_size, m.stride, m.padding
+            if isinstance(m, (nn.AvgPool2d, nn.AvgPool1d)) and p and getattr(m, "count_include_pad", True):
+                pass  # the firmware clips windows (count_include_pad=False); the difference is at the borders
+            if getattr(m, "ceil_mode", False):
+                raise UnsupportedOnBoardError(f"pooling {op.label!r} with ceil_mode=True is not supported on the board")
+            if getattr(m, "dilation", 1) not in (1, (1, 1)):
+                raise UnsupportedOnBoardError(f"pooling {op.label!r} with dilation is not supported on the board")
+    else:
+        args = list(node.args[1:]) + [None] * 3
+        kw = node.kwargs
+        k = kw.get("kernel_size", args[0])
+        if "adaptive" in getattr(node.target, "__name__", ""):
+            k = s = None
+        else:
+            s = kw.get("stride", args[1]) or k
+            p = kw.get("padding", args[2] if args[2] is not None else 0)
+    if k is None:  # adaptive: uniform windows only
+        (h, w, _), (oh, ow, _) = in_hwc, out_hwc
+        if h % oh or w % ow:
+            raise UnsupportedOnBoardError(f"adaptive pooling {op.label!r} from {h}x{w} to {oh}x{ow} has uneven windows")
+        k, s, p = (h // oh, w // ow), (h // oh, w // ow), 0
+    k, s, p = ((v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v) for v in (k, s, p))  # AvgPool1d: (k,)
+    kk, ss = _pair(k), _pair(s if s is not None else k)
+    pp = _pair(p) if not isinstance(p, str) else (0, 0)
+    if len(graph.buffers[op.inputs[0]].shape) == 3:  # 1-d: (1, L) windows
+        kk, ss, pp = (1, kk[0]), (1, ss[0]), (0, pp[0])
+    return kk, ss, (pp[0], pp[0], pp[1], pp[1])

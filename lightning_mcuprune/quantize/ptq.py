@@ -40,10 +40,12 @@ import torch.nn as nn
 
 from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.graph.ops import FIRMWARE_OPS, TFLM_OPS, WEIGHTED_OPS
+from lightning_mcuprune.graph.geometry import _pool_geometry, hwc_shape  # noqa: F401 (hwc_shape re-exported)
 from lightning_mcuprune.graph.trace import CLAMP_ACTIVATIONS, NON_ELEMENTWISE_ACTIVATIONS, ResourceGraph
 from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.quantize import reference as ref
-from lightning_mcuprune.errors import MCUPruneError
+# (the quantiser's errors live in errors.py, below the layout that raises them too; re-exported here)
+from lightning_mcuprune.errors import QuantizationError, UnsupportedOnBoardError
 
 #: (FIRMWARE_OPS / TFLM_OPS: the op types the firmware runs / the TFLite writer exports, from graph.ops; for
 #: TFLM "activation" only for the tables with a TFLite builtin (TFLM_ACTIVATIONS), standalone or fused)
@@ -59,14 +61,6 @@ FIXED_OUTPUT_QPARAMS = {"sigmoid": (1.0 / 256, -128), "hardsigmoid": (1.0 / 256,
 def _f32(x) -> float:
     """The float32 nearest x, as a Python float (a .tflite file stores scales as float32)."""
     return float(np.float32(x))
-
-
-class QuantizationError(MCUPruneError, ValueError):
-    """The network cannot be quantised for the firmware; the message names the op and why."""
-
-
-class UnsupportedOnBoardError(QuantizationError):
-    """An op (or fused activation) the firmware lacks."""
 
 
 @dataclass
@@ -112,18 +106,6 @@ class QOp:
         y = self.spec.reference(x.reshape(n, *shape), None if x2 is None else x2.reshape(n, *self.spec.input2_shape),
                                 weights=self.weights)
         return y if self.post is None else self.post.reference(y)
-
-
-def hwc_shape(shape: tuple) -> tuple:
-    """A batch-1 PyTorch shape (1, C[, H[, W]]) -> the firmware's (H, W, C)."""
-    shape = tuple(int(v) for v in shape[1:])
-    if len(shape) == 1:
-        return 1, 1, shape[0]
-    if len(shape) == 2:
-        return 1, shape[1], shape[0]
-    if len(shape) == 3:
-        return shape[1], shape[2], shape[0]
-    raise QuantizationError(f"tensor of shape {shape} has more than 2 spatial dims")
 
 
 def to_nhwc(x: np.ndarray) -> np.ndarray:
@@ -343,42 +325,6 @@ def _fold(gm_modules: dict, op) -> tuple[np.ndarray, np.ndarray]:
             w = w * k.reshape(-1, *([1] * (w.ndim - 1)))
             b = (b - mean) * k + beta
     return w, b
-
-
-def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op, in_hwc, out_hwc):
-    node = next(n for n in graph.gm.graph.nodes if n.name == op.nodes[0])
-    if node.op == "call_module":
-        m = gm_modules[node.target]
-        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
-            k = s = None
-        else:
-            k, s, p = m.kernel_size, m.stride, m.padding
-            if isinstance(m, (nn.AvgPool2d, nn.AvgPool1d)) and p and getattr(m, "count_include_pad", True):
-                pass  # the firmware clips windows (count_include_pad=False); the difference is at the borders
-            if getattr(m, "ceil_mode", False):
-                raise UnsupportedOnBoardError(f"pooling {op.label!r} with ceil_mode=True is not supported on the board")
-            if getattr(m, "dilation", 1) not in (1, (1, 1)):
-                raise UnsupportedOnBoardError(f"pooling {op.label!r} with dilation is not supported on the board")
-    else:
-        args = list(node.args[1:]) + [None] * 3
-        kw = node.kwargs
-        k = kw.get("kernel_size", args[0])
-        if "adaptive" in getattr(node.target, "__name__", ""):
-            k = s = None
-        else:
-            s = kw.get("stride", args[1]) or k
-            p = kw.get("padding", args[2] if args[2] is not None else 0)
-    if k is None:  # adaptive: uniform windows only
-        (h, w, _), (oh, ow, _) = in_hwc, out_hwc
-        if h % oh or w % ow:
-            raise UnsupportedOnBoardError(f"adaptive pooling {op.label!r} from {h}x{w} to {oh}x{ow} has uneven windows")
-        k, s, p = (h // oh, w // ow), (h // oh, w // ow), 0
-    k, s, p = ((v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v) for v in (k, s, p))  # AvgPool1d: (k,)
-    kk, ss = ref._pair(k), ref._pair(s if s is not None else k)
-    pp = ref._pair(p) if not isinstance(p, str) else (0, 0)
-    if len(graph.buffers[op.inputs[0]].shape) == 3:  # 1-d: (1, L) windows
-        kk, ss, pp = (1, kk[0]), (1, ss[0]), (0, pp[0])
-    return kk, ss, (pp[0], pp[0], pp[1], pp[1])
 
 
 def quantize(model: nn.Module, example_input: torch.Tensor, calib_data: Union[torch.Tensor, Iterable],

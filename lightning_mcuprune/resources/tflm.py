@@ -7,8 +7,9 @@ A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the pla
   intermediate int8 tensor (op output size) of a lookup table fused after an op and its op's node and data; the
   host 64-bit sizes (what the tflite-micro check measures, an upper bound for a 32-bit Cortex-M);
 * flash: the .tflite bytes, exactly: `model_flash_bytes` lays the model out as the writer writes it
-  (`deploy.writer.layout`: the same tensors, names, shapes, quantisation vectors, ops, options and arena-plan
-  metadata, in the same order) and serialises it with the writer's own serialiser, constants as zeros, at the
+  (`resources.tflite_layout.layout`, shared with `deploy.writer`: the same tensors, names, shapes, quantisation
+  vectors, ops, options and arena-plan metadata, in the same order) and serialises it with the writer's own
+  serialiser (`TFLiteModel.to_bytes`), constants as zeros, at the
   channel counts asked; plus TFLM's code (an ESTIMATE: 40 KiB + 3 KiB per distinct kernel). The gradient in the
   channel counts: int8 weights, and per output channel of a conv/dense an int32 bias and the float32 scale and
   int64 zero point of weights and bias (28 B); the per-op constants are the op's own bytes of the file at the
@@ -16,7 +17,17 @@ A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the pla
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional, Sequence
+
 import torch
+
+from lightning_mcuprune.resources.tflite_layout import LUT_BUILTINS, _padding_mode, layout, window_geometry
+from lightning_mcuprune.resources.tflm_sizes import (SIZES, _align, best_plan, greedy_plan, mean_extra,
+                                                     runtime_flash_bytes)
+
+if TYPE_CHECKING:
+    from lightning_mcuprune.graph.types import Op, ResourceGraph
+    from lightning_mcuprune.resources.model import Counts, ResourceModel
 
 #: .tflite bytes per output channel of a weighted op: int32 bias + weight and bias scales (float32) and
 #: zero points (int64)
@@ -26,26 +37,23 @@ _CODES = {"conv2d": "CONV_2D", "pointwise_conv2d": "CONV_2D", "depthwise_conv2d"
           "global_avg_pool": "MEAN", "add": "ADD", "concat": "CONCATENATION", "mul": "MUL"}
 
 
-def fused_table_code(op):
+def fused_table_code(op: Op) -> Optional[str]:
     """The TFLite builtin written after `op` for its fused lookup-table activation (LOGISTIC, HARD_SWISH, TANH),
     with an intermediate int8 tensor of the op's output size; None if it has none."""
-    from lightning_mcuprune.deploy.writer import LUT_BUILTINS
     if op.type == "activation":
         return None
     return LUT_BUILTINS.get(op.activation)
 
 
-def op_code(op) -> str:
+def op_code(op: Op) -> str:
     """The TFLite builtin the writer writes for a resource-model op (a standalone table: its activation's)."""
-    from lightning_mcuprune.deploy.writer import LUT_BUILTINS
     if op.type == "activation":
         return LUT_BUILTINS.get(op.activation, "LOGISTIC")
     return _CODES.get(op.type, op.type)
 
 
-def pad_geometry(graph, op, mods=None):
+def pad_geometry(graph: ResourceGraph, op: Op, mods: Optional[dict] = None) -> Optional[tuple[int, int]]:
     """(padded H, padded W) if TFLite needs a PAD op before `op` (PyTorch padding that is not SAME/VALID), else None."""
-    from lightning_mcuprune.deploy.writer import _padding_mode, window_geometry
     geo = window_geometry(graph, op, mods)
     if geo is None:
         return None
@@ -66,10 +74,9 @@ def _weighted_counts(rm, n):
     return lout, weights
 
 
-def model_flash_bytes(rm, n, order) -> float:
+def model_flash_bytes(rm: ResourceModel, n: Counts, order: Sequence[int]) -> float:
     """The .tflite bytes of the exported network at integer counts n, ops in `order`, exactly: the writer's
     layout at these counts (with the embedded arena plan, export_tflite's default), serialised."""
-    from lightning_mcuprune.deploy.writer import layout
     lout, weights = _weighted_counts(rm, n)
     key = (tuple(order), tuple(lout), tuple(weights))
     cache = rm.__dict__.setdefault("_tflite_bytes_cache", {})
@@ -80,12 +87,11 @@ def model_flash_bytes(rm, n, order) -> float:
     return float(cache[key])
 
 
-def op_flash_split(graph, order=None):
+def op_flash_split(graph: ResourceGraph, order: Optional[Sequence[int]] = None) -> tuple[int, list, list]:
     """(file bytes, bytes per graph op, the channel-linear part of them) of the written model at the graph's
     counts: each op's share is what writing it adds (its operator tables, the tensors it adds with their names,
     shapes, quantisation, buffers, alignment, and their entries in the tensor, buffer, operator and arena-plan
     vectors); the rest is the file's fixed part."""
-    from lightning_mcuprune.deploy.writer import layout
     model = layout(graph, order)
     spans: dict = {}
     total = len(model.to_bytes(spans))
@@ -105,16 +111,13 @@ def op_flash_split(graph, order=None):
     return total, per_op, linear
 
 
-def kernel_codes(graph) -> set:
+def kernel_codes(graph: ResourceGraph) -> set:
     """The TFLite builtins the written model uses (PAD for a pad before a conv, PADV2 before a max pool, ...)."""
-    from lightning_mcuprune.deploy.writer import layout
     return set(layout(graph, offline_plan=False).op_codes)
 
 
-def tflm_terms(graph, build: str = "host") -> dict:
+def tflm_terms(graph: ResourceGraph, build: str = "host") -> dict:
     """Constants and per-op vectors of the TFLM terms (see module docstring). Tensors float64."""
-    from lightning_mcuprune.deploy.arena import SIZES, mean_extra
-    from lightning_mcuprune.deploy.export import runtime_flash_bytes
     s = SIZES[build]
     ops = graph.ops
     O = len(ops)
@@ -159,8 +162,8 @@ def tflm_terms(graph, build: str = "host") -> dict:
 __all__ = ["tflm_terms", "pad_geometry", "TFLITE_BYTES_PER_CHANNEL"]
 
 
-def greedy_plan_head(bufs) -> int:
-    from lightning_mcuprune.deploy.arena import greedy_plan
+def greedy_plan_head(bufs: list) -> int:
+    """The arena head (bytes) TFLM's greedy planner gives `bufs` ((size, first step, last step) each)."""
     return greedy_plan(bufs)[1]
 
 
@@ -168,8 +171,7 @@ class TFLMArena:
     """TFLM's arena at any channel counts, planned exactly as TFLM plans the exported model (the same buffers,
     lifetimes and greedy planner as `deploy.arena.predict_arena`), from the graph and an execution order."""
 
-    def __init__(self, rm, order, build: str = "host", offline: bool = True):
-        from lightning_mcuprune.deploy.arena import SIZES
+    def __init__(self, rm: ResourceModel, order: Sequence[int], build: str = "host", offline: bool = True) -> None:
         self.offline = offline   # export_tflite embeds our plan where it beats TFLM's greedy one (offline_plan="auto")
         graph = rm.graph
         self.s = SIZES[build]
@@ -215,9 +217,8 @@ class TFLMArena:
         self.first, self.last = first, last
         self.pads = {i: pad_geometry(graph, graph.ops[i]) for i in order}
 
-    def predict(self, n) -> float:
+    def predict(self, n: Counts) -> float:
         """The arena (bytes) at channel counts n: planned head (or Prepare/planner temporaries) + tail."""
-        from lightning_mcuprune.deploy.arena import _align, best_plan, mean_extra
         rm, s = self.rm, self.s
         with torch.no_grad():
             n = torch.as_tensor(n, dtype=torch.float64)
