@@ -17,13 +17,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from lightning_mcuprune.deploy.writer import TFLiteModel
 # TFLM's struct sizes and its planner (pure) live with the resource model that predicts the arena; re-exported
 from lightning_mcuprune.resources.tflm_sizes import (  # noqa: F401
     ALIGN, CORTEX_M, HOST, HOST_OP_BYTES, PER_CHANNEL_OPS, SIZES, _align, best_plan, first_fit_plan, greedy_plan,
     mean_extra)
+
+if TYPE_CHECKING:
+    from lightning_mcuprune.resources.tflite_layout import TOp
+
 
 @dataclass
 class ArenaPrediction:
@@ -65,7 +69,7 @@ def buffers(model: TFLiteModel) -> list:
     return out
 
 
-def scratch_sizes(model: TFLiteModel, op) -> list:
+def scratch_sizes(model: TFLiteModel, op: TOp) -> list:
     """Scratch buffers (bytes, 16-byte aligned) a TFLM reference kernel requests at Prepare."""
     if op.code == "MEAN":   # int32 sums per output element, then input-rank and axis-count int arrays
         outs = 1

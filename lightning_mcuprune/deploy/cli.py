@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def load_calib(spec: str | None, shape: tuple) -> torch.Tensor:
@@ -49,7 +53,8 @@ def _cmd(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `export` subcommand to the `mcuprune` command line."""
     p = subparsers.add_parser("export", help="write the (pruned) network as an int8 .tflite or C arrays for TFLite Micro")
     p.add_argument("model", help="the export directory MCUPruneCallback wrote, or PKG.MODULE:CALLABLE building the "
                                  "network (with --checkpoint for a pruned run)")

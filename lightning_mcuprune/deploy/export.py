@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 import torch
 
@@ -16,6 +17,9 @@ from lightning_mcuprune.io import atomic_path, write_text_atomic
 from lightning_mcuprune.resources.tflm_sizes import (  # noqa: F401 (re-exported)
     TFLM_KERNEL_FLASH_BYTES, TFLM_RUNTIME_FLASH_BYTES, runtime_flash_bytes)
 
+if TYPE_CHECKING:
+    from lightning_mcuprune.graph.types import ResourceGraph
+
 #: TFLite builtin -> tflite::MicroMutableOpResolver method
 RESOLVER_METHODS = {
     "CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "FULLY_CONNECTED": "AddFullyConnected",
@@ -23,6 +27,8 @@ RESOLVER_METHODS = {
     "MEAN": "AddMean", "CONCATENATION": "AddConcatenation", "PAD": "AddPad", "PADV2": "AddPadV2",
     "RESHAPE": "AddReshape", "LOGISTIC": "AddLogistic", "HARD_SWISH": "AddHardSwish", "TANH": "AddTanh",
 }
+
+
 @dataclass
 class TFLiteExport:
     """What export_tflite wrote and predicted. Arena sizes in bytes; `host` is checkable with the tflite-micro
@@ -90,8 +96,10 @@ inline TfLiteStatus RegisterModelOps(ModelOpResolver& resolver) {{
 """
 
 
-def export_tflite(net: torch.nn.Module, example_input, calib_data, path=None, *, order="traced",
-                  c_dir=None, graph=None, offline_plan=True) -> TFLiteExport:
+def export_tflite(net: torch.nn.Module, example_input: torch.Tensor, calib_data: Union[torch.Tensor, Iterable],
+                  path: Union[str, Path, None] = None, *, order: Union[str, Sequence[int]] = "traced",
+                  c_dir: Union[str, Path, None] = None, graph: Optional[ResourceGraph] = None,
+                  offline_plan: Union[bool, str] = True) -> TFLiteExport:
     """Quantise `net` to int8 on `calib_data` and write it as a TFLite flatbuffer at `path` (optional), and the
     C files (model_data.h/.cc, model_ops.h) into `c_dir` (optional).
 

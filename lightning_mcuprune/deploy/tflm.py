@@ -12,9 +12,15 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from lightning_mcuprune.errors import MCUPruneError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lightning_mcuprune.quantize.ptq import QuantizedGraph
 
 INSTALL_HINT = 'pip install "lightning-mcuprune[tflm]"  (or: pip install tflite-micro; Linux x86-64 wheels)'
 
@@ -57,8 +63,9 @@ def _quiet(capture: list | None = None):
                 capture.append(f.read().decode(errors="replace"))
 
 
-def interpreter(data: bytes, arena_size: int):
-    """A TFLM interpreter over `data` with a `arena_size`-byte arena (tensors allocated)."""
+def interpreter(data: bytes, arena_size: int) -> Any:
+    """A TFLM interpreter (tflite-micro's `runtime.Interpreter`) over `data` with a `arena_size`-byte arena (tensors
+    allocated)."""
     rt = _runtime()
     with _quiet():
         return rt.Interpreter.from_bytes(bytes(data), arena_size=int(arena_size))
@@ -152,7 +159,8 @@ class CheckResult:
         return self.mismatched_samples == 0
 
 
-def check(qgraph, data: bytes, inputs, measure: bool = True) -> CheckResult:
+def check(qgraph: QuantizedGraph, data: bytes, inputs: Union[torch.Tensor, np.ndarray],
+          measure: bool = True) -> CheckResult:
     """Run `data` (the .tflite of `qgraph`) in TFLM on float NCHW `inputs`; compare with `qgraph.run`."""
     xq = qgraph.quantize_input(inputs)
     ours = qgraph.run(xq).reshape(len(xq), -1)

@@ -18,7 +18,7 @@ What is written, from a `QuantizedGraph` (`lightning_mcuprune.quantize`):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +27,11 @@ from lightning_mcuprune.quantize.ptq import QuantizedGraph
 from lightning_mcuprune.resources.tflite_layout import (  # noqa: F401
     _ACT, _INT8, _INT32, _VALID, LUT_BUILTINS, OFFLINE_PLAN_KEY, TFLITE_OPS, TFLiteExportError, TFLiteModel, TOp,
     TTensor, _padding_mode, buffer_section_bytes, layout, window_geometry)
+
+if TYPE_CHECKING:
+    from lightning_mcuprune.quantize.layer import LayerSpec
+    from lightning_mcuprune.quantize.ptq import QOp, QParams
+
 
 def _shape(qg: QuantizedGraph, name: str) -> tuple:
     """TFLite shape of an activation buffer: [1, F] for a vector, [1, H, W, C] otherwise (1-d: H = 1)."""
@@ -37,7 +42,7 @@ def _shape(qg: QuantizedGraph, name: str) -> tuple:
     return 1, h, w, c
 
 
-def lut_builtin(qg: QuantizedGraph, op, table_spec, qin, runtime: str = "tflm") -> str:
+def lut_builtin(qg: QuantizedGraph, op: QOp, table_spec: LayerSpec, qin: QParams, runtime: str = "tflm") -> str:
     """The TFLite builtin that computes `op`'s lookup table (standalone or fused) bit-exactly, or TFLiteExportError.
 
     Only sigmoid (LOGISTIC, output 1/256, -128), hard-swish (HARD_SWISH, TFLite's own arithmetic) and tanh

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from lightning_mcuprune.graph.types import Op, ResourceGraph
 
+
 def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
