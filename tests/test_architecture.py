@@ -156,18 +156,9 @@ def _public_functions():
                         yield f"{mod.__name__}.{name}.{mname}", meth
 
 
-#: Modules whose public functions are not all hinted yet (issue 16 item 6/acceptance: open work; several are being
-#: edited by other changes). Remove a module from here once it is done; the test then holds it to it.
-NOT_YET_HINTED = {
-    "hil.calibrate", "hil.benchmark", "pruning.masks",
-}
-
-
 def test_public_functions_have_type_hints():
     missing = []
     for where, fn in _public_functions():
-        if fn.__module__[len("lightning_mcuprune."):] in NOT_YET_HINTED:
-            continue
         sig = inspect.signature(fn)
         params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")
                   and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

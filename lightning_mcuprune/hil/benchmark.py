@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,16 @@ from lightning_mcuprune.hil.deploy import (BoardRun, DeployError, build_deployme
 from lightning_mcuprune.io import save_figure
 from lightning_mcuprune.quantize.ptq import QuantizedGraph, quantize
 from lightning_mcuprune.resources import ResourceModel
+
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lightning_mcuprune.boards import BoardProfile
+    from lightning_mcuprune.hil.board import Board
+    from lightning_mcuprune.hil.emulated import EmulatedBoard
 
 
 class BoardLostError(HILError):
@@ -54,11 +64,12 @@ class LabResult:
         rows = json.loads(self.layers.to_json(orient="records"))
         return {"complete": self.complete, "error": self.error, "summary": _jsonable(self.summary), "layers": rows}
 
-    def to_json(self, path) -> Path:
+    def to_json(self, path: Union[str, Path]) -> Path:
+        """Write `to_dict()` as JSON at `path` (atomically); returns the path."""
         from lightning_mcuprune.io import write_json_atomic
         return write_json_atomic(Path(path), self.to_dict())
 
-    def table(self):
+    def table(self) -> tuple[Table, Table]:
         """A rich Table per layer and a summary Table."""
         from rich.table import Table
         s = self.summary
@@ -96,7 +107,8 @@ class LabResult:
                       f"{s['board_bit_exact_samples']} bit-exact")
         return t, u
 
-    def print(self, console=None) -> None:
+    def print(self, console: Optional[Console] = None) -> None:
+        """Print the per-layer and summary tables (and what is incomplete) on `console` (default: the library's)."""
         from lightning_mcuprune.console import console as make_console
         console = console or make_console()
         for t in self.table():
@@ -104,7 +116,7 @@ class LabResult:
         if not self.complete:
             console.print(f"[red]incomplete: {self.error}[/red]")
 
-    def plot(self, path) -> Path:
+    def plot(self, path: Union[str, Path]) -> Path:
         """PNG: measured against predicted cycles per layer (and the ratio)."""
         import matplotlib
         matplotlib.use("Agg")
@@ -172,10 +184,13 @@ def _link_and_profile(link, board, profile):
     return link, renamed_keyword("benchmark", "profile", profile, "board", board)
 
 
-def benchmark(model: torch.nn.Module, example_input: torch.Tensor, calib_data, port: Optional[str] = None,
-              emulate: Optional[str] = None, board=None, profile=None, test_data=None, board_samples: int = 0,
-              order: str = "traced", read_layers: bool = True, json_path=None, plot_path=None, console=None,
-              qgraph: Optional[QuantizedGraph] = None, *, link=None) -> LabResult:
+def benchmark(model: torch.nn.Module, example_input: torch.Tensor, calib_data: Union[torch.Tensor, Iterable],
+              port: Optional[str] = None, emulate: Optional[str] = None,
+              board: Union[str, Path, BoardProfile, Board, EmulatedBoard, None] = None,
+              profile: Union[str, Path, BoardProfile, None] = None, test_data: Any = None, board_samples: int = 0,
+              order: str = "traced", read_layers: bool = True, json_path: Union[str, Path, None] = None,
+              plot_path: Union[str, Path, None] = None, console: Optional[Console] = None,
+              qgraph: Optional[QuantizedGraph] = None, *, link: Union[Board, EmulatedBoard, None] = None) -> LabResult:
     """Quantise `model`, run it on a board, compare with the resource model. See the module docstring.
 
     The device: `emulate="mps2-an386"|"mps2-an500"` (QEMU), `port="/dev/ttyACM0"`, or an open device `link`
@@ -375,7 +390,8 @@ def _cmd(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `benchmark` subcommand to the `mcuprune` command line."""
     p = subparsers.add_parser("benchmark", help="run the int8 network on a board and compare with the resource model")
     p.add_argument("model", help="the export directory MCUPruneCallback wrote (with --network or --unsafe-pickle), "
                                  "or PKG.MODULE:CALLABLE building the dense network (with --checkpoint for a pruned run)")

@@ -24,7 +24,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,12 @@ from lightning_mcuprune.hil.latency_fit import OP_FEATURES, errors, fit_op
 from lightning_mcuprune.quantize.layer import LayerSpec
 from lightning_mcuprune.io import save_figure, write_json_atomic
 from lightning_mcuprune.errors import MCUPruneError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from lightning_mcuprune.hil.board import Board
+    from lightning_mcuprune.hil.emulated import EmulatedBoard
 
 MEASURED_OPS = tuple(OP_FEATURES)
 #: op types the firmware has no kernel for: their coefficients stay estimates (marked as such)
@@ -180,7 +186,8 @@ def config_key(spec: LayerSpec) -> str:
             f"p={','.join(map(str, spec.padding))} m={spec.depth_multiplier}")
 
 
-def spec_from_row(row) -> LayerSpec:
+def spec_from_row(row: Mapping[str, Any]) -> LayerSpec:
+    """The firmware layer a measurement row (a CSV row: op, h, w, c, oc, kernel, stride, ...) describes."""
     op = row["op"]
     kw = dict(input_shape=(int(row["h"]), int(row["w"]), int(row["c"])))
     if op in ("conv2d", "pointwise_conv2d", "dense"):
@@ -194,7 +201,7 @@ def spec_from_row(row) -> LayerSpec:
 
 
 def make_design(limits: Limits, fit: int = DEFAULT_FIT, held_out: int = DEFAULT_HELD_OUT, seed: int = 0,
-                ops=MEASURED_OPS) -> list[tuple[str, LayerSpec]]:
+                ops: Sequence[str] = MEASURED_OPS) -> list[tuple[str, LayerSpec]]:
     """[(split, spec)]: per op type `fit` layers ("fit") and `held_out` layers ("held_out", drawn with another
     seed), distinct configurations that fit `limits`. Deterministic for given arguments."""
     out, seen = [], set()
@@ -228,7 +235,7 @@ def _icount(value) -> str:
     return "" if value is None or value == "" else str(int(value))
 
 
-def read_measurements(path: Path, board: str, firmware: str, icount_shift=None,
+def read_measurements(path: Path, board: str, firmware: str, icount_shift: Union[int, str, None] = None,
                       repeats: Optional[int] = None) -> pd.DataFrame:
     """Measurements already in the CSV (empty frame if none). icount_shift: QEMU's shift, "" for a real board,
     None not to check it; repeats None not to check it.
@@ -296,13 +303,14 @@ class _CsvLog:
         self.fh.close()
 
 
-def icount_shift_of(board) -> Optional[int]:
+def icount_shift_of(board: Union[Board, EmulatedBoard]) -> Optional[int]:
     """QEMU's -icount shift of an emulated board (it scales every cycle count), None for a real board."""
     emu = getattr(board, "emulator", None)
     return None if emu is None else int(emu.icount_shift)
 
 
-def measure(board, csv_path: Path, design, repeats: int = 1, progress: bool = True) -> pd.DataFrame:
+def measure(board: Union[Board, EmulatedBoard], csv_path: Path, design: Sequence[tuple[str, LayerSpec]],
+            repeats: int = 1, progress: bool = True) -> pd.DataFrame:
     """Run every design layer not yet in the CSV on the board, appending each result; returns all rows.
 
     repeats: runs per layer (cycles = the minimum); QEMU is deterministic, so 1 suffices there."""
@@ -493,10 +501,11 @@ def base_profile(name: str, base: Optional[str]) -> dict:
     raise CalibrationError(f"board {name!r} has no built-in profile; give --base PROFILE.json with its sizes and runtime")
 
 
-def calibrate(link=None, out: Optional[Path] = None, csv_path: Optional[Path] = None, plot_path: Optional[Path] = None,
+def calibrate(link: Union[Board, EmulatedBoard, None] = None, out: Optional[Path] = None,
+              csv_path: Optional[Path] = None, plot_path: Optional[Path] = None,
               *, fit: int = DEFAULT_FIT, held_out: int = DEFAULT_HELD_OUT, seed: int = 0, repeats: int = 1, folds: int = 5,
-              base: Optional[str] = None, ops=MEASURED_OPS, progress: bool = True, table: bool = True,
-              board=None, png: Optional[Path] = None) -> dict:
+              base: Optional[str] = None, ops: Sequence[str] = MEASURED_OPS, progress: bool = True, table: bool = True,
+              board: Union[Board, EmulatedBoard, None] = None, png: Optional[Path] = None) -> dict:
     """Calibrate the board on an open device `link` (a hil.Board or EmulatedBoard): design, measure (resuming from
     csv_path), fit, write the profile (JSON, `out`) and the plot (PNG, `plot_path`). Returns the profile dict.
     Defaults: CSV and PNG beside `out` with the same stem. Deprecated keywords: `board=` (use `link=`) and
@@ -584,7 +593,8 @@ def _calibrate_cli(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `calibrate` subcommand to the `mcuprune` command line."""
     p = subparsers.add_parser("calibrate", help="measure a board's layer latencies and fit its latency model (profile JSON)")
     p.add_argument("--port", help="serial port of a connected board (default: the only connected board)")
     p.add_argument("--emulate", metavar="BOARD", help="calibrate an emulated board under QEMU (mps2-an386, mps2-an500)")

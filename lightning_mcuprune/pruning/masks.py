@@ -58,7 +58,9 @@ class MaskHooks:
         self.handles = []
         self.patched: list[nn.Module] = []
 
-    def set_masks(self, keep: list[torch.Tensor], device=None, requires_grad: bool = True) -> None:
+    def set_masks(self, keep: list[torch.Tensor], device: torch.device | str | None = None,
+                  requires_grad: bool = True) -> None:
+        """Use `keep` (one 0/1 or soft keep-mask per channel group, float32 on `device`) as the masks the hooks apply."""
         self.masks = [k.to(device=device, dtype=torch.float32).requires_grad_(requires_grad) for k in keep]
 
     def _vector(self, segs, like: torch.Tensor) -> torch.Tensor:
