@@ -35,7 +35,7 @@ def conv_geometry(in_shape: tuple, out_shape: tuple, kernel: "int | tuple", stri
     if isinstance(padding, str):  # "valid" or "same" (PyTorch puts the odd pixel after)
         padding = tuple(0 if padding == "valid" else d * (k - 1) // 2 for k, d in zip(kernel, dilation))
     padding = _tuple(padding, n)
-    if n == 1:  # 1-d: the firmware runs (C, L) as H=1, W=L with a 1xK kernel (quantize.ptq.hwc_shape)
+    if n == 1:  # 1-d: the firmware runs (C, L) as H=1, W=L with a 1xK kernel (hwc_shape below)
         sp_in, sp_out = (1, *sp_in), (1, *sp_out)
         kernel, stride, padding, dilation, n = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation), 2
     window, taps, row_taps, valid_rows = 1, 1, 1, 1

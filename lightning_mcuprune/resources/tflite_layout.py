@@ -153,7 +153,7 @@ def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_chan
 
     `out_channels[i]`, `weight_bytes[i]`: output channels and int8 weight bytes of op i (default: the graph's);
     the other tensors' sizes do not enter the file size (a shape is 4 bytes per dimension whatever its value).
-    `tests/test_tflite.py` checks the layout against `to_model` field by field. A graph the writer refuses
+    `tests/deploy/test_tflite.py` checks the layout against `to_model` field by field. A graph the writer refuses
     (an activation without an int8 builtin, ...) is laid out as the nearest model it could write, for estimates.
     """
     ops_g = graph.ops
