@@ -5,6 +5,7 @@ calibration design (features of firmware layers).
 """
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 from lightning_mcuprune.errors import QuantizationError, UnsupportedOnBoardError
@@ -97,9 +98,6 @@ def pool_geometry(in_shape: tuple, out_shape: tuple, params: dict) -> dict:
     return {"window": window, "valid_taps": taps, "kernel_h": kernel_h, "row_taps": row_taps, "valid_rows": valid_rows}
 
 
-__all__ = ["axis_taps", "conv_geometry", "pool_geometry", "module_pool_params", "function_pool_params", "hwc_shape"]
-
-
 def hwc_shape(shape: tuple) -> tuple:
     """A batch-1 PyTorch shape (1, C[, H[, W]]) -> the firmware's (H, W, C)."""
     shape = tuple(int(v) for v in shape[1:])
@@ -113,7 +111,7 @@ def hwc_shape(shape: tuple) -> tuple:
 
 
 def _pair(v) -> tuple[int, int]:
-    if isinstance(v, int) or hasattr(v, "__index__"):
+    if isinstance(v, numbers.Integral):   # int or a numpy integer (as quantize.reference._pair)
         return int(v), int(v)
     a, b = v
     return int(a), int(b)
@@ -155,3 +153,6 @@ def _pool_geometry(graph: ResourceGraph, gm_modules: dict, op: Op, in_hwc: tuple
     if len(graph.buffers[op.inputs[0]].shape) == 3:  # 1-d: (1, L) windows
         kk, ss, pp = (1, kk[0]), (1, ss[0]), (0, pp[0])
     return kk, ss, (pp[0], pp[0], pp[1], pp[1])
+
+
+__all__ = ["axis_taps", "conv_geometry", "pool_geometry", "module_pool_params", "function_pool_params", "hwc_shape"]
