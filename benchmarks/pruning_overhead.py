@@ -34,10 +34,11 @@ import lightning.pytorch as pl  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from lightning_mcuprune import analyze, zoo  # noqa: E402
+from lightning_mcuprune import analyze  # noqa: E402
+from lightning_mcuprune.examples import zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
-from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.data.datasets import FashionMNISTDataModule  # noqa: E402
 
 BOARD = "mps2-an386"
 INPUT = (1, 1, 28, 28)

@@ -71,8 +71,8 @@ def main():
     torch.set_num_threads(1)   # a shared machine: one thread
     torch.manual_seed(0)
     import lightning_mcuprune as lm
-    from lightning_mcuprune import zoo
-    from lightning_mcuprune.datasets import load_fashion_mnist, to_tensors
+    from lightning_mcuprune.examples import zoo
+    from lightning_mcuprune.data.datasets import load_fashion_mnist, to_tensors
     from lightning_mcuprune.deploy.tflm import measure_arena
     x, y = to_tensors(*load_fashion_mnist("train"))
     xt, yt = to_tensors(*load_fashion_mnist("test"))

@@ -59,7 +59,7 @@ def test_ptq_bias_at_the_accumulator_limit_bit_exact(board):
     layer and, on the input that drives the accumulator furthest towards 2^31-1, equals the host reference."""
     import torch
 
-    from lightning_mcuprune.hil.layer import INT32_MAX
+    from lightning_mcuprune.quantize.layer import INT32_MAX
     from lightning_mcuprune.quantize import quantize
     net = big_bias_conv(size=3)
     calib = torch.randn(32, 1, 3, 3)
