@@ -76,3 +76,21 @@ def test_bad_method_options_say_what_is_allowed():
         MCUPruneCallback(BOARD, {"macs": 1e6}, compute_step="greedy")
     with pytest.raises(ValueError, match="pi_norm must be 'global' or 'group'"):
         MCUPruneCallback(BOARD, {"macs": 1e6}, pi_norm="layer")
+
+
+def test_compute_budget_schedule_option_0_to_5_percent():
+    # the documented option for short runs under a compute budget (BENCHMARKS.md, compute budgets: ResNet-8 with
+    # warmup=0.0, prune_end=0.05): pruning starts at the first step, the architecture is final after 5% of the
+    # run and trained at that size for the rest; the latency budget holds
+    dense = analyze(resnet(), torch.zeros(1, *SHAPE), board=BOARD).latency_ms
+    budget = dense / 4
+    steps = 60
+    model, cb = fit({"latency_ms": budget}, steps=steps, warmup=0.0, prune_end=0.05)
+    h = cb.history
+    assert cb.warmup_step == 0 and cb.harden_step == round(0.05 * steps)
+    assert "warmup" not in set(h.phase[h.step > 0])  # no dense warm-up steps
+    hardened = h[h.phase == "finetune"].step.min()
+    assert hardened <= 0.05 * steps + 1
+    assert h[h.step < hardened].phase.isin(["warmup", "pruning"]).all()
+    lat = analyze(model.net, torch.zeros(1, *SHAPE), board=BOARD).latency_ms
+    assert lat <= budget and cb.report.latency_ms <= budget
