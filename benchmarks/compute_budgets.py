@@ -71,6 +71,10 @@ DIAG_TEXT = {
     "reinit": "the grid's defaults (2-15% under compute budgets) with reinit=True: fresh weights at hardening",
     "vearly5": "as the grid's defaults, but pruning 0-5% of the run",
     "uni15": "as the grid's defaults (2-15%), projection steps proportional to pi (uniform prior)",
+    "ufloor75": "as the grid's defaults, soft floor also >= 0.75 x each group's uniform-width count (a trust region "
+                "around uniform width)",
+    "rescale": "as the grid's defaults, at each removal the weights of a layer that lost inputs scaled by "
+               "sqrt(old fan-in / new fan-in) (the scale a fresh initialiser gives the smaller layer)",
     "arch-fresh": "the architecture ours found in the grid run of this cell and seed, trained from fresh weights "
                   "for the same epochs (architecture vs recovery)",
 }
@@ -125,6 +129,8 @@ VARIANTS = {
     "uni-frozen-vearly": dict(compute_step="uniform", _importance="none", pi_lr=0.0, warmup=0.0, prune_end=0.05),
     "vearly5": dict(warmup=0.0, prune_end=0.05),
     "uni15": dict(compute_step="uniform", warmup=0.02, prune_end=0.15),
+    "ufloor75": dict(_uniform_floor=0.75),
+    "rescale": dict(_rescale=True),
 }
 
 
@@ -195,6 +201,8 @@ def run_one(net_name, key, fraction, method, seed, ctx, args) -> dict:
         opts = dict(VARIANTS[args.variant])
         from lightning_mcuprune.pruning.state import PruningState
         PruningState.COMPUTE_IMPORTANCE = opts.pop("_importance", "global")
+        PruningState.UNIFORM_FLOOR = opts.pop("_uniform_floor", 0.0)
+        MCUPruneCallback.RESCALE = opts.pop("_rescale", False)
         cbs.append(MCUPruneCallback(BOARD, {key: budget}, module="net", verbose=False, export=False, **opts))
     else:
         net = uni.build(w, seed)
@@ -322,8 +330,8 @@ def option_table(rows, opt_rows, nets, fractions, option) -> list[str]:
            f"The same grid cells with `MCUPruneCallback(..., {', '.join(f'{k}={v!r}' for k, v in VARIANTS[option].items())})`"
            " (rows with variant `" + option + "` in the CSV); uniform width as above (same seeds).", "",
            "| network | budget | ours, defaults - uniform (pp) | ours, option (%) | ours, option - uniform (pp) | "
-           "option ≥ uniform (seeds) | budget met | min ch | channels per group (option, seed 0) | fit s (option / defaults, mean) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "option ≥ uniform (seeds) | budget met | min ch | channels per group (option, seed 0) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for net in nets:
         for key in RESOURCES:
             for f in fractions:
@@ -337,12 +345,38 @@ def option_table(rows, opt_rows, nets, fractions, option) -> list[str]:
                     f"{statistics.mean(d0):+.2f} (n={len(d0)}) | {ms([r['test_acc'] for r in p])} | "
                     f"{statistics.mean(d1):+.2f} (n={len(d1)}) | {sum(x >= 0 for x in d1)}/{len(d1)} | "
                     f"{sum(r['meets_budget'] for r in p)}/{len(p)} | {', '.join(str(r['min_channels']) for r in p)} | "
-                    f"{p[0]['channels']} | {statistics.mean(r['fit_s'] for r in p):.0f} / "
-                    f"{statistics.mean(r['fit_s'] for r in o) if o else float('nan'):.0f} |")
+                    f"{p[0]['channels']} |")
     return out
 
 
-def markdown(rows, nets, fractions, args, opt_rows=None) -> str:
+def extra_seeds(rows, more, nets, fractions) -> list[str]:
+    """Cells with seeds beyond the grid's: ours - uniform over all seeds, to tell a gap from seed noise."""
+    out = []
+    for net in nets:
+        for key in RESOURCES:
+            for f in fractions:
+                extra = cell_rows(more, net, key, f, "ours")
+                if not extra:
+                    continue
+                o = cell_rows(rows, net, key, f, "ours") + extra
+                u = cell_rows(rows, net, key, f, "uniform") + cell_rows(more, net, key, f, "uniform")
+                d = cell_diffs(o, u)
+                if len(d) < 2:
+                    continue
+                se = statistics.stdev(d) / len(d) ** 0.5
+                out.append(f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {len(d)} | "
+                           f"{' '.join(f'{x:+.1f}' for x in d)} | {statistics.mean(d):+.2f} ± {se:.2f} | "
+                           f"{sum(x >= 0 for x in d)}/{len(d)} |")
+    if not out:
+        return []
+    return ["", "### Beyond 3 seeds: gap or seed noise?", "",
+            "The same cells with more seeds (defaults, rows in the CSV with seeds outside the grid's): ours - uniform per "
+            "seed in seed order, the mean ± its standard error (sd / sqrt(n)).", "",
+            "| network | budget | seeds | ours - uniform per seed (pp) | mean ± s.e. (pp) | ours ≥ uniform |",
+            "|---|---|---|---|---|---|"] + out
+
+
+def markdown(rows, nets, fractions, args, opt_rows=None, more=None) -> str:
     lines = ["## Compute budgets (latency, MACs): ours vs uniform width scaling (issue 15)", "",
              f"`benchmarks/compute_budgets.py` on board `{BOARD}` (latency: its calibrated profile, an emulated Cortex-M4). "
              "Budgets 1/4 and 1/10 of the dense network's latency and of its MACs. **ours**: the dense network trained with "
@@ -417,6 +451,7 @@ def markdown(rows, nets, fractions, args, opt_rows=None) -> str:
         short = [f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)} (n={c})" for n, k, f, d, w, c in verdict if c < 3]
         lines.append("- Cells with fewer than 3 seeds (not yet the acceptance's 3-seed comparison): " +
                      ("; ".join(short) if short else "none") + ".")
+    lines += extra_seeds(rows, more or [], nets, fractions)
     lines += sram_check()
     lines += diagnostics()
     return "\n".join(lines)
@@ -529,9 +564,11 @@ def main() -> None:
     opt_rows = [r for r in in_plan if args.option and r["method"] == "ours" and r["variant"] == args.option
                 and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]
     rows = [r for r in in_plan if same(r, r["net"], r["method"])]
+    more = [r for r in load_rows(args.csv) if same(r, r["net"], r["method"]) and r["seed"] not in args.seeds
+            and r["net"] in args.nets]  # seeds run beyond the plan's (the noise check of the losing cells)
     if not args.no_write and rows:
         plot(rows, args.nets, args.fractions)
-        md = markdown(rows, args.nets, args.fractions, args, opt_rows)
+        md = markdown(rows, args.nets, args.fractions, args, opt_rows, more)
         write_section("compute-budgets", md)
         console.print(md)
 

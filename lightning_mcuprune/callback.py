@@ -60,6 +60,9 @@ class MCUPruneCallback(pl.Callback):
             default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
     """
 
+    RESCALE = False  # for benchmarks/compute_budgets.py's diagnosis only: at each removal, scale the weights of a conv
+    # or linear that lost input channels by sqrt(old fan-in / new fan-in), the ratio of a fresh initialiser's scales
+
     def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
                  exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int | None = None,
                  prune_end: float | int | None = None, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
@@ -366,8 +369,14 @@ class MCUPruneCallback(pl.Callback):
                 margin = max(self.multiple, math.ceil(0.1 * st.current[i]))
                 out = out & ~self._ever_kept[i] & (st.ranks(i) >= k + margin)
             gone.append(out.nonzero().flatten())
+        fan_in = {m: m.weight.shape[1] for m in self.root.modules()
+                  if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))} if self.RESCALE else {}
         remove_channels(self.root, self.example, {self.plan.producers[i]: g.tolist() for i, g in enumerate(gone)},
                         trainer.optimizers)
+        with torch.no_grad():  # diagnostic (RESCALE): weights of a layer that lost inputs scaled to its new fan-in
+            for m, before in fan_in.items():
+                if m.weight.shape[1] < before:
+                    m.weight.mul_(math.sqrt(before / m.weight.shape[1]))
         for i, g in enumerate(gone):
             if len(g):
                 st.drop_channels(i, g)
