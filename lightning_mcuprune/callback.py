@@ -55,6 +55,9 @@ class MCUPruneCallback(pl.Callback):
             as under SRAM). soft_floor: keep every group at >= min(4, its uniform-width count) unless the budget forces less.
         reinit: at hardening, give the pruned network fresh weights (each layer's own initialiser) and clear the
             optimiser's state: search, then retrain within the same run (pair it with an early prune_end).
+        reset_optimizer: at hardening, clear the optimiser's state (Adam's moments and step count), weights kept: the
+            pruned network's steps then follow its own gradient statistics, not those of the dense and masked network
+            (Adam's second moment, beta2=0.999, remembers longer than a short run).
         order: execution order for peak SRAM: "traced" or "optimal".
         export: after fit, write the export (see `export`) to `mcuprune/` in the log dir (the Trainer's
             default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
@@ -67,7 +70,8 @@ class MCUPruneCallback(pl.Callback):
                  exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int | None = None,
                  prune_end: float | int | None = None, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
                  importance_decay: float = 0.9, temperature: float | None = None, pi_norm: str = "global",
-                 compute_step: str = "share", soft_floor: bool = True, reinit: bool = False, order: str = "traced",
+                 compute_step: str = "share", soft_floor: bool = True, reinit: bool = False,
+                 reset_optimizer: bool = False, order: str = "traced",
                  export: bool = True, verbose: bool = True, runtime: str = "mcuprune-firmware",
                  calib_samples: int = 256):
         super().__init__()
@@ -99,7 +103,7 @@ class MCUPruneCallback(pl.Callback):
         if compute_step not in ("share", "cost", "uniform"):
             raise ValueError(f"compute_step must be 'share', 'uniform' or 'cost', not {compute_step!r}")
         self.pi_norm, self.compute_step, self.soft_floor = pi_norm, compute_step, bool(soft_floor)
-        self.reinit = bool(reinit)
+        self.reinit, self.reset_optimizer = bool(reinit), bool(reset_optimizer)
         self.order, self.export_after_fit, self.verbose = order, export, verbose
         from lightning_mcuprune.resources.model import RUNTIMES
         if runtime not in RUNTIMES:
@@ -398,6 +402,9 @@ class MCUPruneCallback(pl.Callback):
         self._set_masks()
         self.phase = "finetune"
         self._record(trainer.global_step, st.integer_counts(kept), dict(self.budgets))
+        if self.reset_optimizer:  # the pruned network's optimiser starts afresh (every rank at the same step under DDP)
+            for opt in trainer.optimizers:
+                opt.state.clear()
         if self._deferred:
             return
         self._remove(trainer, final=True)

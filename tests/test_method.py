@@ -79,8 +79,8 @@ def test_bad_method_options_say_what_is_allowed():
 
 
 def test_compute_budget_schedule_option_0_to_5_percent():
-    # the documented option for short runs under a compute budget (BENCHMARKS.md, compute budgets: ResNet-8 with
-    # warmup=0.0, prune_end=0.05): pruning starts at the first step, the architecture is final after 5% of the
+    # the schedule options as BENCHMARKS.md's compute-budget section tried them on ResNet-8 (warmup=0.0,
+    # prune_end=0.05, variant vearly5): pruning starts at the first step, the architecture is final after 5% of the
     # run and trained at that size for the rest; the latency budget holds
     dense = analyze(resnet(), torch.zeros(1, *SHAPE), board=BOARD).latency_ms
     budget = dense / 4
@@ -94,3 +94,21 @@ def test_compute_budget_schedule_option_0_to_5_percent():
     assert h[h.step < hardened].phase.isin(["warmup", "pruning"]).all()
     lat = analyze(model.net, torch.zeros(1, *SHAPE), board=BOARD).latency_ms
     assert lat <= budget and cb.report.latency_ms <= budget
+
+
+def test_reset_optimizer_restarts_adam_at_hardening():
+    # reset_optimizer=True: at hardening the optimiser's state is cleared and the weights kept, so Adam's moments and
+    # step count after training cover only the steps after hardening; without it they cover the whole run
+    steps = 30
+    budget = macs(resnet()) / 4
+    counts = {}
+    for reset in (False, True):
+        model, cb = fit({"macs": budget}, steps=steps, reset_optimizer=reset)
+        assert macs(model.net) <= budget
+        hardened = int(cb.history[cb.history.phase == "finetune"].step.min())
+        opt = model.trainer.optimizers[0]
+        counts[reset] = {int(s["step"]) for s in opt.state.values()}
+        assert len(opt.state) == len(list(model.parameters()))  # every parameter has state again, shaped as it is now
+        assert all(s["exp_avg"].shape == p.shape for p, s in opt.state.items())
+    assert counts[False] == {steps}
+    assert counts[True] == {steps - hardened}
