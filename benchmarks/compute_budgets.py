@@ -333,7 +333,7 @@ def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
     options = [o for o in (options or []) if any(r["variant"] == o for r in opt_rows)]
     if not options:
         return []
-    out = ["", "### ResNet-8: options tried to close the gap (ours with one option each, beside the defaults)", "",
+    out = ["", "### Options tried to close the ResNet-8 gap (ours with one option each, beside the defaults)", "",
            "Rows with these variants in the CSV; uniform width and the defaults as above (same seeds, same uniform rows). "
            "Diagnosis knobs (class attributes set by this script, not public options) are marked *diag*:", ""] + [
            f"- `{o}`{' (*diag*)' if any(k.startswith('_') for k in VARIANTS[o]) else ''}: `{option_call(o)}`, "
@@ -391,6 +391,42 @@ def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[s
             "|---|---|---|---|---|---|---|"] + out
 
 
+def paired_effect(option: str, ours_rows, opt_rows, nets, fractions) -> list[str]:
+    """The option against the defaults on the same seed and the same budget (dense value): same data order and, up
+    to hardening, the same run; under MACs budgets the same architecture as well. Defaults rows come from the grid or,
+    where the grid ran under the earlier latency profile, from the diagnostics' `default-recal` re-runs."""
+    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"]
+    out = []
+    for net in nets:
+        for key in RESOURCES:
+            for f in fractions:
+                p = cell_rows([r for r in opt_rows if r["variant"] == option], net, key, f, "ours")
+                if not p:
+                    continue
+                d, same_arch, n_pairs = [], 0, 0
+                for r in p:
+                    base = [q for q in ours_rows + recal if q["net"] == net and q["resource"] == key
+                            and abs(q["fraction"] - f) < 1e-9 and q["seed"] == r["seed"]
+                            and abs(q["dense_value"] - r["dense_value"]) < 1e-6 * q["dense_value"]]
+                    if not base:
+                        continue
+                    n_pairs += 1
+                    d.append(100 * (r["test_acc"] - base[0]["test_acc"]))
+                    same_arch += r["channels"] == base[0]["channels"]
+                if d:
+                    out.append(f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {n_pairs} | "
+                               f"{' '.join(f'{x:+.2f}' for x in d)} | {statistics.mean(d):+.2f} | "
+                               f"{sum(x > 0 for x in d)}/{len(d)} | {same_arch}/{n_pairs} |")
+    if not out:
+        return []
+    return ["", f"### `{option_call(option)}` against the defaults, paired (same seed, same budget)", "",
+            "Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
+            "the option's effect on the recovery alone, without the seed-to-seed spread of the comparison with uniform "
+            "width; where the architecture also matches (MACs budgets), it is the same network trained on.", "",
+            "| network | budget | pairs | option - defaults per seed (pp) | mean (pp) | option better | same channels |",
+            "|---|---|---|---|---|---|---|"] + out
+
+
 def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=None) -> str:
     lines = ["## Compute budgets (latency, MACs): ours vs uniform width scaling (issue 15)", "",
              f"`benchmarks/compute_budgets.py` on board `{BOARD}` (latency: its calibrated profile, an emulated Cortex-M4). "
@@ -439,14 +475,15 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
         lines.append(f"- ours (defaults) ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
         for opt in args.option or []:
             orows = [r for r in opt_rows or [] if r["variant"] == opt]
-            if not orows or any(len(cell_rows(orows, r["net"], r["resource"], r["fraction"], "ours")) < 3 for r in orows):
-                continue  # the verdict counts options that ran 3 seeds in every cell they ran
-            both, alt = 0, []
+            if not any(len(cell_rows(orows, r["net"], r["resource"], r["fraction"], "ours")) >= 3 for r in orows):
+                continue  # the verdict counts an option in the cells where it ran 3 seeds
+            both, alt, mean_either = 0, [], 0
             for n, k, f, d, w, c in verdict:
                 u = cell_rows(rows, n, k, f, "uniform")
                 ok0 = wins_cell(cell_diffs(cell_rows(rows, n, k, f, "ours"), u))
                 p = cell_rows(orows, n, k, f, "ours")
                 ok1 = wins_cell(cell_diffs(p, u)) if len(p) >= 3 else (False, False)
+                mean_either += ok0[0] or ok1[0]
                 if all(ok0) or all(ok1):
                     both += 1
                     if not all(ok0):
@@ -454,7 +491,7 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
             lines.append(f"- ours with the defaults or with `{option_call(opt)}` (`{opt}`; per cell, where it ran 3 seeds) ≥ "
                          f"uniform on the mean and in at least 2 of 3 seeds: {both}/{len(verdict)} cells" +
                          (f" (by the option: {', '.join(alt)})" if alt else " (the option wins no cell the defaults lose)")
-                         + ".")
+                         + f"; on the mean alone: {mean_either}/{len(verdict)}.")
         losing = [v for v in verdict if v[3] < 0]
         if losing:
             lines.append("- Cells where ours loses on the mean: " + "; ".join(
@@ -470,6 +507,9 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
         lines.append("- Cells with fewer than 3 seeds (not yet the acceptance's 3-seed comparison): " +
                      ("; ".join(short) if short else "none") + ".")
     lines += extra_seeds(rows, more or [], nets, fractions, opt_rows or [], more_opt or [])
+    if args.option:
+        everything = [r for r in rows + (more or []) if r["method"] == "ours"]
+        lines += paired_effect(args.option[0], everything, (opt_rows or []) + (more_opt or []), nets, fractions)
     lines += sram_check()
     lines += diagnostics()
     return "\n".join(lines)
