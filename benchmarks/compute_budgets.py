@@ -319,7 +319,8 @@ def profile_notes(rows, nets, fractions) -> list[str]:
                 by.setdefault(r["dense_value"], set()).add(r["seed"])
             if len(by) > 1:
                 out.append(f"{NETS[net]['title']} latency {frac_name(f)}: " + ", ".join(
-                    f"seeds {','.join(map(str, sorted(v)))} dense {k:.1f} ms" for k, v in sorted(by.items())))
+                    f"seed{'s' if len(v) > 1 else ''} {','.join(map(str, sorted(v)))} dense {k:.1f} ms"
+                    for k, v in sorted(by.items())))
     if not out:
         return []
     return ["Latency profile: the mps2-an386 profile was re-calibrated (firmware 1.1.0, 1-d layers) between the seeds of "
