@@ -69,6 +69,16 @@ DIAG_TEXT = {
     "early15": "as default, pruning 2-15% (the default schedule under compute budgets since issue 15)",
     "early15-reinit": "as early15, then fresh weights (reinit=True)",
     "reinit": "the grid's defaults (2-15% under compute budgets) with reinit=True: fresh weights at hardening",
+    "vearly5": "as the grid's defaults, but pruning 0-5% of the run",
+    "uni15": "as the grid's defaults (2-15%), projection steps proportional to pi (uniform prior)",
+    "ufloor75": "as the grid's defaults, soft floor also >= 0.75 x each group's uniform-width count (a trust region "
+                "around uniform width)",
+    "rescale": "as the grid's defaults, at each removal the weights of a layer that lost inputs scaled by "
+               "sqrt(old fan-in / new fan-in) (the scale a fresh initialiser gives the smaller layer)",
+    "optreset": "as the grid's defaults, the optimiser's state (Adam moments, step count) cleared at hardening, "
+                "weights kept",
+    "default-recal": "the grid's defaults re-run under the re-calibrated latency profile (the grid's seeds 0-1 of "
+                     "ResNet-8 ran before it), to pair with reset_optimizer's rows",
     "arch-fresh": "the architecture ours found in the grid run of this cell and seed, trained from fresh weights "
                   "for the same epochs (architecture vs recovery)",
 }
@@ -121,6 +131,12 @@ VARIANTS = {
     "reinit": dict(reinit=True),
     "early30-reinit": dict(warmup=0.05, prune_end=0.3, reinit=True),
     "uni-frozen-vearly": dict(compute_step="uniform", _importance="none", pi_lr=0.0, warmup=0.0, prune_end=0.05),
+    "vearly5": dict(warmup=0.0, prune_end=0.05),
+    "uni15": dict(compute_step="uniform", warmup=0.02, prune_end=0.15),
+    "ufloor75": dict(_uniform_floor=0.75),
+    "rescale": dict(_rescale=True),
+    "optreset": dict(reset_optimizer=True),
+    "default-recal": {},  # the defaults again under the re-calibrated latency profile (paired with optreset's rows)
 }
 
 
@@ -191,6 +207,8 @@ def run_one(net_name, key, fraction, method, seed, ctx, args) -> dict:
         opts = dict(VARIANTS[args.variant])
         from lightning_mcuprune.pruning.state import PruningState
         PruningState.COMPUTE_IMPORTANCE = opts.pop("_importance", "global")
+        PruningState.UNIFORM_FLOOR = opts.pop("_uniform_floor", 0.0)
+        MCUPruneCallback.RESCALE = opts.pop("_rescale", False)
         cbs.append(MCUPruneCallback(BOARD, {key: budget}, module="net", verbose=False, export=False, **opts))
     else:
         net = uni.build(w, seed)
@@ -275,7 +293,142 @@ def plot(rows, nets, fractions) -> None:
     save_figure(fig, PNG, dpi=110)
 
 
-def markdown(rows, nets, fractions, args) -> str:
+def cell_diffs(o, u) -> list[float]:
+    """ours - uniform (pp) per seed both have."""
+    pu = {r["seed"]: r["test_acc"] for r in u}
+    return [100 * (r["test_acc"] - pu[r["seed"]]) for r in o if r["seed"] in pu]
+
+
+def wins_cell(d: list[float]) -> tuple[bool, bool]:
+    """(mean >= 0, >= uniform in at least 2 of 3 seeds, or in every seed when fewer than 3 ran)."""
+    if not d:
+        return False, False
+    w = sum(x >= 0 for x in d)
+    return statistics.mean(d) >= 0, w >= min(2, len(d))
+
+
+def profile_notes(rows, nets, fractions) -> list[str]:
+    """Cells whose seeds ran with different dense latencies (the mps2-an386 profile was re-calibrated while the
+    grid ran): each seed's budget is the fraction of the dense latency under the profile of its run."""
+    out = []
+    for net in nets:
+        for f in fractions:
+            o = [r for r in rows if r["net"] == net and r["resource"] == "latency_ms" and abs(r["fraction"] - f) < 1e-9]
+            by = {}
+            for r in o:
+                by.setdefault(r["dense_value"], set()).add(r["seed"])
+            if len(by) > 1:
+                out.append(f"{NETS[net]['title']} latency {frac_name(f)}: " + ", ".join(
+                    f"seed{'s' if len(v) > 1 else ''} {','.join(map(str, sorted(v)))} dense {k:.1f} ms"
+                    for k, v in sorted(by.items())))
+    if not out:
+        return []
+    return ["Latency profile: the mps2-an386 profile was re-calibrated (firmware 1.1.0, 1-d layers) between the seeds of "
+            "some cells, so their latency budgets (the same fraction of the dense latency under the profile of the run) "
+            "differ by a few percent in ms; the uniform-width networks are the same in all these cells except the "
+            "reference CNN at 1/10 latency (8-17-34-34 before, 8-17-33-33 after): " + "; ".join(out) + "."]
+
+
+def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
+    """Ours with documented callback options (--variant rows) beside the defaults, for the cells where they ran."""
+    options = [o for o in (options or []) if any(r["variant"] == o for r in opt_rows)]
+    if not options:
+        return []
+    out = ["", "### Options tried to close the ResNet-8 gap (ours with one option each, beside the defaults)", "",
+           "Rows with these variants in the CSV; uniform width and the defaults as above (same seeds, same uniform rows). "
+           "Diagnosis knobs (class attributes set by this script, not public options) are marked *diag*:", ""] + [
+           f"- `{o}`{' (*diag*)' if any(k.startswith('_') for k in VARIANTS[o]) else ''}: `{option_call(o)}`, "
+           f"{DIAG_TEXT.get(o, '')}" for o in options] + ["",
+           "| variant | network | budget | ours, defaults - uniform (pp) | ours, variant (%) | "
+           "ours, variant - uniform (pp) | variant ≥ uniform (seeds) | budget met | min ch | channels (variant, seed 0) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for opt in options:
+        for net in nets:
+            for key in RESOURCES:
+                for f in fractions:
+                    p = cell_rows([r for r in opt_rows if r["variant"] == opt], net, key, f, "ours")
+                    if not p:
+                        continue
+                    o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
+                    d0, d1 = cell_diffs(o, u), cell_diffs(p, u)
+                    out.append(
+                        f"| `{opt}` | {NETS[net]['title']} | "
+                        f"{RESOURCES[key]} {frac_name(f)} | {statistics.mean(d0):+.2f} (n={len(d0)}) | "
+                        f"{ms([r['test_acc'] for r in p])} | {statistics.mean(d1):+.2f} (n={len(d1)}) | "
+                        f"{sum(x >= 0 for x in d1)}/{len(d1)} | {sum(r['meets_budget'] for r in p)}/{len(p)} | "
+                        f"{', '.join(str(r['min_channels']) for r in p)} | {p[0]['channels']} |")
+    return out
+
+
+def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[str]:
+    """Cells with seeds beyond the grid's: ours - uniform over all seeds (defaults, and each option with as many
+    seeds), to tell a gap from seed noise."""
+    out = []
+    sets = [("defaults", rows, more)] + [(f"`{v}`", [r for r in opt_rows if r["variant"] == v],
+                                          [r for r in more_opt if r["variant"] == v])
+                                         for v in sorted({r["variant"] for r in more_opt})]
+    for label, base, extra_rows in sets:
+        for net in nets:
+            for key in RESOURCES:
+                for f in fractions:
+                    extra = cell_rows(extra_rows, net, key, f, "ours")
+                    if not extra:
+                        continue
+                    o = cell_rows(base, net, key, f, "ours") + extra
+                    u = cell_rows(rows, net, key, f, "uniform") + cell_rows(more, net, key, f, "uniform")
+                    d = cell_diffs(o, u)
+                    if len(d) < 2:
+                        continue
+                    se = statistics.stdev(d) / len(d) ** 0.5
+                    out.append(f"| {label} | {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {len(d)} | "
+                               f"{' '.join(f'{x:+.1f}' for x in d)} | {statistics.mean(d):+.2f} ± {se:.2f} | "
+                               f"{sum(x >= 0 for x in d)}/{len(d)} |")
+    if not out:
+        return []
+    return ["", "### Beyond 3 seeds: gap or seed noise?", "",
+            "The same cells with more seeds (rows in the CSV with seeds outside the grid's): ours - uniform per "
+            "seed in seed order, the mean ± its standard error (sd / sqrt(n)).", "",
+            "| ours | network | budget | seeds | ours - uniform per seed (pp) | mean ± s.e. (pp) | ours ≥ uniform |",
+            "|---|---|---|---|---|---|---|"] + out
+
+
+def paired_effect(option: str, ours_rows, opt_rows, nets, fractions) -> list[str]:
+    """The option against the defaults on the same seed and the same budget (dense value): same data order and, up
+    to hardening, the same run; under MACs budgets the same architecture as well. Defaults rows come from the grid or,
+    where the grid ran under the earlier latency profile, from the diagnostics' `default-recal` re-runs."""
+    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"]
+    out = []
+    for net in nets:
+        for key in RESOURCES:
+            for f in fractions:
+                p = cell_rows([r for r in opt_rows if r["variant"] == option], net, key, f, "ours")
+                if not p:
+                    continue
+                d, same_arch, n_pairs = [], 0, 0
+                for r in p:
+                    base = [q for q in ours_rows + recal if q["net"] == net and q["resource"] == key
+                            and abs(q["fraction"] - f) < 1e-9 and q["seed"] == r["seed"]
+                            and abs(q["dense_value"] - r["dense_value"]) < 1e-6 * q["dense_value"]]
+                    if not base:
+                        continue
+                    n_pairs += 1
+                    d.append(100 * (r["test_acc"] - base[0]["test_acc"]))
+                    same_arch += r["channels"] == base[0]["channels"]
+                if d:
+                    out.append(f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {n_pairs} | "
+                               f"{' '.join(f'{x:+.2f}' for x in d)} | {statistics.mean(d):+.2f} | "
+                               f"{sum(x > 0 for x in d)}/{len(d)} | {same_arch}/{n_pairs} |")
+    if not out:
+        return []
+    return ["", f"### `{option_call(option)}` against the defaults, paired (same seed, same budget)", "",
+            "Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
+            "the option's effect on the recovery alone, without the seed-to-seed spread of the comparison with uniform "
+            "width; where the architecture also matches (MACs budgets), it is the same network trained on.", "",
+            "| network | budget | pairs | option - defaults per seed (pp) | mean (pp) | option better | same channels |",
+            "|---|---|---|---|---|---|---|"] + out
+
+
+def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=None) -> str:
     lines = ["## Compute budgets (latency, MACs): ours vs uniform width scaling (issue 15)", "",
              f"`benchmarks/compute_budgets.py` on board `{BOARD}` (latency: its calibrated profile, an emulated Cortex-M4). "
              "Budgets 1/4 and 1/10 of the dense network's latency and of its MACs. **ours**: the dense network trained with "
@@ -311,12 +464,40 @@ def markdown(rows, nets, fractions, args) -> str:
                     f"{wins}/{len(d)} | {sum(r['meets_budget'] for r in o)}/{len(o)} , {sum(r['meets_budget'] for r in u)}/{len(u)} | "
                     f"{', '.join(str(r['min_channels']) for r in o)} | {sum(r['below_soft_floor'] for r in o)} | "
                     f"{o[0]['channels'] if o else ''} | {u[0]['channels'] if u else ''} |")
+    notes = profile_notes(rows, nets, fractions)
+    if notes:
+        lines += [""] + notes
+    lines += option_table(rows, opt_rows or [], nets, fractions, args.option)
     lines += ["", f"![compute budgets](benchmarks/results/{PNG.name})", "", "### Verdict against the acceptance", ""]
     if verdict:
         mean_ok = [v for v in verdict if v[3] >= 0]
         seed_ok = [v for v in verdict if 2 * v[4] >= v[5] + (v[5] > 1)]  # at least 2 of 3
-        lines.append(f"- ours ≥ uniform on the mean over seeds: {len(mean_ok)}/{len(verdict)} cells.")
-        lines.append(f"- ours ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
+        lines.append(f"- ours (defaults) ≥ uniform on the mean over seeds: {len(mean_ok)}/{len(verdict)} cells.")
+        lines.append(f"- ours (defaults) ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
+        for opt in args.option or []:
+            orows = [r for r in opt_rows or [] if r["variant"] == opt]
+            if not any(len(cell_rows(orows, r["net"], r["resource"], r["fraction"], "ours")) >= 3 for r in orows):
+                continue  # the verdict counts an option in the cells where it ran 3 seeds
+            both, alt, mean_either, alone, alone_mean, ran3 = 0, [], 0, 0, 0, 0
+            for n, k, f, d, w, c in verdict:
+                u = cell_rows(rows, n, k, f, "uniform")
+                ok0 = wins_cell(cell_diffs(cell_rows(rows, n, k, f, "ours"), u))
+                p = cell_rows(orows, n, k, f, "ours")
+                ok1 = wins_cell(cell_diffs(p, u)) if len(p) >= 3 else (False, False)
+                mean_either += ok0[0] or ok1[0]
+                ran3 += len(p) >= 3
+                alone += all(ok1)
+                alone_mean += ok1[0]
+                if all(ok0) or all(ok1):
+                    both += 1
+                    if not all(ok0):
+                        alt.append(f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)}")
+            lines.append(f"- ours with the defaults or with `{option_call(opt)}` (`{opt}`; per cell, where it ran 3 seeds) ≥ "
+                         f"uniform on the mean and in at least 2 of 3 seeds: {both}/{len(verdict)} cells" +
+                         (f" (by the option: {', '.join(alt)})" if alt else " (the option wins no cell the defaults lose)")
+                         + f"; on the mean alone: {mean_either}/{len(verdict)}. The option by itself, in the {ran3} "
+                         f"cells where it ran 3 seeds: ≥ uniform on the mean in {alone_mean}, and also in at least 2 of 3 "
+                         f"seeds in {alone}.")
         losing = [v for v in verdict if v[3] < 0]
         if losing:
             lines.append("- Cells where ours loses on the mean: " + "; ".join(
@@ -328,12 +509,20 @@ def markdown(rows, nets, fractions, args) -> str:
                      f"{sum(1 for r in rows if r['method'] == 'uniform')}.")
         lines.append(f"- Groups below min(4, uniform-width count) in ours' final networks: "
                      f"{sum(r['below_soft_floor'] for r in n_ours)} over {len(n_ours)} runs.")
-        seeds = sorted({r["seed"] for r in rows})
-        lines.append(f"- Seeds that finished: {', '.join(map(str, seeds))}; cells with fewer than 3 seeds are not the "
-                     "acceptance's 3-seed comparison (see the n in each cell's 'seeds' column).")
+        short = [f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)} (n={c})" for n, k, f, d, w, c in verdict if c < 3]
+        lines.append("- Cells with fewer than 3 seeds (not yet the acceptance's 3-seed comparison): " +
+                     ("; ".join(short) if short else "none") + ".")
+    lines += extra_seeds(rows, more or [], nets, fractions, opt_rows or [], more_opt or [])
+    if args.option:
+        everything = [r for r in rows + (more or []) if r["method"] == "ours"]
+        lines += paired_effect(args.option[0], everything, (opt_rows or []) + (more_opt or []), nets, fractions)
     lines += sram_check()
     lines += diagnostics()
     return "\n".join(lines)
+
+
+def option_call(name: str) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in VARIANTS[name].items())
 
 
 def sram_check() -> list[str]:
@@ -392,6 +581,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", choices=["ours", "uniform"], default=["ours", "uniform"])
     p.add_argument("--variant", choices=sorted(VARIANTS), default="default", help="callback options of ours (diagnostics)")
+    p.add_argument("--option", nargs="*", choices=sorted(VARIANTS), default=[],
+                   help="section: also show ours with these variants (one option each) beside the defaults")
     p.add_argument("--epochs", type=int, default=None, help="default: 3 (Fashion-MNIST nets), 12 (DS-CNN)")
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--threads", type=int, default=1)
@@ -433,11 +624,17 @@ def main() -> None:
         console.print(f"  -> acc {100 * row['test_acc']:.2f} %, {k} {row['value']:.4g}/{row['budget']:.4g} "
                       f"({'met' if row['meets_budget'] else 'EXCEEDED'}), channels {row['channels']}, fit {row['fit_s']:.0f} s")
     keep = {(n, k, round(f, 6), m, s) for n, k, f, m, s in plan}
-    rows = [r for r in rows if (r["net"], r["resource"], round(r["fraction"], 6), r["method"], r["seed"]) in keep
-            and same(r, r["net"], r["method"])]
+    in_plan = [r for r in rows if (r["net"], r["resource"], round(r["fraction"], 6), r["method"], r["seed"]) in keep]
+    opt_rows = [r for r in in_plan if r["method"] == "ours" and r["variant"] in args.option
+                and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]
+    rows = [r for r in in_plan if same(r, r["net"], r["method"])]
+    outside = [r for r in load_rows(args.csv) if r["seed"] not in args.seeds and r["net"] in args.nets
+               and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]  # seeds beyond the plan's (noise check)
+    more = [r for r in outside if same(r, r["net"], r["method"])]
+    more_opt = [r for r in outside if r["method"] == "ours" and r["variant"] in args.option]
     if not args.no_write and rows:
         plot(rows, args.nets, args.fractions)
-        md = markdown(rows, args.nets, args.fractions, args)
+        md = markdown(rows, args.nets, args.fractions, args, opt_rows, more, more_opt)
         write_section("compute-budgets", md)
         console.print(md)
 

@@ -73,6 +73,9 @@ class MCUPruneCallback(pl.Callback):
         soft_floor: keep every group at >= min(4, its uniform-width count) unless the budget forces less.
         reinit: at hardening, give the pruned network fresh weights (each layer's own initialiser) and clear the
             optimiser's state: search, then retrain within the same run (pair it with an early prune_end).
+        reset_optimizer: at hardening, clear the optimiser's state (Adam's moments and step count), weights kept: the
+            pruned network's steps then follow its own gradient statistics, not those of the dense and masked network
+            (Adam's second moment, beta2=0.999, remembers longer than a short run).
         order: execution order for peak SRAM: "traced" or "optimal".
         export: after fit, write the export (see `export`) to `mcuprune/` in the log dir (the Trainer's
             default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
@@ -116,11 +119,15 @@ class MCUPruneCallback(pl.Callback):
         True
     """
 
+    RESCALE = False  # for benchmarks/compute_budgets.py's diagnosis only: at each removal, scale the weights of a conv
+    # or linear that lost input channels by sqrt(old fan-in / new fan-in), the ratio of a fresh initialiser's scales
+
     def __init__(self, board: str | dict = "mps2-an386", budgets: dict | None = None, *, module: str | None = None,
                  exclude: list | tuple = (), min_channels: int = 1, multiple: int = 1, warmup: float | int | None = None,
                  prune_end: float | int | None = None, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
                  importance_decay: float = 0.9, temperature: float | None = None, pi_norm: str = "global",
-                 compute_step: str = "share", soft_floor: bool = True, reinit: bool = False, order: str = "traced",
+                 compute_step: str = "share", soft_floor: bool = True, reinit: bool = False,
+                 reset_optimizer: bool = False, order: str = "traced",
                  export: bool = True, verbose: bool = True, runtime: str = "mcuprune-firmware",
                  calib_samples: int = 256):
         super().__init__()
@@ -148,7 +155,7 @@ class MCUPruneCallback(pl.Callback):
         if compute_step not in ("share", "cost", "uniform"):
             raise ValueError(f"compute_step must be 'share', 'uniform' or 'cost', not {compute_step!r}")
         self.pi_norm, self.compute_step, self.soft_floor = pi_norm, compute_step, bool(soft_floor)
-        self.reinit = bool(reinit)
+        self.reinit, self.reset_optimizer = bool(reinit), bool(reset_optimizer)
         self.order, self.export_after_fit, self.verbose = order, export, verbose
         from lightning_mcuprune.resources.model import RUNTIMES
         if runtime not in RUNTIMES:
@@ -439,8 +446,14 @@ class MCUPruneCallback(pl.Callback):
                 margin = max(self.multiple, math.ceil(0.1 * st.current[i]))
                 out = out & ~self._ever_kept[i] & (st.ranks(i) >= k + margin)
             gone.append(out.nonzero().flatten())
+        fan_in = {m: m.weight.shape[1] for m in self.root.modules()
+                  if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))} if self.RESCALE else {}
         remove_channels(self.root, self.example, {self.plan.producers[i]: g.tolist() for i, g in enumerate(gone)},
                         trainer.optimizers)
+        with torch.no_grad():  # diagnostic (RESCALE): weights of a layer that lost inputs scaled to its new fan-in
+            for m, before in fan_in.items():
+                if m.weight.shape[1] < before:
+                    m.weight.mul_(math.sqrt(before / m.weight.shape[1]))
         for i, g in enumerate(gone):
             if len(g):
                 st.drop_channels(i, g)
@@ -462,6 +475,9 @@ class MCUPruneCallback(pl.Callback):
         self._set_masks()
         self.phase = Phase.FINETUNE
         self._record(trainer.global_step, st.integer_counts(kept), dict(self.budgets))
+        if self.reset_optimizer:  # the pruned network's optimiser starts afresh (every rank at the same step under DDP)
+            for opt in trainer.optimizers:
+                opt.state.clear()
         if self._deferred:
             return
         self._remove(trainer, final=True)

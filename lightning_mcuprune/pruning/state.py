@@ -43,6 +43,8 @@ class PruningState:
     COMPUTE_IMPORTANCE = "global"  # for benchmarks/compute_budgets.py's diagnosis only: "global" | "group" | "none"
     # (how the marginal importance divides the steps under MACs/latency; no measured gain from "group" or "none")
     SOFT_FLOOR = 4  # projection keeps every group at >= min(SOFT_FLOOR, its uniform-width count) unless the budget forces it
+    UNIFORM_FLOOR = 0.0  # for benchmarks/compute_budgets.py's diagnosis only: the soft floor is also >= this fraction of
+    # each group's uniform-width count (a trust region around uniform width for an allocation from short-run importance)
 
     def __init__(self, rm: ResourceModel, budgets: dict, prunable: list[int], *, min_channels: int = 1, floors=None,
                  multiple: int = 1, pi_lr: float = 0.05, importance_decay: float = 0.9, temperature: float | None = None,
@@ -157,7 +159,10 @@ class PruningState:
         w = self.uniform_width()
         c0 = self.C0[self.ids]
         uni = torch.ceil(w * c0 - 1e-6).clamp(min=1)
-        return torch.maximum(torch.minimum(uni, torch.full_like(uni, float(self.SOFT_FLOOR))) / c0, self.pi_min)
+        floor = torch.minimum(uni, torch.full_like(uni, float(self.SOFT_FLOOR)))
+        if self.UNIFORM_FLOOR > 0:
+            floor = torch.maximum(floor, torch.ceil(self.UNIFORM_FLOOR * uni - 1e-6))
+        return torch.maximum(floor / c0, self.pi_min)
 
     # ---- importance and task feedback -----------------------------------------------------------
     def accumulate(self, grads: list[torch.Tensor | None]) -> None:

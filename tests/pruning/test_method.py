@@ -77,3 +77,39 @@ def test_bad_method_options_say_what_is_allowed():
         MCUPruneCallback(BOARD, {"macs": 1e6}, compute_step="greedy")
     with pytest.raises(ValueError, match="pi_norm must be 'global' or 'group'"):
         MCUPruneCallback(BOARD, {"macs": 1e6}, pi_norm="layer")
+
+
+def test_compute_budget_schedule_option_0_to_5_percent():
+    # the schedule options as BENCHMARKS.md's compute-budget section tried them on ResNet-8 (warmup=0.0,
+    # prune_end=0.05, variant vearly5): pruning starts at the first step, the architecture is final after 5% of the
+    # run and trained at that size for the rest; the latency budget holds
+    dense = analyze(resnet(), torch.zeros(1, *SHAPE), board=BOARD).latency_ms
+    budget = dense / 4
+    steps = 60
+    model, cb = fit({"latency_ms": budget}, steps=steps, warmup=0.0, prune_end=0.05)
+    h = cb.history
+    assert cb.warmup_step == 0 and cb.harden_step == round(0.05 * steps)
+    assert "warmup" not in set(h.phase[h.step > 0])  # no dense warm-up steps
+    hardened = h[h.phase == "finetune"].step.min()
+    assert hardened <= 0.05 * steps + 1
+    assert h[h.step < hardened].phase.isin(["warmup", "pruning"]).all()
+    lat = analyze(model.net, torch.zeros(1, *SHAPE), board=BOARD).latency_ms
+    assert lat <= budget and cb.report.latency_ms <= budget
+
+
+def test_reset_optimizer_restarts_adam_at_hardening():
+    # reset_optimizer=True: at hardening the optimiser's state is cleared and the weights kept, so Adam's moments and
+    # step count after training cover only the steps after hardening; without it they cover the whole run
+    steps = 30
+    budget = macs(resnet()) / 4
+    counts = {}
+    for reset in (False, True):
+        model, cb = fit({"macs": budget}, steps=steps, reset_optimizer=reset)
+        assert macs(model.net) <= budget
+        hardened = int(cb.history[cb.history.phase == "finetune"].step.min())
+        opt = model.trainer.optimizers[0]
+        counts[reset] = {int(s["step"]) for s in opt.state.values()}
+        assert len(opt.state) == len(list(model.parameters()))  # every parameter has state again, shaped as it is now
+        assert all(s["exp_avg"].shape == p.shape for p, s in opt.state.items())
+    assert counts[False] == {steps}
+    assert counts[True] == {steps - hardened}
