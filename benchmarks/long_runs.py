@@ -106,7 +106,7 @@ def main() -> None:
         append_csv_row(CSV, FIELDS, row)
         rows.append(row)
         console.print(f"  -> acc {100 * row['test_acc']:.2f} %, channels {row['channels']}, fit {row['fit_s']:.0f} s")
-    md = markdown(rows, args.nets, args.factor)
+    md = markdown(rows, list(dict.fromkeys(["resnet8", "mbv2", "dscnn", "refcnn"] + args.nets)), args.factor)
     write_section("long-runs", md)
     console.print(md)
 

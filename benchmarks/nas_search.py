@@ -65,6 +65,7 @@ FIELDS = ["net", "resource", "fraction", "method", "seed", "epochs", "test_acc",
           "search_s", "final_s", "wall_s", "finished_utc"]
 CAND_FIELDS = ["net", "resource", "fraction", "seed", "idx", "origin", "channels", "value", "budget", "val_acc",
                "train_s", "elapsed_s"]
+DEFAULT_SETTINGS = ["dscnn:latency_ms", "dscnn:sram", "refcnn:latency_ms", "refcnn:sram"]
 console = Console(width=160)
 
 
@@ -343,7 +344,7 @@ def markdown(rows, cands, settings, fraction, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--settings", nargs="+", default=["dscnn:latency_ms", "dscnn:sram", "refcnn:latency_ms", "refcnn:sram"],
+    p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS,
                    help="net:key pairs, net in %s, key in %s" % (sorted(NETS), sorted(KEYS)))
     p.add_argument("--fraction", type=float, default=0.25, help="budget = fraction x dense value")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -391,8 +392,10 @@ def main() -> None:
     rows = load_rows(csv_path)
     cands = list(csv.DictReader(cand_path.open())) if cand_path.exists() else []
     if rows:
-        plot(rows, settings, args.fraction, png)
-        md = markdown(rows, cands, settings, args.fraction, args)
+        # the section reports every default setting (and any other run), finished or not
+        shown = settings if args.smoke else list(dict.fromkeys([tuple(x.split(":")) for x in DEFAULT_SETTINGS] + settings))
+        plot(rows, shown, args.fraction, png)
+        md = markdown(rows, cands, shown, args.fraction, args)
         if write:
             write_section("nas-search", md)
         console.print(md)
