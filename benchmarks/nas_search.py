@@ -11,7 +11,7 @@ uniform width uses), under the same resource model and budget key as the callbac
           Every candidate is *repaired* to the budget before any training (all its widths scaled by one
           factor, bisection, so that it uses the budget: a candidate never costs training time to reject).
           Each candidate is trained briefly from fresh weights (Fashion-MNIST: 1 of the 3 epochs on the same
-          6000 images; KWS: 2 of the 12 epochs) and scored on the validation split held out of the
+          6000 images; KWS: 2 of the 12 epochs, or --cand-epochs) and scored on the validation split held out of the
           TRAINING data (Fashion-MNIST: 5000 training images not among the 6000; KWS: the validation
           voices) -- never the test set. The best candidate by validation accuracy is then trained from
           fresh weights with the grid's uniform-width recipe (same data, Adam/cosine, epochs) and tested.
@@ -63,7 +63,7 @@ KEYS = {"latency_ms": "latency", "sram": "peak SRAM"}
 FIELDS = ["net", "resource", "fraction", "method", "seed", "epochs", "test_acc", "val_acc", "value", "budget",
           "dense_value", "meets_budget", "channels", "min_channels", "candidates", "population", "cand_epochs",
           "search_s", "final_s", "wall_s", "finished_utc"]
-CAND_FIELDS = ["net", "resource", "fraction", "seed", "idx", "origin", "channels", "value", "budget", "val_acc",
+CAND_FIELDS = ["net", "resource", "fraction", "seed", "cand_epochs", "candidates", "idx", "origin", "channels", "value", "budget", "val_acc",
                "train_s", "elapsed_s"]
 DEFAULT_SETTINGS = ["dscnn:latency_ms", "dscnn:sram", "refcnn:latency_ms", "refcnn:sram"]
 console = Console(width=160)
@@ -180,7 +180,8 @@ def run_search(net_name, key, fraction, seed, dense, args, cand_csv) -> dict:
         population.append(cand)
         if len(population) > args.population:
             population.pop(0)  # aging: the oldest leaves
-        row = {"net": net_name, "resource": key, "fraction": fraction, "seed": seed, "idx": idx, "origin": origin,
+        row = {"net": net_name, "resource": key, "fraction": fraction, "seed": seed, "cand_epochs": cand_epochs,
+               "candidates": args.candidates, "idx": idx, "origin": origin,
                "channels": "-".join(map(str, counts)), "value": round(space.value(counts), 4), "budget": round(budget, 4),
                "val_acc": round(acc, 5), "train_s": round(time.perf_counter() - ts, 1),
                "elapsed_s": round(time.perf_counter() - t0, 1)}
@@ -259,12 +260,15 @@ def plot(rows, settings, fraction, png):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(settings), figsize=(3.8 * len(settings), 3.8), squeeze=False)
     for ax, (net, key) in zip(axes[0], settings):
-        for m, c, mk in (("ours", "C0", "o"), ("search", "C3", "s")):
-            rs = cell(rows, net, key, fraction, m)
-            if rs:
-                ax.scatter([r["wall_s"] / 60 for r in rs], [100 * r["test_acc"] for r in rs], color=c, marker=mk, s=40,
-                           label="ours (MCUPruneCallback)" if m == "ours" else
-                           f"search ({rs[0]['candidates']} candidates + final)")
+        o = cell(rows, net, key, fraction, "ours")
+        if o:
+            ax.scatter([r["wall_s"] / 60 for r in o], [100 * r["test_acc"] for r in o], color="C0", marker="o", s=40,
+                       label="ours (MCUPruneCallback)")
+        ss = cell(rows, net, key, fraction, "search")
+        for i, conf in enumerate(sorted({config(r) for r in ss})):
+            rs = [r for r in ss if config(r) == conf]
+            ax.scatter([r["wall_s"] / 60 for r in rs], [100 * r["test_acc"] for r in rs], color=f"C{3 + i}", marker="s",
+                       s=40, label=f"search, {conf_name(conf)} + final")
         ax.set_xscale("log")
         ax.set_xlabel("total wall time (min, log)")
         ax.set_ylabel("test accuracy (%)")
@@ -280,10 +284,10 @@ def markdown(rows, cands, settings, fraction, args) -> str:
     lines = ["## Claim (c): ours vs an MCU architecture search (µNAS kind), accuracy and wall time (issue 15)", "",
              f"`benchmarks/nas_search.py` on board `{BOARD}`, budget 1/{round(1 / fraction)} of the dense network's "
              "latency (calibrated profile) or peak SRAM. **search**: aging evolution over the per-group channel counts "
-             f"(the prunable groups the callback sees), population {args.population}, tournament {args.sample}, "
-             f"{args.candidates} candidates per search (the first {args.population} random), each repaired to the budget "
-             "on the same resource model before any training, each trained briefly from fresh weights (Fashion-MNIST: "
-             "1 epoch on the same 6000 images; KWS: 2 of the 12 epochs) and scored on the validation split held out "
+             "(the prunable groups the callback sees), population 8, tournament 3, "
+             "24 candidates per search unless the config says otherwise (the first 8 random), each repaired to the budget "
+             "on the same resource model before any training, each trained briefly from fresh weights (search config "
+             "column; Fashion-MNIST: 1 of the 3 epochs on the same 6000 images; KWS: 2 or 4 of the 12 epochs) and scored on the validation split held out "
              "of the training data (5000 Fashion-MNIST training images outside the 6000; KWS: the validation voices), "
              "never the test set; the best then trained from fresh weights with the grid's uniform-width recipe "
              "(3 epochs / 12 epochs, Adam cosine) and tested. **ours**: `MCUPruneCallback(board, {key: B})`, library "
@@ -291,55 +295,70 @@ def markdown(rows, cands, settings, fraction, args) -> str:
              "2-core machine (other engineers' jobs ran at the same time, so times carry load noise; both methods ran "
              "back to back in one process). One seed per setting unless the n says otherwise. "
              f"Rows: `benchmarks/results/{CSV.name}`; every candidate: `benchmarks/results/{CAND_CSV.name}`.", "",
-             "| task, network | budget | ours (%) | search (%) | ours - search (pp) | ours wall (s) | search wall (s) "
-             "| search / ours time | search: best val (%) | channels ours | channels search | budget met (ours, search) "
-             "| uniform width, grid (%) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task, network | budget | search config | ours (%) | search (%) | ours - search (pp) | ours wall (s) "
+             "| search wall (s) | search / ours time | search: best val (%) | channels ours (seed 0) | channels search "
+             "(seed 0) | budget met (ours, search) | uniform width, grid (%) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     verdict = []
     for net, key in settings:
-        o, s = cell(rows, net, key, fraction, "ours"), cell(rows, net, key, fraction, "search")
-        if not o and not s:
+        o, ss = cell(rows, net, key, fraction, "ours"), cell(rows, net, key, fraction, "search")
+        if not o and not ss:
             continue
-        mo = statistics.mean(r["test_acc"] for r in o) if o else None
-        msr = statistics.mean(r["test_acc"] for r in s) if s else None
-        to = statistics.mean(r["wall_s"] for r in o) if o else None
-        tsr = statistics.mean(r["wall_s"] for r in s) if s else None
         uni = grid_uniform(net, key, fraction) if key == "latency_ms" else []
-        if o and s:
-            verdict.append((net, key, 100 * (mo - msr), tsr / to))
-
-        def f(x, fmt):
-            return "n/a" if x is None else fmt.format(x)
         uni_s = f"{statistics.mean(uni) * 100:.2f} (n={len(uni)})" if uni else "n/a"
-        vals = ", ".join(f"{100 * float(r['val_acc']):.2f}" for r in s) or "n/a"
-        lines.append(
-            f"| {NETS[net]['task']}, {NETS[net]['title']} | {KEYS[key]} 1/{round(1 / fraction)} | "
-            f"{f(mo and 100 * mo, '{:.2f}')} (n={len(o)}) | {f(msr and 100 * msr, '{:.2f}')} (n={len(s)}) | "
-            f"{'n/a' if not (o and s) else f'{100 * (mo - msr):+.2f}'} | {f(to, '{:.0f}')} | {f(tsr, '{:.0f}')} | "
-            f"{'n/a' if not (o and s) else f'{tsr / to:.1f}x'} | "
-            f"{vals} | "
-            f"{o[0]['channels'] if o else ''} | {s[0]['channels'] if s else ''} | "
-            f"{sum(r['meets_budget'] for r in o)}/{len(o)}, {sum(r['meets_budget'] for r in s)}/{len(s)} | {uni_s} |")
+        mo = statistics.mean(r["test_acc"] for r in o) if o else None
+        to = statistics.mean(r["wall_s"] for r in o) if o else None
+        for conf in sorted({config(r) for r in ss}) or [None]:
+            s = [r for r in ss if config(r) == conf]
+            msr = statistics.mean(r["test_acc"] for r in s) if s else None
+            tsr = statistics.mean(r["wall_s"] for r in s) if s else None
+            if o and s:
+                verdict.append((net, key, conf, 100 * (mo - msr), tsr / to, len(o), len(s)))
+            vals = ", ".join(f"{100 * float(r['val_acc']):.2f}" for r in s) or "n/a"
+            lines.append(
+                f"| {NETS[net]['task']}, {NETS[net]['title']} | {KEYS[key]} 1/{round(1 / fraction)} | "
+                f"{conf_name(conf)} | {fmt(mo and 100 * mo, '{:.2f}')} (n={len(o)}) | "
+                f"{fmt(msr and 100 * msr, '{:.2f}')} (n={len(s)}) | "
+                f"{'n/a' if not (o and s) else f'{100 * (mo - msr):+.2f}'} | {fmt(to, '{:.0f}')} | {fmt(tsr, '{:.0f}')} | "
+                f"{'n/a' if not (o and s) else f'{tsr / to:.1f}x'} | {vals} | "
+                f"{o[0]['channels'] if o else ''} | {s[0]['channels'] if s else ''} | "
+                f"{sum(r['meets_budget'] for r in o)}/{len(o)}, {sum(r['meets_budget'] for r in s)}/{len(s)} | {uni_s} |")
     lines += ["", f"![ours vs search](benchmarks/results/{PNG.name})", "", "### Verdict", ""]
-    for net, key, d, ratio in verdict:
+    for net, key, conf, d, ratio, no, ns in verdict:
         ok = d >= 0 and ratio >= 5
-        lines.append(f"- {NETS[net]['title']} ({NETS[net]['task']}), {KEYS[key]}: ours {d:+.2f} pp against the search in "
-                     f"{ratio:.1f}x less wall time -> goal (≥ search accuracy in ≥ 5x less time) "
-                     f"{'met' if ok else 'NOT met'}{'' if ok else ' (' + ('accuracy' if d < 0 else '') + (' and ' if d < 0 and ratio < 5 else '') + ('time' if ratio < 5 else '') + ')'}.")
+        why = " and ".join(x for x, bad in (("accuracy", d < 0), ("time", ratio < 5)) if bad)
+        lines.append(f"- {NETS[net]['title']} ({NETS[net]['task']}), {KEYS[key]}, search {conf_name(conf)}: ours "
+                     f"{d:+.2f} pp against the search, the search taking {ratio:.1f}x ours' wall time (seeds: ours {no}, "
+                     f"search {ns}) -> goal (≥ the search's accuracy in ≥ 5x less time) "
+                     f"{'met' if ok else f'NOT met ({why})'}.")
     done = {(n, k) for n, k, *_ in verdict}
     missing = [f"{NETS[n]['title']} {KEYS[k]}" for n, k in settings if (n, k) not in done]
-    lines.append(f"- Settings finished (both methods): {len(verdict)} of {len(settings)}"
+    lines.append(f"- Settings finished (both methods): {len(done)} of {len(settings)}"
                  + (f"; not finished in the time we had: {', '.join(missing)}." if missing else "."))
-    if cands:
-        per = {}
-        for c in cands:
-            per.setdefault((c["net"], c["resource"]), []).append(float(c["train_s"]))
-        lines.append("- Per-candidate training (mean s): " + "; ".join(
-            f"{NETS[n]['title']} {KEYS[k]} {statistics.mean(v):.0f} s over {len(v)} candidates" for (n, k), v in per.items())
+    per = {}
+    for r in rows:
+        if r["method"] == "search":
+            per.setdefault((r["net"], r["resource"], config(r)), []).append(float(r["search_s"]) / int(r["candidates"]))
+    if per:
+        lines.append("- Per-candidate cost, training + validation (search time / candidates, mean over seeds): " + "; ".join(
+            f"{NETS[n]['title']} {KEYS[k]} ({conf_name(c)}) {statistics.mean(v):.1f} s" for (n, k, c), v in per.items())
             + ". A real µNAS run evaluates hundreds to thousands of candidates; this search is deliberately small "
-              "(sized to fit the shared machine), so its time is a lower bound for a search of that kind and its "
-              "accuracy could rise with more candidates.")
+              "(sized to fit the shared machine), so its time is a lower bound for a search of that kind, and its "
+              "accuracy could rise with more candidates or longer candidate training.")
     return "\n".join(lines)
+
+
+def config(r):
+    """A search row's configuration: (candidates, epochs per candidate)."""
+    return (int(r["candidates"]), int(r["cand_epochs"]))
+
+
+def conf_name(conf) -> str:
+    return "n/a" if conf is None else f"{conf[0]} cand. x {conf[1]} ep."
+
+
+def fmt(x, f):
+    return "n/a" if x is None else f.format(x)
 
 
 def main() -> None:
@@ -376,9 +395,12 @@ def main() -> None:
         dense[(net, key)] = value_of(key, measure(NETS[net]["build"](), NETS[net]))
         console.print(f"{net} dense {key} {dense[(net, key)]:.4g}")
     rows = load_rows(csv_path)
-    done = {(r["net"], r["resource"], r["method"], r["seed"]) for r in rows if abs(r["fraction"] - args.fraction) < 1e-9}
+    def conf_of(n):
+        return (args.candidates, args.cand_epochs or (2 if NETS[n]["task"] == "KWS" else 1))
+    done = {(r["net"], r["resource"], r["method"], r["seed"], config(r) if r["method"] == "search" else None)
+            for r in rows if abs(r["fraction"] - args.fraction) < 1e-9}
     todo = [] if args.report_only else [(n, k, m, s) for s in args.seeds for n, k in settings for m in args.methods
-                                        if (n, k, m, s) not in done]
+                                        if (n, k, m, s, conf_of(n) if m == "search" else None) not in done]
     console.print(f"{len(todo)} runs to do")
     for n, k, m, s in todo:
         console.print(f"[bold]{n} {k} 1/{round(1 / args.fraction)} {m} seed {s}[/] at "
