@@ -258,6 +258,7 @@ def plot(rows, settings, fraction, png):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
     fig, axes = plt.subplots(1, len(settings), figsize=(3.8 * len(settings), 3.8), squeeze=False)
     for ax, (net, key) in zip(axes[0], settings):
         o = cell(rows, net, key, fraction, "ours")
@@ -270,11 +271,15 @@ def plot(rows, settings, fraction, png):
             ax.scatter([r["wall_s"] / 60 for r in rs], [100 * r["test_acc"] for r in rs], color=f"C{3 + i}", marker="s",
                        s=40, label=f"search, {conf_name(conf)} + final")
         ax.set_xscale("log")
+        ax.margins(0.25)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel("total wall time (min, log)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{NETS[net]['title']}, {KEYS[key]} 1/{round(1 / fraction)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=6.5, loc="best")
     fig.suptitle(f"ours vs evolutionary width search on {BOARD}: accuracy vs wall time (1 torch thread)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, png, dpi=110)
