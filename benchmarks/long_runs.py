@@ -73,7 +73,11 @@ def markdown(rows, nets, factor) -> str:
             (f"{o[0]['channels']} | " if o else " | ") + \
             f"{o[0]['fit_s'] if o else 'n/a'}, {u[0]['fit_s'] if u else 'n/a'} |"
     lines += ["", f"- Pairs finished: {len(finished)} of {len(nets)} tasks"
-              + (f"; not finished in the time we had: {'; '.join(missing)}." if missing else ".")]
+              + (f"; not finished in the time we had: {'; '.join(missing)}." if missing else "."),
+              "- One seed per long run: the short runs' seed-to-seed spread is 0.5-2 pp (more for DS-CNN and "
+              "MobileNetV2), so a long-run difference below about 1 pp is within seed noise and says 'level', not "
+              "'ahead' or 'behind'. The short-run column is read from compute_budgets.csv when this section is "
+              "written (its n grows as the grid's seeds finish)."]
     return "\n".join(lines)
 
 
