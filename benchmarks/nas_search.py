@@ -298,7 +298,7 @@ def markdown(rows, cands, settings, fraction, args) -> str:
              "(3 epochs / 12 epochs, Adam cosine) and tested. **ours**: `MCUPruneCallback(board, {key: B})`, library "
              "defaults, the same epochs. Wall time: the whole method, data module to test, 1 torch thread on a shared "
              "2-core machine (other engineers' jobs ran at the same time, so times carry load noise; both methods ran "
-             "back to back in one process). One seed per setting unless the n says otherwise. "
+             "back to back in one process). Seeds: the n in each cell (seed s of ours against seed s of the search). "
              f"Rows: `benchmarks/results/{CSV.name}`; every candidate: `benchmarks/results/{CAND_CSV.name}`.", "",
              "| task, network | budget | search config | ours (%) | search (%) | ours - search (pp) | ours wall (s) "
              "| search wall (s) | search / ours time | search: best val (%) | channels ours (seed 0) | channels search "
@@ -318,7 +318,9 @@ def markdown(rows, cands, settings, fraction, args) -> str:
             msr = statistics.mean(r["test_acc"] for r in s) if s else None
             tsr = statistics.mean(r["wall_s"] for r in s) if s else None
             if o and s:
-                verdict.append((net, key, conf, 100 * (mo - msr), tsr / to, len(o), len(s)))
+                po = {r["seed"]: r["test_acc"] for r in o}
+                wins = sum(po[r["seed"]] >= r["test_acc"] for r in s if r["seed"] in po)
+                verdict.append((net, key, conf, 100 * (mo - msr), tsr / to, len(o), len(s), wins))
             vals = ", ".join(f"{100 * float(r['val_acc']):.2f}" for r in s) or "n/a"
             lines.append(
                 f"| {NETS[net]['task']}, {NETS[net]['title']} | {KEYS[key]} 1/{round(1 / fraction)} | "
@@ -329,12 +331,12 @@ def markdown(rows, cands, settings, fraction, args) -> str:
                 f"{o[0]['channels'] if o else ''} | {s[0]['channels'] if s else ''} | "
                 f"{sum(r['meets_budget'] for r in o)}/{len(o)}, {sum(r['meets_budget'] for r in s)}/{len(s)} | {uni_s} |")
     lines += ["", f"![ours vs search](benchmarks/results/{PNG.name})", "", "### Verdict", ""]
-    for net, key, conf, d, ratio, no, ns in verdict:
+    for net, key, conf, d, ratio, no, ns, wins in verdict:
         ok = d >= 0 and ratio >= 5
         why = " and ".join(x for x, bad in (("accuracy", d < 0), ("time", ratio < 5)) if bad)
         lines.append(f"- {NETS[net]['title']} ({NETS[net]['task']}), {KEYS[key]}, search {conf_name(conf)}: ours "
                      f"{d:+.2f} pp against the search, the search taking {ratio:.1f}x ours' wall time (seeds: ours {no}, "
-                     f"search {ns}) -> goal (≥ the search's accuracy in ≥ 5x less time) "
+                     f"search {ns}; ours ≥ the search in {wins} of {ns} seeds) -> goal (≥ the search's accuracy in ≥ 5x less time) "
                      f"{'met' if ok else f'NOT met ({why})'}.")
     done = {(n, k) for n, k, *_ in verdict}
     missing = [f"{NETS[n]['title']} {KEYS[k]}" for n, k in settings if (n, k) not in done]
