@@ -35,10 +35,11 @@ from _common import append_csv_row, plain_trainer, write_section  # noqa: E402
 import lightning.pytorch as pl  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from lightning_mcuprune import analyze, load_board, zoo  # noqa: E402
+from lightning_mcuprune import analyze, load_board  # noqa: E402
+from lightning_mcuprune.examples import zoo  # noqa: E402
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
-from lightning_mcuprune.datasets import FashionMNISTDataModule  # noqa: E402
+from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.data.datasets import FashionMNISTDataModule  # noqa: E402
 from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.pruning.plan import make_plan  # noqa: E402
 from lightning_mcuprune.pruning.removal import remove_channels  # noqa: E402
@@ -93,7 +94,7 @@ def _fmnist(args, seed):
 
 
 def _kws(args, seed):
-    from lightning_mcuprune.kws_data import KWSDataModule
+    from lightning_mcuprune.data.kws import KWSDataModule
     return KWSDataModule(batch_size=64, seed=seed)
 
 

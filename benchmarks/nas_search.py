@@ -50,7 +50,7 @@ import lightning.pytorch as pl  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from lightning_mcuprune.callback import MCUPruneCallback  # noqa: E402
-from lightning_mcuprune.classifier import ImageClassifier  # noqa: E402
+from lightning_mcuprune.examples.classifier import ImageClassifier  # noqa: E402
 from lightning_mcuprune.io import save_figure  # noqa: E402
 from lightning_mcuprune.pruning.removal import remove_channels  # noqa: E402
 from lightning_mcuprune.retrain import reinitialized  # noqa: E402
