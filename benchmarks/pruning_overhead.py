@@ -94,6 +94,8 @@ class StepEnd(pl.Callback):
         self.rows.append((trainer.global_step, dt, self.prune.phase if self.prune else "plain"))
         if self.stop_at is not None and trainer.global_step >= self.stop_at:
             trainer.should_stop = True
+            return  # keep the turn until fit returns: the end of fit (export) traces with torch.fx, which patches
+            # nn.Module.__call__ process-wide, so the other thread must not run a forward meanwhile
         if self.start.lockstep is not None:
             self.start.lockstep.hand_over(self.start.me)
 
@@ -155,6 +157,8 @@ def step_times(method: str, budget: int, seed: int, args, lockstep: Lockstep | N
             orig(trainer_)
             end.stop_at = min(cb.removal_steps)  # stop once the network starts to shrink
         cb._schedule = schedule
+    if lockstep is not None:
+        lockstep.wait(method)  # setup (tracing) inside this run's turn, for the same reason
     tr.fit(model, datamodule=dm)
     rows = end.rows
     if cb is None:
@@ -298,7 +302,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=6, help="(i): lockstep pairs; the first step alternates")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--step-run-steps", type=int, default=80, help="(i): length of the run the schedule is made for")
+    p.add_argument("--step-run-steps", type=int, default=160, help="(i): length of the run the schedule is made for")
     p.add_argument("--skip", type=int, default=3, help="(i): steps skipped at the start")
     p.add_argument("--train-subset", type=int, default=1920, help="(ii): training images")
     p.add_argument("--epochs", type=int, default=2, help="(ii): epochs")
