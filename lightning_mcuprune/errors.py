@@ -8,6 +8,8 @@ from __future__ import annotations
 
 #: exit code of every `mcuprune` subcommand for a user error (bad arguments, files, models, boards)
 USER_ERROR_EXIT_CODE = 2
+#: exit code of a measurement that ran but failed its check (output not bit-exact, the board lost mid-run)
+CHECK_FAILED_EXIT_CODE = 1
 
 
 class MCUPruneError(Exception):

@@ -24,7 +24,7 @@ import torch
 
 from lightning_mcuprune._compat import renamed_keyword
 from lightning_mcuprune.boards import load_board
-from lightning_mcuprune.errors import USER_ERROR_EXIT_CODE
+from lightning_mcuprune.errors import CHECK_FAILED_EXIT_CODE, USER_ERROR_EXIT_CODE
 from lightning_mcuprune.graph import trace_graph
 from lightning_mcuprune.hil.board import HILError
 from lightning_mcuprune.hil.deploy import (BoardRun, DeployError, build_deployment, firmware_bytes, run_on_board,
@@ -373,7 +373,7 @@ def _cmd(args) -> int:
             write_json_atomic(args.json, {"runtime": "tflm", "samples": r.samples, "bit_exact": r.bit_exact,
                                           "mismatched_samples": r.mismatched_samples,
                                           "measured_arena_bytes": r.measured_arena_bytes, **res.summary()})
-        return 0 if r.bit_exact else 2
+        return 0 if r.bit_exact else CHECK_FAILED_EXIT_CODE
     if not (args.port or args.emulate):
         console.print("[red]error:[/red] give --port or --emulate (or --runtime tflm for the host TFLM check)")
         return USER_ERROR_EXIT_CODE
@@ -383,7 +383,7 @@ def _cmd(args) -> int:
     except BoardLostError as e:
         e.result.print(console)
         console.print(f"[red]{e}[/red]")
-        return 2
+        return CHECK_FAILED_EXIT_CODE
     except (DeployError, ValueError, HILError) as e:
         console.print(f"[red]error:[/red] {e}")
         return USER_ERROR_EXIT_CODE
