@@ -41,6 +41,9 @@ from lightning_mcuprune.errors import MCUPruneError
 if TYPE_CHECKING:
     import argparse
 
+    import rich.console
+    import rich.table
+
     from lightning_mcuprune.hil.board import Board
     from lightning_mcuprune.hil.emulated import EmulatedBoard
 
@@ -462,10 +465,47 @@ def accuracy_table(profile: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def print_table(profile: dict, held: pd.DataFrame) -> None:
-    from rich.table import Table
+class CalibrationResult(dict):
+    """What `calibrate` returns: the board profile (this dict, as written to `out`) plus the held-out layers
+    (`held`: predicted against measured cycles per layer), with the result methods of `Report` and `LabResult`."""
 
+    def __init__(self, profile: dict, held: pd.DataFrame):
+        super().__init__(profile)
+        self.held = held
+
+    def to_dict(self) -> dict:
+        """The profile as a plain dict (what `load_board` reads)."""
+        return dict(self)
+
+    def to_json(self, path: Union[str, Path]) -> Path:
+        """Write the profile as JSON at `path` (atomically); returns the path."""
+        return write_json_atomic(Path(path), self.to_dict())
+
+    def table(self) -> "rich.table.Table":
+        """A rich Table of the latency model's accuracy per op (cross-validation and held-out layers)."""
+        return accuracy_rich_table(self, self.held)
+
+    def print(self, console: "rich.console.Console | None" = None) -> None:
+        """Print `table()` on `console` (default: the library's)."""
+        from lightning_mcuprune.console import console as make_console
+        (console or make_console()).print(self.table())
+
+    def plot(self, path: Union[str, Path]) -> Path:
+        """PNG of predicted against measured cycles of the held-out layers; returns the path."""
+        if not len(self.held):
+            raise CalibrationError("no held-out layers to plot: calibrate with held_out >= 1")
+        return plot(self.held, Path(path), f"{self['name']}: held-out layers, predicted vs measured")
+
+
+def print_table(profile: dict, held: pd.DataFrame) -> None:
+    """Print `accuracy_rich_table` on the library's console."""
     from lightning_mcuprune.console import console
+    console().print(accuracy_rich_table(profile, held))
+
+
+def accuracy_rich_table(profile: dict, held: pd.DataFrame) -> "rich.table.Table":
+    """The latency model's accuracy per op (APE = absolute percentage error), and over all held-out layers."""
+    from rich.table import Table
     t = Table(title=f"latency model of {profile['name']}: accuracy (APE = absolute percentage error)")
     for col in ("op", "fit", "held-out", "CV median", "CV p95", "CV ±10%", "HO median", "HO p95", "HO ±5%", "HO ±10%",
                 "1-d HO (n, median, ±10%)"):
@@ -489,7 +529,7 @@ def print_table(profile: dict, held: pd.DataFrame) -> None:
                   share(e["share_within_5pct"]), share(e["share_within_10pct"]),
                   f"{e1['samples']}, {pct(e1['median_ape_pct'])}, {share(e1['share_within_10pct'])}" if len(d) else "-",
                   style="bold")
-    console().print(t)
+    return t
 
 
 def base_profile(name: str, base: Optional[str]) -> dict:
@@ -505,9 +545,10 @@ def calibrate(link: Union[Board, EmulatedBoard, None] = None, out: Optional[Path
               csv_path: Optional[Path] = None, plot_path: Optional[Path] = None,
               *, fit: int = DEFAULT_FIT, held_out: int = DEFAULT_HELD_OUT, seed: int = 0, repeats: int = 1, folds: int = 5,
               base: Optional[str] = None, ops: Sequence[str] = MEASURED_OPS, progress: bool = True, table: bool = True,
-              board: Union[Board, EmulatedBoard, None] = None, png: Optional[Path] = None) -> dict:
+              board: Union[Board, EmulatedBoard, None] = None, png: Optional[Path] = None) -> "CalibrationResult":
     """Calibrate the board on an open device `link` (a hil.Board or EmulatedBoard): design, measure (resuming from
-    csv_path), fit, write the profile (JSON, `out`) and the plot (PNG, `plot_path`). Returns the profile dict.
+    csv_path), fit, write the profile (JSON, `out`) and the plot (PNG, `plot_path`). Returns a CalibrationResult
+    (the profile dict with the held-out layers and the result methods).
     Defaults: CSV and PNG beside `out` with the same stem. Deprecated keywords: `board=` (use `link=`) and
     `png=` (use `plot_path=`). Raises CalibrationError for unusable measurements or arguments."""
     link = renamed_keyword("calibrate", "board", board, "link", link)
@@ -535,7 +576,7 @@ def calibrate(link: Union[Board, EmulatedBoard, None] = None, out: Optional[Path
     if table:
         print_table(prof, held)
         print(f"profile {out}, measurements {csv_path}, plot {png} ({time.perf_counter() - t0:.0f} s)")
-    return prof
+    return CalibrationResult(prof, held)
 
 
 # ---- board selection and CLI --------------------------------------------------------------------------

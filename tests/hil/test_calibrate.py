@@ -289,6 +289,27 @@ def test_killed_calibration_resumes_to_the_same_profile(tmp_path):
     assert out.with_suffix(".png").is_file()
 
 
+def test_calibrate_returns_a_result_with_the_result_methods(tmp_path):
+    """calibrate() through its public function: the profile dict it wrote, plus to_json / table / print / plot."""
+    require_hil_tools()
+    from rich.console import Console
+    from rich.table import Table
+
+    from lightning_mcuprune.hil.calibrate import CalibrationResult, calibrate
+    from lightning_mcuprune.hil.emulated import EmulatedBoard
+    out = tmp_path / "p.json"
+    with EmulatedBoard("mps2-an386") as board:
+        res = calibrate(board, out, fit=4, held_out=2, ops=("add",), progress=False, table=False)
+    assert isinstance(res, CalibrationResult) and res == json.loads(out.read_text())
+    assert len(res.held) == 2 and {"predicted", "cycles"} <= set(res.held.columns)
+    assert json.loads(res.to_json(tmp_path / "again.json").read_text()) == res.to_dict()
+    assert isinstance(res.table(), Table)
+    con = Console(record=True, width=200)
+    res.print(con)
+    assert "latency model of mps2-an386" in con.export_text()
+    assert res.plot(tmp_path / "held.png").stat().st_size > 0
+
+
 # ---- the CSV: never write to a file that is not ours; resume only like with like (issue 13, item 3) ---------
 def _cli(*argv, env=None, cwd=None):
     return subprocess.run([sys.executable, "-m", "lightning_mcuprune.cli", "calibrate", *argv], env=env or _env(),
