@@ -110,14 +110,19 @@ class PruningState:
         the budget counts, so that shrinking any op above the budget counts as progress even with ties."""
         total = 0.0
         with torch.no_grad():
+            exact = self.resources(n) if "flash" in self.budgets else {}
             for k, b in self.budgets.items():
-                v = self.rm.working_set(n) if k == "sram" else self.rm.resource(k, n)
+                v = self.rm.working_set(n) if k == "sram" else torch.as_tensor(exact.get(k, self.rm.resource(k, n)))
                 total += float((v - b).clamp(min=0).sum()) / b
         return total
 
     def resources(self, n: torch.Tensor) -> dict[str, float]:
+        """The budgeted resources at counts n; at integer counts flash is the exported artefact's exact size."""
         with torch.no_grad():
-            return {k: float(self.rm.resource(k, n)) for k in self.budgets}
+            vals = {k: float(self.rm.resource(k, n)) for k in self.budgets}
+            if "flash" in vals and bool((torch.as_tensor(n) == torch.as_tensor(n).round()).all()):
+                vals["flash"] = self.rm.exported_flash_bytes(n)
+            return vals
 
     # ---- feasibility -------------------------------------------------------------------------
     def check_reachable(self) -> None:

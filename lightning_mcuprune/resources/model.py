@@ -262,6 +262,17 @@ class ResourceModel:
         m, lin, lout = self._linear(self._check(n))
         return (m["wcoef"] * lin * lout + m["qcoef"] * lout).sum() + self.flash_fixed
 
+    def exported_flash_bytes(self, n: Counts) -> float:
+        """Bytes of flash of the exported network at integer counts n, exactly where the artefact is laid out here:
+        under TFLM the .tflite file as the writer writes it plus TFLM's code (an estimate); otherwise `flash_bytes`.
+        No gradient: for the budget checks at integer counts (hardening), where the linear model's few tenths of a
+        percent (alignment padding, per-tensor tables) would decide."""
+        n = self._check(n)
+        if self._tflm is None:
+            return float(self.flash_bytes(n))
+        from lightning_mcuprune.resources.tflm import model_flash_bytes
+        return float(model_flash_bytes(self, n, self.order) + self._tflm["runtime_flash"])
+
     def buffer_bytes(self, n: Counts) -> torch.Tensor:
         """Bytes of every int8 activation buffer (graph buffer order)."""
         n = self._check(n)

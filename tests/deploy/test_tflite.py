@@ -97,7 +97,7 @@ def test_measured_arena_is_the_smallest_that_runs():
     assert _within(res.host.total, a)
 
 
-def _callback_fit(tmp_path, net, shape, budget, seed=0):
+def _callback_fit(tmp_path, net, shape, budget, seed=0, key="sram"):
     import warnings
 
     from lit import Classifier, random_loader, trainer
@@ -105,7 +105,7 @@ def _callback_fit(tmp_path, net, shape, budget, seed=0):
     from lightning_mcuprune.callback import MCUPruneCallback
     torch.manual_seed(seed)
     model = Classifier(net)
-    cb = MCUPruneCallback("mps2-an386", {"sram": budget}, runtime="tflm", verbose=False, calib_samples=32)
+    cb = MCUPruneCallback("mps2-an386", {key: budget}, runtime="tflm", verbose=False, calib_samples=32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = trainer([cb], max_steps=20, default_root_dir=str(tmp_path))
@@ -320,3 +320,18 @@ def test_predicted_tflite_flash_at_pruned_counts_is_the_narrow_files_size(factor
     assert model_flash_bytes(rm, n, rm.order) == len(data)
     assert rm.evaluate(n).flash_bytes.item() - rm._tflm["runtime_flash"] == len(data)
     assert abs(rm.flash_bytes(n).item() - rm._tflm["runtime_flash"] - len(data)) <= 0.01 * len(data)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.75])
+def test_callback_tflm_flash_budget_holds_for_the_written_file(fraction, tmp_path):
+    """MCUPruneCallback(runtime="tflm", budgets={"flash": B}): the .tflite it writes plus TFLM's code (the estimate
+    analyze() adds) is within B, checked on the file itself (hardening checks integer counts by the exact layout)."""
+    from lightning_mcuprune.resources.tflm_sizes import runtime_flash_bytes  # noqa: F401 (the runtime term's home)
+    shape = (1, 12, 12)
+    rep = lm.analyze(zoo.resnet8(in_channels=1).eval(), torch.zeros(1, *shape), runtime="tflm")
+    runtime_code = rep.flash_bytes - len(lm.export_tflite(zoo.resnet8(in_channels=1).eval(), torch.zeros(1, *shape),
+                                                         torch.randn(8, *shape), tmp_path / "dense.tflite").data)
+    budget = int(runtime_code + fraction * (rep.flash_bytes - runtime_code))
+    cb = _callback_fit(tmp_path, zoo.resnet8(in_channels=1), shape, budget, key="flash")
+    size = len((cb.export_dir / "model.tflite").read_bytes())
+    assert cb.report.flash_bytes <= budget and size + runtime_code <= budget, (size, runtime_code, budget)
