@@ -110,19 +110,21 @@ class PruningState:
         the budget counts, so that shrinking any op above the budget counts as progress even with ties."""
         total = 0.0
         with torch.no_grad():
-            exact = self.resources(n) if "flash" in self.budgets else {}
             for k, b in self.budgets.items():
-                v = self.rm.working_set(n) if k == "sram" else torch.as_tensor(exact.get(k, self.rm.resource(k, n)))
+                v = self.rm.working_set(n) if k == "sram" else torch.as_tensor(self._value(k, n))
                 total += float((v - b).clamp(min=0).sum()) / b
         return total
 
+    def _value(self, key: str, n: torch.Tensor) -> float:
+        """One budgeted resource at counts n; at integer counts flash is the exported artefact's exact size."""
+        if key == "flash" and bool((n == n.round()).all()):
+            return self.rm.exported_flash_bytes(n)
+        return float(self.rm.resource(key, n))
+
     def resources(self, n: torch.Tensor) -> dict[str, float]:
-        """The budgeted resources at counts n; at integer counts flash is the exported artefact's exact size."""
+        """The budgeted resources at counts n (see `_value`)."""
         with torch.no_grad():
-            vals = {k: float(self.rm.resource(k, n)) for k in self.budgets}
-            if "flash" in vals and bool((torch.as_tensor(n) == torch.as_tensor(n).round()).all()):
-                vals["flash"] = self.rm.exported_flash_bytes(n)
-            return vals
+            return {k: self._value(k, n) for k in self.budgets}
 
     # ---- feasibility -------------------------------------------------------------------------
     def check_reachable(self) -> None:
