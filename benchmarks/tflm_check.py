@@ -171,7 +171,7 @@ def write(rows, order_rows):
              "`kTensorArenaSize`) and `analyze(runtime=\"tflm\")` (the callback's model at these counts). Flash: "
              "`analyze(runtime=\"tflm\")` flash minus TFLM's code (an estimate) against `len(model.tflite)`; the "
              "resource model serialises the writer's layout of the network at its channel counts "
-             "(`deploy.writer.layout`), without quantising it. "
+             "(`resources.tflite_layout.layout`, which the writer fills in), without quantising it. "
              "Pruned rows: `MCUPruneCallback(runtime=\"tflm\", budgets={\"sram\": B})`, 24 steps on random data.", "",
              "| network | TFLite ops | bit-exact | arena measured (B) | predicted (B) | pred - meas | analyze() (B) | "
              "32-bit estimate (B) | .tflite (B) | flash predicted (B) | flash error | SRAM budget B | measured <= B |",

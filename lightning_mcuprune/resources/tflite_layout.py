@@ -1,10 +1,13 @@
-"""The .tflite flatbuffer's layout and serialisation, without quantisation: what the TFLite writer
-(`lightning_mcuprune.deploy.writer`, which fills in the numbers) and the TFLM resource model
-(`lightning_mcuprune.resources.tflm`, which sizes the file at any channel counts) share.
+"""The .tflite flatbuffer's layout and serialisation, without quantisation: the one emitter of the file's
+structure, shared by the TFLite writer (`lightning_mcuprune.deploy.writer.to_model`, which fills in the numbers)
+and the TFLM resource model (`lightning_mcuprune.resources.tflm`, which sizes the file at any channel counts).
 
-`layout(graph)` lays a traced graph out as the writer writes it (the same tensors, names, shapes, quantisation
-vector lengths, ops, options and arena-plan metadata, in the same order), constants as byte counts;
-`TFLiteModel.to_bytes` serialises a model with the `tflite` package's generated flatbuffer builders.
+`layout(graph)` lays a traced graph out: its tensors (names, shapes, types, quantisation vector lengths and
+dimension), ops (codes, tensor lists, options) and arena-plan metadata, in the order they are written; the
+constants the traced graph fixes (pad amounts, pad value, MEAN's axes) as their bytes, weights and biases as byte
+counts, and each tensor's `role`: what the writer fills in from the quantised graph (quantisation parameters,
+weight and bias data). `TFLiteModel.to_bytes` serialises a model with the `tflite` package's generated flatbuffer
+builders; a layout's weights and biases are written as zeros, so its file has the written file's size, exactly.
 """
 from __future__ import annotations
 
@@ -57,6 +60,9 @@ class TTensor:
     scale: Sequence[float] = ()
     zero_point: Sequence[int] = ()
     qdim: int = 0
+    #: (`layout`) what the writer fills in, and from where: ("activation", buffer name), or ("pre" | "pad" |
+    #: "pad_value" | "weights" | "bias", graph op index); () for a tensor the layout writes whole
+    role: tuple = ()
 
 
 @dataclass
@@ -146,15 +152,16 @@ def window_geometry(graph: ResourceGraph, op: Op, mods: Optional[dict] = None) -
 
 def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_channels: Optional[Sequence[int]] = None,
            weight_bytes: Optional[Sequence[int]] = None, offline_plan: bool = True) -> TFLiteModel:
-    """The model `to_model` writes for `graph` (a ResourceGraph), without its numbers: the same tensors (names,
-    shape lengths, types, constant sizes, quantisation vector lengths and dimension), ops (codes, tensor lists,
-    options) and, with `offline_plan`, an arena plan of the same length, in the same order. Serialised
-    (`to_bytes`, constants as zeros) it has the byte size of the written file, exactly.
+    """The model `to_model` writes for `graph` (a ResourceGraph), without its numbers: `to_model` is this layout
+    with the quantisation parameters, weights and biases filled in (by each tensor's `role`). Placeholders:
+    quantisation 1.0 / 0 (vectors of the written length), weights and biases as byte counts (zeros when
+    serialised); with `offline_plan`, an arena plan of the written length (zeros). Serialised (`to_bytes`) it has
+    the byte size of the written file, exactly.
 
     `out_channels[i]`, `weight_bytes[i]`: output channels and int8 weight bytes of op i (default: the graph's);
     the other tensors' sizes do not enter the file size (a shape is 4 bytes per dimension whatever its value).
-    `tests/deploy/test_tflite.py` checks the layout against `to_model` field by field. A graph the writer refuses
-    (an activation without an int8 builtin, ...) is laid out as the nearest model it could write, for estimates.
+    A graph the writer refuses (an activation without an int8 builtin, ...) is laid out as the nearest model it
+    could write, for estimates.
     """
     ops_g = graph.ops
     order = list(range(len(ops_g))) if order is None else list(order)
@@ -171,15 +178,18 @@ def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_chan
     def act(name):
         if name not in index:
             index[name] = len(tensors)
-            tensors.append(TTensor(name, shape(name), _INT8, None, [1.0], [0]))
-            if fused_table and name == fused_table[0].output:
+            tensors.append(TTensor(name, shape(name), _INT8, None, [1.0], [0], role=("activation", name)))
+            if fused_table and name == fused_table[0][1].output:   # the op writes "<op>_pre"; the table reads it
                 final[name] = index[name]
-                tensors.append(TTensor(f"{fused_table[0].name}_pre", tensors[-1].shape, _INT8, None, [1.0], [0]))
+                j, op_ = fused_table[0]
+                tensors.append(TTensor(f"{op_.name}_pre", tensors[-1].shape, _INT8, None, [1.0], [0], role=("pre", j)))
                 index[name] = len(tensors) - 1
         return index[name]
 
-    def const(name, shp, dtype, nbytes, nq=0, qdim=0):
-        tensors.append(TTensor(name, tuple(shp), dtype, int(nbytes), [1.0] * nq, [0] * nq, qdim))
+    def const(name, shp, dtype, data, nq=0, qdim=0, role=()):
+        """A constant: `data` its bytes, or (weights, biases) its byte count, filled in by the writer."""
+        data = data.tobytes() if isinstance(data, np.ndarray) else int(data)
+        tensors.append(TTensor(name, tuple(shp), dtype, data, [1.0] * nq, [0] * nq, qdim, role))
         return len(tensors) - 1
 
     def weighted(i, op):
@@ -199,7 +209,7 @@ def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_chan
         x = act(op.inputs[0])
         has_post = (op.type not in ("activation", "concat") and op.activation is not None
                     and op.activation not in _ACT)
-        fused_table[:] = [op] if has_post else []
+        fused_table[:] = [(i, op)] if has_post else []
         if op.type == "activation":
             out = act(op.output)
             ops.append(TOp(LUT_BUILTINS.get(op.activation, "LOGISTIC"), [x], [out], {}, op.label))
@@ -214,13 +224,14 @@ def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_chan
             if mode is None:
                 t, b, l, r = pads
                 c = int(tensors[x].shape[-1])
-                tensors.append(TTensor(f"{op.name}_pad", (1, h + t + b, w + l + r, c), _INT8, None, [1.0], [0]))
+                tensors.append(TTensor(f"{op.name}_pad", (1, h + t + b, w + l + r, c), _INT8, None, [1.0], [0],
+                                       role=("pad", i)))     # quantised as the op's input
                 padded = len(tensors) - 1
-                pv = const(f"{op.name}_paddings", (4, 2), _INT32, 32)
-                if op.type == "max_pool":
-                    v = const(f"{op.name}_pad_value", (1,), _INT8, 1, 1)
+                pv = const(f"{op.name}_paddings", (4, 2), _INT32, np.array([[0, 0], [t, b], [l, r], [0, 0]], np.int32))
+                if op.type == "max_pool":   # pad with the smallest int8: never the max
+                    v = const(f"{op.name}_pad_value", (1,), _INT8, np.array([-128], np.int8), 1, role=("pad_value", i))
                     ops.append(TOp("PADV2", [x, pv, v], [padded], {}, op.label))
-                else:
+                else:                       # pad with the zero point: a real zero, as PyTorch's padding
                     ops.append(TOp("PAD", [x, pv], [padded], {}, op.label))
                 x, mode = padded, _VALID
             out = act(op.output)
@@ -234,15 +245,15 @@ def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_chan
                 cin = int(tensors[x].shape[-1])
                 if op.type == "depthwise_conv2d":
                     wb = kernel[0] * kernel[1] * oc if wb is None else wb
-                    wt = const(f"{op.name}_weights", (1, *kernel, oc), _INT8, wb, oc, 3)
+                    wt = const(f"{op.name}_weights", (1, *kernel, oc), _INT8, wb, oc, 3, ("weights", i))
                     opts["depth_multiplier"] = max(1, oc // max(cin, 1))
                     code = "DEPTHWISE_CONV_2D"
                 else:
                     wb = kernel[0] * kernel[1] * cin * oc if wb is None else wb
                     wt = const(f"{op.name}_weights", (oc, *kernel, max(1, wb // max(oc * kernel[0] * kernel[1], 1))),
-                               _INT8, wb, oc, 0)
+                               _INT8, wb, oc, 0, ("weights", i))
                     code = "CONV_2D"
-                bias = const(f"{op.name}_bias", (oc,), _INT32, 4 * oc, oc, 0)
+                bias = const(f"{op.name}_bias", (oc,), _INT32, 4 * oc, oc, 0, ("bias", i))
                 ops.append(TOp(code, [x, wt, bias], [out], opts, op.label))
         elif op.type == "dense":
             out = act(op.output)
@@ -251,12 +262,12 @@ def layout(graph: ResourceGraph, order: Optional[Sequence[int]] = None, out_chan
             for d in tensors[x].shape[1:]:
                 fin *= int(d)
             wb = fin * oc if wb is None else wb
-            wt = const(f"{op.name}_weights", (oc, max(1, wb // max(oc, 1))), _INT8, wb, oc, 0)
-            bias = const(f"{op.name}_bias", (oc,), _INT32, 4 * oc, oc, 0)
+            wt = const(f"{op.name}_weights", (oc, max(1, wb // max(oc, 1))), _INT8, wb, oc, 0, ("weights", i))
+            bias = const(f"{op.name}_bias", (oc,), _INT32, 4 * oc, oc, 0, ("bias", i))
             ops.append(TOp("FULLY_CONNECTED", [x, wt, bias], [out], {"act": fused}, op.label))
         elif op.type == "global_avg_pool":
             out = act(op.output)
-            axis = const(f"{op.name}_axis", (2,), _INT32, 8)
+            axis = const(f"{op.name}_axis", (2,), _INT32, np.array([1, 2], np.int32))
             ops.append(TOp("MEAN", [x, axis], [out], {"keep_dims": len(tensors[out].shape) == 4}, op.label))
         elif op.type in ("add", "mul"):   # (a one-input mul, an unfolded BN the writer refuses: sized as one)
             x2 = [act(b) for b in op.inputs[1:2]]

@@ -6,10 +6,10 @@ A network deployed with TFLM (`lightning_mcuprune.deploy`) needs, beyond the pla
   16 bytes, PAD ops' padded copies where PyTorch's padding is not TFLite's SAME, MEAN's int32 scratch, the
   intermediate int8 tensor (op output size) of a lookup table fused after an op and its op's node and data; the
   host 64-bit sizes (what the tflite-micro check measures, an upper bound for a 32-bit Cortex-M);
-* flash: the .tflite bytes, exactly: `model_flash_bytes` lays the model out as the writer writes it
-  (`resources.tflite_layout.layout`, shared with `deploy.writer`: the same tensors, names, shapes, quantisation
-  vectors, ops, options and arena-plan metadata, in the same order) and serialises it with the writer's own
-  serialiser (`TFLiteModel.to_bytes`), constants as zeros, at the
+* flash: the .tflite bytes, exactly: `model_flash_bytes` lays the model out with the writer's own emitter
+  (`resources.tflite_layout.layout`: `deploy.writer.to_model` is this layout with its numbers filled in, so the
+  same tensors, names, shapes, quantisation vectors, ops, options and arena-plan metadata, in the same order) and
+  serialises it with the writer's serialiser (`TFLiteModel.to_bytes`), weights and biases as zeros, at the
   channel counts asked; plus TFLM's code (an ESTIMATE: 40 KiB + 3 KiB per distinct kernel). The gradient in the
   channel counts: int8 weights, and per output channel of a conv/dense an int32 bias and the float32 scale and
   int64 zero point of weights and bias (28 B); the per-op constants are the op's own bytes of the file at the
@@ -102,7 +102,7 @@ def op_flash_split(graph: ResourceGraph, order: Optional[Sequence[int]] = None) 
         if tensor.data is not None:
             size += spans["buffers"][k] + 4             # + its buffers-vector entry
             k += 1
-            if tensor.name.endswith("_weights") and owner >= 0:   # int8 weights + 28 B per output channel
+            if tensor.role[:1] == ("weights",) and owner >= 0:   # int8 weights + 28 B per output channel
                 linear[owner] += tensor.data + TFLITE_BYTES_PER_CHANNEL * len(tensor.scale)
         if owner >= 0:
             per_op[owner] += size

@@ -265,16 +265,6 @@ def test_cli_export_of_the_callbacks_export_directory(tmp_path, capsys):
 
 
 # ---- the .tflite size the resource model predicts: the writer's own bytes (issue 14) -------------------
-def _structure(model):
-    """What a .tflite's size depends on: tensors (name, shape length, type, constant bytes, quantisation vector
-    lengths and dimension), ops (code, tensor lists, options), inputs, outputs, arena-plan length."""
-    size = [None if t.data is None else t.data if isinstance(t.data, int) else len(t.data) for t in model.tensors]
-    ts = [(t.name, len(t.shape), t.dtype, nb, len(t.scale), len(t.zero_point), t.qdim) for t, nb in zip(model.tensors, size)]
-    ops = [(o.code, list(o.inputs), list(o.outputs), {k: tuple(v) if isinstance(v, (list, tuple)) else v
-                                                      for k, v in o.options.items()}) for o in model.ops]
-    return ts, ops, list(model.inputs), list(model.outputs), len(model.offline_plan or ())
-
-
 def _flash_nets():
     import nets
     import se_nets
@@ -288,19 +278,52 @@ def _flash_nets():
 @pytest.mark.parametrize("name", ["f_se", "se_resnet_view", "ds_cnn", "pad_ops"])
 def test_predicted_tflite_flash_is_the_file_size(name):
     """analyze(runtime="tflm")'s model flash is len(model.tflite) to the byte: the resource model serialises the
-    writer's layout, which has to_model's structure field by field."""
+    layout the writer fills in (weights and biases as zeros, the arena plan as zeros)."""
     from lightning_mcuprune.deploy.export import runtime_flash_bytes
-    from lightning_mcuprune.deploy.writer import layout
+    from lightning_mcuprune.resources.tflite_layout import layout
     _, factory, shape = next(n for n in _flash_nets() if n[0] == name)
     torch.manual_seed(0)
     net = factory().eval()
     x = torch.randn(8, *shape)
     res = lm.export_tflite(net, x[:1], x)
-    assert _structure(layout(res.qgraph.graph, res.order)) == _structure(res.model)
+    assert len(layout(res.qgraph.graph, res.order).to_bytes()) == len(res.data)
     rep = lm.analyze(net, x[:1], runtime="tflm")
     assert rep.flash_bytes - runtime_flash_bytes(res.model.op_codes) == len(res.data)
     per_op = rep.layers["flash_bytes"]   # each op's own bytes of the file; the rest is the file's fixed part
     assert (per_op > 0).all() and len(res.data) - 1000 < per_op.sum() < len(res.data)
+
+
+@pytest.mark.parametrize("name", ["f_se", "pad_ops"])
+def test_to_model_is_the_layout_with_its_numbers_filled_in(name):
+    """One emitter: to_model keeps the layout's structure (tensors, ops, options, order) and fills in every number
+    from the quantised graph: no placeholder byte count is left, each constant has the layout's byte count, each
+    quantisation vector its length, and the numbers are the quantised graph's."""
+    from lightning_mcuprune.deploy.writer import to_model
+    from lightning_mcuprune.resources.tflite_layout import layout
+    _, factory, shape = next(n for n in _flash_nets() if n[0] == name)
+    torch.manual_seed(0)
+    x = torch.randn(8, *shape)
+    qg = lm.export_tflite(factory().eval(), x[:1], x).qgraph
+    lay, model = layout(qg.graph, offline_plan=False), to_model(qg)
+    assert [(o.code, o.inputs, o.outputs, o.options) for o in model.ops] == \
+        [(o.code, o.inputs, o.outputs, o.options) for o in lay.ops]
+    assert (model.inputs, model.outputs) == (lay.inputs, lay.outputs)
+    for t, lt in zip(model.tensors, lay.tensors, strict=True):
+        assert (t.name, t.shape, t.dtype, t.qdim, t.role, len(t.scale), len(t.zero_point)) == \
+            (lt.name, lt.shape, lt.dtype, lt.qdim, lt.role, len(lt.scale), len(lt.zero_point))
+        assert t.data is None or isinstance(t.data, bytes), t.name
+        if lt.data is not None:
+            assert len(t.data) == (lt.data if isinstance(lt.data, int) else len(lt.data)), t.name
+        kind, key = t.role or (None, None)
+        if kind == "activation":
+            assert (t.scale, t.zero_point) == ([qg.qparams[key].scale], [qg.qparams[key].zero_point])
+        elif kind == "weights":
+            assert t.data == np.asarray(qg.ops[key].weights, np.int8).tobytes()
+            assert t.scale == np.asarray(qg.ops[key].weight_scales, np.float32).tolist()
+        elif kind == "bias":
+            assert t.data == np.asarray(qg.ops[key].spec.bias, np.int32).tobytes()
+    codes = [o.code for o in model.ops]
+    assert ("PADV2" in codes) == (name == "pad_ops") and ("LOGISTIC" in codes) == (name == "f_se")
 
 
 @pytest.mark.parametrize("factory,wide,narrow,shape", [
