@@ -378,8 +378,8 @@ def _cmd(args) -> int:
         console.print("[red]error:[/red] give --port or --emulate (or --runtime tflm for the host TFLM check)")
         return USER_ERROR_EXIT_CODE
     try:
-        benchmark(net, example, calib, port=args.port, emulate=args.emulate, test_data=test,
-                  board_samples=args.board_samples, json_path=args.json, plot_path=args.plot, console=console)
+        res = benchmark(net, example, calib, port=args.port, emulate=args.emulate, test_data=test,
+                        board_samples=args.board_samples, json_path=args.json, plot_path=args.plot, console=console)
     except BoardLostError as e:
         e.result.print(console)
         console.print(f"[red]{e}[/red]")
@@ -387,6 +387,12 @@ def _cmd(args) -> int:
     except (DeployError, ValueError, HILError) as e:
         console.print(f"[red]error:[/red] {e}")
         return USER_ERROR_EXIT_CODE
+    s = res.summary
+    if s.get("bit_exact") is False or s.get("board_bit_exact_samples", 0) < s.get("board_samples", 0):
+        console.print("[red]check failed:[/red] the board's int8 output differs from the host reference "
+                      f"(bit-exact network output: {s.get('bit_exact')}, samples bit-exact: "
+                      f"{s.get('board_bit_exact_samples', '-')} of {s.get('board_samples', '-')})")
+        return CHECK_FAILED_EXIT_CODE
     return 0
 
 
