@@ -78,6 +78,11 @@ DIAG_TEXT = {
                "sqrt(old fan-in / new fan-in) (the scale a fresh initialiser gives the smaller layer)",
     "optreset": "as the grid's defaults, the optimiser's state (Adam moments, step count) cleared at hardening, "
                 "weights kept",
+    "optreset-early8": "as optreset, pruning 0-8% of the run (architecture decided earlier, more steps left to "
+                       "recover)",
+    "optreset-lrwarm": "as optreset, and the learning rate ramped linearly from 1/11 to 1 of the schedule's over the 10 "
+                       "optimiser steps after the reset (Adam's first steps from a cleared state are full-size, "
+                       "sign-like; benchmark-only knob)",
     "default-recal": "the grid's defaults re-run under the re-calibrated latency profile (the grid's seeds 0-1 of "
                      "ResNet-8 ran before it), to pair with reset_optimizer's rows",
     "arch-fresh": "the architecture ours found in the grid run of this cell and seed, trained from fresh weights "
@@ -137,6 +142,8 @@ VARIANTS = {
     "ufloor75": dict(_uniform_floor=0.75),
     "rescale": dict(_rescale=True),
     "optreset": dict(reset_optimizer=True),
+    "optreset-early8": dict(reset_optimizer=True, warmup=0.0, prune_end=0.08),
+    "optreset-lrwarm": dict(reset_optimizer=True, _lr_warmup=10),
     "default-recal": {},  # the defaults again under the re-calibrated latency profile (paired with optreset's rows)
 }
 
@@ -190,6 +197,35 @@ class Uniform:
         return reinitialized(net, seed=seed)
 
 
+class LRWarmupAfterHardening(pl.Callback):
+    """Benchmark-only (variant optreset-lrwarm): for `steps` optimiser steps after `cb` hardens, scale every param
+    group's learning rate by (i + 1) / (steps + 1) for the i-th step, restored right after the step (the cosine
+    scheduler's chainable form reads the current lr, so it must not see the scaled value)."""
+
+    def __init__(self, cb: MCUPruneCallback, steps: int):
+        self.cb, self.steps, self.i, self.handles, self.saved = cb, steps, None, [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        from lightning_mcuprune.pruning.schedule import Phase
+        if self.i is None and self.cb.phase == Phase.FINETUNE:
+            self.i = 0
+            for opt in trainer.optimizers:
+                self.handles += [opt.register_step_pre_hook(self._pre), opt.register_step_post_hook(self._post)]
+
+    def _pre(self, opt, args, kwargs):
+        self.saved = None
+        if self.i < self.steps:
+            self.saved = [g["lr"] for g in opt.param_groups]
+            for g in opt.param_groups:
+                g["lr"] *= (self.i + 1) / (self.steps + 1)
+
+    def _post(self, opt, args, kwargs):
+        if self.saved is not None:
+            for g, lr in zip(opt.param_groups, self.saved):
+                g["lr"] = lr
+        self.i += 1
+
+
 def group_channels(net: nn.Module, spec: dict) -> list[int]:
     """Channels of every prunable group of `net` (the callback's groups, in its order)."""
     plan = make_plan(net, torch.zeros(*spec["input"]))
@@ -210,7 +246,10 @@ def run_one(net_name, key, fraction, method, seed, ctx, args) -> dict:
         PruningState.COMPUTE_IMPORTANCE = opts.pop("_importance", "global")
         PruningState.UNIFORM_FLOOR = opts.pop("_uniform_floor", 0.0)
         MCUPruneCallback.RESCALE = opts.pop("_rescale", False)
+        lr_warmup = opts.pop("_lr_warmup", 0)
         cbs.append(MCUPruneCallback(BOARD, {key: budget}, module="net", verbose=False, export=False, **opts))
+        if lr_warmup:
+            cbs.append(LRWarmupAfterHardening(cbs[0], lr_warmup))
     else:
         net = uni.build(w, seed)
     model = ImageClassifier(net, lr=spec["lr"], input_shape=spec["input"])
