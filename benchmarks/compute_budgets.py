@@ -70,17 +70,17 @@ DIAG_TEXT = {
     "early15": "as default, pruning 2-15% (the default schedule under compute budgets since issue 15)",
     "early15-reinit": "as early15, then fresh weights (reinit=True)",
     "reinit": "the grid's defaults (2-15% under compute budgets) with reinit=True: fresh weights at hardening",
-    "vearly5": "as the grid's defaults, but pruning 0-5% of the run",
+    "vearly5": "as the grid's defaults (reset_optimizer off), but pruning 0-5% of the run",
     "uni15": "as the grid's defaults (2-15%), projection steps proportional to pi (uniform prior)",
-    "ufloor75": "as the grid's defaults, soft floor also >= 0.75 x each group's uniform-width count (a trust region "
+    "ufloor75": "as the grid's defaults (reset_optimizer off), soft floor also >= 0.75 x each group's uniform-width count (a trust region "
                 "around uniform width)",
-    "rescale": "as the grid's defaults, at each removal the weights of a layer that lost inputs scaled by "
+    "rescale": "as the grid's defaults (reset_optimizer off), at each removal the weights of a layer that lost inputs scaled by "
                "sqrt(old fan-in / new fan-in) (the scale a fresh initialiser gives the smaller layer)",
-    "optreset": "as the grid's defaults, the optimiser's state (Adam moments, step count) cleared at hardening, "
+    "optreset": "as the grid's defaults (reset_optimizer off), the optimiser's state (Adam moments, step count) cleared at hardening, "
                 "weights kept",
-    "optreset-early8": "as optreset, pruning 0-8% of the run (architecture decided earlier, more steps left to "
+    "optreset-early8": "as optreset (the defaults under compute budgets since reset_optimizer became one), pruning 0-8% of the run (architecture decided earlier, more steps left to "
                        "recover)",
-    "optreset-lrwarm": "as optreset, and the learning rate ramped linearly from 1/11 to 1 of the schedule's over the 10 "
+    "optreset-lrwarm": "as optreset (the new defaults), and the learning rate ramped linearly from 1/11 to 1 of the schedule's over the 10 "
                        "optimiser steps after the reset (Adam's first steps from a cleared state are full-size, "
                        "sign-like; benchmark-only knob)",
     "default-recal": "the grid's defaults re-run under the re-calibrated latency profile (the grid's seeds 0-1 of "
@@ -146,6 +146,22 @@ VARIANTS = {
     "optreset-lrwarm": dict(reset_optimizer=True, _lr_warmup=10),
     "default-recal": {},  # the defaults again under the re-calibrated latency profile (paired with optreset's rows)
 }
+
+
+#: the variant whose rows are "ours (defaults)" in the section (--default-variant); "default" rows ran with
+#: reset_optimizer off, the library's default before the flip under compute budgets
+SHOWN = {"name": "default"}
+
+
+def variant_call(name: str) -> str:
+    """The callback options of a variant, as the section names them."""
+    if name == "default":
+        return "reset_optimizer=False" if SHOWN["name"] != "default" else "the defaults"
+    return option_call(name)
+
+
+def defaults_label() -> str:
+    return "defaults" if SHOWN["name"] == "default" else "defaults, reset_optimizer on"
 
 
 def report_value(rep, key: str) -> float:
@@ -375,11 +391,14 @@ def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
     if not options:
         return []
     out = ["", "### Options tried to close the ResNet-8 gap (ours with one option each, beside the defaults)", "",
-           "Rows with these variants in the CSV; uniform width and the defaults as above (same seeds, same uniform rows). "
-           "Diagnosis knobs (class attributes set by this script, not public options) are marked *diag*:", ""] + [
-           f"- `{o}`{' (*diag*)' if any(k.startswith('_') for k in VARIANTS[o]) else ''}: `{option_call(o)}`, "
-           f"{DIAG_TEXT.get(o, '')}" for o in options] + ["",
-           "| variant | network | budget | ours, defaults - uniform (pp) | ours, variant (%) | "
+           "Rows with these variants in the CSV (the `optreset-*` ones in the diagnostics CSV); uniform width and the "
+           f"{defaults_label()} as above (same seeds, same uniform rows). "
+           "Diagnosis knobs (class attributes or callbacks set by this script, not public options) are marked *diag*:",
+           ""] + [
+           f"- `{o}`{' (*diag*)' if any(k.startswith('_') for k in VARIANTS[o]) else ''}: `{variant_call(o)}`, "
+           + ("the library defaults before this change (everything else as above)" if o == "default" else
+              DIAG_TEXT.get(o, '')) for o in options] + ["",
+           f"| variant | network | budget | ours, {defaults_label()} - uniform (pp) | ours, variant (%) | "
            "ours, variant - uniform (pp) | variant ≥ uniform (seeds) | budget met | min ch | channels (variant, seed 0) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for opt in options:
@@ -404,7 +423,7 @@ def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[s
     """Cells with seeds beyond the grid's: ours - uniform over all seeds (defaults, and each option with as many
     seeds), to tell a gap from seed noise."""
     out = []
-    sets = [("defaults", rows, more)] + [(f"`{v}`", [r for r in opt_rows if r["variant"] == v],
+    sets = [(defaults_label(), rows, more)] + [(f"`{v}`", [r for r in opt_rows if r["variant"] == v],
                                           [r for r in more_opt if r["variant"] == v])
                                          for v in sorted({r["variant"] for r in more_opt})]
     for label, base, extra_rows in sets:
@@ -432,11 +451,12 @@ def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[s
             "|---|---|---|---|---|---|---|"] + out
 
 
-def paired_effect(option: str, ours_rows, opt_rows, nets, fractions) -> list[str]:
+def paired_effect(option: str, ours_rows, opt_rows, nets, fractions, base_label: str = "the defaults",
+                  same_run: bool = True) -> list[str]:
     """The option against the defaults on the same seed and the same budget (dense value): same data order and, up
     to hardening, the same run; under MACs budgets the same architecture as well. Defaults rows come from the grid or,
     where the grid ran under the earlier latency profile, from the diagnostics' `default-recal` re-runs."""
-    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"]
+    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"] if "reset" in base_label else []
     out = []
     for net in nets:
         for key in RESOURCES:
@@ -460,11 +480,13 @@ def paired_effect(option: str, ours_rows, opt_rows, nets, fractions) -> list[str
                                f"{sum(x > 0 for x in d)}/{len(d)} | {same_arch}/{n_pairs} |")
     if not out:
         return []
-    return ["", f"### `{option_call(option)}` against the defaults, paired (same seed, same budget)", "",
-            "Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
-            "the option's effect on the recovery alone, without the seed-to-seed spread of the comparison with uniform "
-            "width; where the architecture also matches (MACs budgets), it is the same network trained on.", "",
-            "| network | budget | pairs | option - defaults per seed (pp) | mean (pp) | option better | same channels |",
+    why = ("Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
+           "the option's effect on the recovery alone, without the seed-to-seed spread of the comparison with uniform "
+           "width; where the architecture also matches (MACs budgets), it is the same network trained on.") if same_run \
+        else ("Same seed, data order and budget; the schedule differs, so the pruning and the architecture differ "
+              "too: this is the option's whole effect, without the seed-to-seed spread of uniform width.")
+    return ["", f"### `{variant_call(option)}` against {base_label}, paired (same seed, same budget)", "", why, "",
+            "| network | budget | pairs | option - base per seed (pp) | mean (pp) | option better | same channels |",
             "|---|---|---|---|---|---|---|"] + out
 
 
@@ -474,7 +496,14 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
              "Budgets 1/4 and 1/10 of the dense network's latency and of its MACs. **ours**: the dense network trained with "
              "`MCUPruneCallback(board, {resource: B})`, library defaults (since issue 15: under a latency or MACs budget "
              "warm-up 0.02 and hardening at 0.15 of the run, `pi_norm=\"global\"`, `compute_step=\"share\"`, "
-             "`soft_floor=True`). **uniform**: the same "
+             "`soft_floor=True`" + (
+                 ""  if SHOWN["name"] == "default" else
+                 f"; and, since this change, `reset_optimizer=True` under a latency or MACs budget: Adam's state is "
+                 f"cleared at hardening, weights kept). **The default flip happened in this change**: the rows counted as "
+                 f"ours below are those of variant `{SHOWN['name']}` (`{option_call(SHOWN['name'])}` passed explicitly, "
+                 f"so they do not depend on the library's default); the earlier defaults (reset_optimizer off, rows of "
+                 f"variant `default`) are shown beside them as an option and paired against them below") +
+             "). **uniform**: the same "
              "architecture with every prunable group at round(w x dense channels), the largest w within the budget, fresh "
              "weights, trained plainly. Same data, Adam (cosine LR), epochs and seeds for both: Fashion-MNIST nets "
              f"{args.train_subset} training images x 3 epochs (batch 128, lr 2e-3), test on the 10k test set; DS-CNN on "
@@ -512,8 +541,8 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
     if verdict:
         mean_ok = [v for v in verdict if v[3] >= 0]
         seed_ok = [v for v in verdict if 2 * v[4] >= v[5] + (v[5] > 1)]  # at least 2 of 3
-        lines.append(f"- ours (defaults) ≥ uniform on the mean over seeds: {len(mean_ok)}/{len(verdict)} cells.")
-        lines.append(f"- ours (defaults) ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
+        lines.append(f"- ours ({defaults_label()}) ≥ uniform on the mean over seeds: {len(mean_ok)}/{len(verdict)} cells.")
+        lines.append(f"- ours ({defaults_label()}) ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
         for opt in args.option or []:
             orows = [r for r in opt_rows or [] if r["variant"] == opt]
             if not any(len(cell_rows(orows, r["net"], r["resource"], r["fraction"], "ours")) >= 3 for r in orows):
@@ -532,7 +561,7 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
                     both += 1
                     if not all(ok0):
                         alt.append(f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)}")
-            lines.append(f"- ours with the defaults or with `{option_call(opt)}` (`{opt}`; per cell, where it ran 3 seeds) ≥ "
+            lines.append(f"- ours with the {defaults_label()} or with `{variant_call(opt)}` (`{opt}`; per cell, where it ran 3 seeds) ≥ "
                          f"uniform on the mean and in at least 2 of 3 seeds: {both}/{len(verdict)} cells" +
                          (f" (by the option: {', '.join(alt)})" if alt else " (the option wins no cell the defaults lose)")
                          + f"; on the mean alone: {mean_either}/{len(verdict)}. The option by itself, in the {ran3} "
@@ -553,11 +582,19 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
         lines.append("- Cells with fewer than 3 seeds (not yet the acceptance's 3-seed comparison): " +
                      ("; ".join(short) if short else "none") + ".")
     lines += extra_seeds(rows, more or [], nets, fractions, opt_rows or [], more_opt or [])
-    if args.option:
-        everything = [r for r in rows + (more or []) if r["method"] == "ours"]
-        lines += paired_effect(args.option[0], everything, (opt_rows or []) + (more_opt or []), nets, fractions)
+    everything = [r for r in rows + (more or []) if r["method"] == "ours"]
+    all_opt = (opt_rows or []) + (more_opt or [])
+    if SHOWN["name"] != "default" and "default" in (args.option or []):  # the flip: the new defaults against the old
+        lines += paired_effect(SHOWN["name"], [r for r in all_opt if r["variant"] == "default"], everything, nets,
+                               fractions, base_label="the earlier defaults (reset_optimizer off)")
+    elif args.option:
+        lines += paired_effect(args.option[0], everything, all_opt, nets, fractions,
+                               base_label="the defaults (reset_optimizer off)")
+    for opt in [o for o in args.option or [] if o.startswith(SHOWN["name"] + "-")]:  # the new defaults + one more
+        lines += paired_effect(opt, everything, all_opt, nets, fractions, base_label=f"the {defaults_label()}",
+                               same_run=VARIANTS[opt].keys() <= {"reset_optimizer", "_lr_warmup"})
     lines += sram_check()
-    lines += diagnostics()
+    lines += diagnostics({o for o in args.option or [] if o.startswith("optreset-")})
     return "\n".join(lines)
 
 
@@ -590,9 +627,10 @@ def sram_check() -> list[str]:
     return out
 
 
-def diagnostics() -> list[str]:
-    """The diagnosis of issue 15 from DIAG: variants of ours (mostly ResNet-8 at 1/4 of dense latency, seed 0)."""
-    rows = load_rows(DIAG)
+def diagnostics(shown=()) -> list[str]:
+    """The diagnosis of issue 15 from DIAG: variants of ours (mostly ResNet-8 at 1/4 of dense latency, seed 0);
+    variants in `shown` (the options table has them, with every seed) are left out."""
+    rows = [r for r in load_rows(DIAG) if r["variant"] not in shown]
     if not rows:
         return []
     out = ["", "### Why: the diagnosis (mostly ResNet-8, Fashion-MNIST, 1/4 of dense latency, seed 0)", "",
@@ -623,6 +661,9 @@ def main() -> None:
     p.add_argument("--variant", choices=sorted(VARIANTS), default="default", help="callback options of ours (diagnostics)")
     p.add_argument("--option", nargs="*", choices=sorted(VARIANTS), default=[],
                    help="section: also show ours with these variants (one option each) beside the defaults")
+    p.add_argument("--default-variant", choices=sorted(VARIANTS), default="default",
+                   help="section: the variant whose rows count as ours with the defaults (optreset: the defaults under "
+                        "compute budgets since reset_optimizer became one of them)")
     p.add_argument("--epochs", type=int, default=None, help="default: 3 (Fashion-MNIST nets), 12 (DS-CNN)")
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--threads", type=int, default=1)
@@ -630,6 +671,7 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md / the PNG")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the section from the finished runs")
     args = p.parse_args()
+    SHOWN["name"] = args.default_variant
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
@@ -663,12 +705,18 @@ def main() -> None:
         rows.append(row)
         console.print(f"  -> acc {100 * row['test_acc']:.2f} %, {k} {row['value']:.4g}/{row['budget']:.4g} "
                       f"({'met' if row['meets_budget'] else 'EXCEEDED'}), channels {row['channels']}, fit {row['fit_s']:.0f} s")
+    if args.report_only and args.default_variant != "default":
+        args.variant = args.default_variant  # the section's "ours (defaults)" rows
+    if args.csv == CSV:  # options whose rows are only in the diagnostics CSV (e.g. optreset-early8, optreset-lrwarm)
+        have = {r["variant"] for r in rows}
+        rows += [r for r in load_rows(DIAG) if r["method"] == "ours" and r["variant"] in set(args.option) - have]
+    all_rows = list(rows)
     keep = {(n, k, round(f, 6), m, s) for n, k, f, m, s in plan}
     in_plan = [r for r in rows if (r["net"], r["resource"], round(r["fraction"], 6), r["method"], r["seed"]) in keep]
     opt_rows = [r for r in in_plan if r["method"] == "ours" and r["variant"] in args.option
                 and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]
     rows = [r for r in in_plan if same(r, r["net"], r["method"])]
-    outside = [r for r in load_rows(args.csv) if r["seed"] not in args.seeds and r["net"] in args.nets
+    outside = [r for r in all_rows if r["seed"] not in args.seeds and r["net"] in args.nets
                and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]  # seeds beyond the plan's (noise check)
     more = [r for r in outside if same(r, r["net"], r["method"])]
     more_opt = [r for r in outside if r["method"] == "ours" and r["variant"] in args.option]
