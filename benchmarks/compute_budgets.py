@@ -419,6 +419,93 @@ def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
     return out
 
 
+def frozen_label(variant: str) -> str:
+    o = VARIANTS[variant]
+    return (f"pruned over {round(100 * o.get('warmup', 0.1))}-{round(100 * o.get('prune_end', 0.6))}% of the run"
+            + (", then fresh weights" if o.get("reinit") else ""))
+
+
+def losing_why(rows, more, nets, fractions, all_opt=()) -> list[str]:
+    """Every cell that misses the acceptance with the defaults (mean < 0 or fewer than 2 of 3 seeds >= uniform): by how
+    much (the grid's seeds and every seed), and the measurements that say why: the architecture ours found trained
+    from fresh weights (diagnostics `arch-fresh`), uniform widths reached by pruning while training (`uni-frozen*`),
+    the longer runs of long_runs.py at this cell (same variant as the defaults' rows), and options that close it."""
+    diag = load_rows(DIAG)
+    long_csv = RESULTS / "long_runs.csv"
+    longs = load_rows(long_csv) if long_csv.exists() else []
+    grid_all = load_rows(CSV) + diag
+    out = []
+    for net in nets:
+        for key in RESOURCES:
+            for f in fractions:
+                o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
+                d = cell_diffs(o, u)
+                if not d or all(wins_cell(d)):
+                    continue
+                name = f"{NETS[net]['title']} {RESOURCES[key]} {frac_name(f)}"
+                uall = u + cell_rows(more, net, key, f, "uniform")
+                d5 = cell_diffs(o + cell_rows(more, net, key, f, "ours"), uall)
+                txt = (f"- **{name}**: ours - uniform {statistics.mean(d):+.2f} pp over seeds "
+                       f"{','.join(str(r['seed']) for r in o)} ({sum(x >= 0 for x in d)}/{len(d)} seeds ≥; per seed "
+                       f"{' '.join(f'{x:+.2f}' for x in d)})")
+                if len(d5) > len(d):
+                    se = statistics.stdev(d5) / len(d5) ** 0.5
+                    txt += f"; over {len(d5)} seeds {statistics.mean(d5):+.2f} ± {se:.2f} ({sum(x >= 0 for x in d5)}/{len(d5)} ≥)"
+                txt += "."
+                pu = {r["seed"]: r["test_acc"] for r in uall}
+                for r in cell_rows(diag, net, key, f, "ours"):
+                    if r["variant"] != "arch-fresh" or r["seed"] not in pu:
+                        continue
+                    src = [q for q in cell_rows(grid_all, net, key, f, "ours") if q["seed"] == r["seed"]
+                           and q["channels"] == r["channels"] and q["variant"] != "arch-fresh" and q["epochs"] == r["epochs"]]
+                    txt += (f" Architecture vs recovery (seed {r['seed']}): the network ours found ({r['channels']}"
+                            + (f", in its grid run with {'reset_optimizer off' if src[0]['variant'] == 'default' else src[0]['variant']}"
+                               if src else "") + f") trained from fresh weights for the "
+                            f"same epochs {100 * r['test_acc']:.2f}%, uniform {100 * pu[r['seed']]:.2f}%"
+                            + (f", pruned while training {100 * src[0]['test_acc']:.2f}%" if src else "") + ".")
+                frozen = [r for r in cell_rows(diag, net, key, f, "ours") if r["variant"].startswith("uni-frozen")
+                          and r["seed"] in pu]
+                if frozen:
+                    txt += (" Uniform widths reached by pruning while training (the allocation fixed to uniform's): " +
+                            ", ".join(f"{100 * r['test_acc']:.2f}% ({frozen_label(r['variant'])})" for r in frozen) + f" against {100 * pu[frozen[0]['seed']]:.2f}% trained at that "
+                            "width from the start (seed " + str(frozen[0]["seed"]) + ").")
+                for ep in sorted({r["epochs"] for r in longs if r["net"] == net}):
+                    lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
+                          and r["variant"] == SHOWN["name"]]
+                    lu = [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep]
+                    ld = cell_diffs(lo, lu)
+                    if ld:
+                        lpu = {r["seed"]: r["test_acc"] for r in lu}
+                        txt += (f" With {ep} epochs ({ep // NETS[net]['epochs']}x, long_runs.py): ours - uniform "
+                                f"{statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/{len(ld)} seeds ≥; " +
+                                ", ".join(f"seed {r['seed']} {100 * r['test_acc']:.2f} vs {100 * lpu[r['seed']]:.2f}%"
+                                          for r in lo if r["seed"] in lpu) + ").")
+                for v in sorted({r["variant"] for r in all_opt if r["variant"].startswith(SHOWN["name"] + "-")}):
+                    po = cell_rows([r for r in all_opt if r["variant"] == v], net, key, f, "ours")
+                    pd = cell_diffs(po, uall)
+                    p3 = cell_diffs([r for r in po if r["seed"] in {q["seed"] for q in o}], u)
+                    if pd:
+                        txt += (f" With `{variant_call(v)}` (`{v}`): {statistics.mean(p3):+.2f} pp over the same seeds "
+                                f"({sum(x >= 0 for x in p3)}/{len(p3)} ≥), {statistics.mean(pd):+.2f} over {len(pd)} "
+                                f"({sum(x >= 0 for x in pd)}/{len(pd)} ≥)")
+                        for ep in sorted({r["epochs"] for r in longs if r["net"] == net and r["variant"] == v}):
+                            lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep and r["variant"] == v]
+                            ld = cell_diffs(lo, [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep])
+                            if ld:
+                                txt += (f"; with {ep} epochs {statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/"
+                                        f"{len(ld)} seeds ≥; per seed {' '.join(f'{x:+.2f}' for x in ld)})")
+                        txt += "."
+                out.append(txt)
+    if not out:
+        return []
+    return ["", f"### Where ours ({defaults_label()}) still misses the acceptance: by how much and why", "",
+            "A cell misses when ours is below uniform width on the mean over the grid's seeds or in more than one of "
+            "them. Per cell: the gap, then what was measured about its cause: the architecture against the recovery "
+            "(the found network trained from fresh weights), the cost of pruning while training itself (uniform's own "
+            "widths reached by pruning), longer training (long_runs.py, same cell, seeds and defaults), and the options "
+            "tried on top of the defaults.", ""] + out
+
+
 def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[str]:
     """Cells with seeds beyond the grid's: ours - uniform over all seeds (defaults, and each option with as many
     seeds), to tell a gap from seed noise."""
@@ -581,6 +668,7 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
         short = [f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)} (n={c})" for n, k, f, d, w, c in verdict if c < 3]
         lines.append("- Cells with fewer than 3 seeds (not yet the acceptance's 3-seed comparison): " +
                      ("; ".join(short) if short else "none") + ".")
+    lines += losing_why(rows, more or [], nets, fractions, (opt_rows or []) + (more_opt or []))
     lines += extra_seeds(rows, more or [], nets, fractions, opt_rows or [], more_opt or [])
     everything = [r for r in rows + (more or []) if r["method"] == "ours"]
     all_opt = (opt_rows or []) + (more_opt or [])

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_csv_row, write_section  # noqa: E402
-from compute_budgets import CSV as GRID, DIAG_TEXT, FIELDS, NETS, RESOURCES, VARIANTS, Uniform, cell_diffs, \
+from compute_budgets import CSV as GRID, DIAG, DIAG_TEXT, FIELDS, NETS, RESOURCES, VARIANTS, Uniform, cell_diffs, \
     cell_rows, frac_name, load_rows, measure, option_call, run_one  # noqa: E402
 
 from rich.console import Console  # noqa: E402
@@ -50,7 +50,7 @@ def markdown(rows, nets, factor) -> str:
     grid = load_rows(GRID)
     lines = ["## Longer runs: does the ranking change with training length? (issue 15)", "",
              f"`benchmarks/long_runs.py`: compute_budgets.py's runs (board mps2-an386, 1/4 of dense latency, ours = "
-             f"`MCUPruneCallback` defaults, uniform = uniform width within the budget from fresh weights, same data and "
+             f"`MCUPruneCallback` defaults at the time, i.e. reset_optimizer off, uniform = uniform width within the budget from fresh weights, same data and "
              f"Adam/cosine recipe) with {factor}x the epochs of the short runs: {3 * factor} epochs on the 6000 "
              f"Fashion-MNIST images, {12 * factor} epochs for DS-CNN on keyword spotting. One seed (0). Short runs: the "
              f"mean over the seeds in `compute_budgets.csv` (n given). Rows: `benchmarks/results/{CSV.name}`.", "",
@@ -93,6 +93,8 @@ def multi_seed(rows) -> list[str]:
     """Long runs beyond the one-seed table: per (network, cell, epochs, variant of ours) with uniform rows of the same
     seeds, ours - uniform per seed, beside the same seeds' short runs (compute_budgets.csv) of the same variant."""
     grid = load_rows(GRID)
+    have = {r["variant"] for r in grid}
+    grid += [r for r in load_rows(DIAG) if r["variant"] not in have]  # short runs of variants only diagnosed there
     groups = sorted({(r["net"], r["resource"], r["fraction"], r["epochs"], r["variant"]) for r in rows
                      if r["method"] == "ours"}, key=lambda g: (g[0], g[3], g[4], g[1] != "latency_ms", -g[2]))
     out = []
@@ -125,7 +127,7 @@ def multi_seed(rows) -> list[str]:
             "The same runs at the cells and seeds listed, ours with the variant named (" + "; ".join(
                 f"`{v}`: `{option_call(v)}`, {DIAG_TEXT.get(v, '')}" for v in variants) + "). Per seed: ours vs "
             "uniform test accuracy (%), (ours - uniform in pp, and the same seed's short run: 3 epochs, ours with the "
-            "same variant, from `compute_budgets.csv`). Rows: `benchmarks/results/long_runs.csv`.", "",
+            "same variant, from `compute_budgets.csv`, or the diagnostics CSV for variants only there). Rows: `benchmarks/results/long_runs.csv`.", "",
             "| network | budget | epochs | ours | seeds | per seed: ours vs uniform (long - uniform, short - uniform) | "
             "ours - uniform, long: mean (seeds ≥) | ours - uniform, short, same seeds: mean (seeds ≥) | channels ours (long) |",
             "|---|---|---|---|---|---|---|---|---|"] + out
