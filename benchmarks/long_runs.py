@@ -125,12 +125,39 @@ def multi_seed(rows) -> list[str]:
     variants = sorted({g[4] for g in groups if g[4] not in ("", "default")})
     return ["", "### More seeds and cells at longer training", "",
             "The same runs at the cells and seeds listed, ours with the variant named (" + "; ".join(
-                f"`{v}`: `{option_call(v)}`, {DIAG_TEXT.get(v, '')}" for v in variants) + "). Per seed: ours vs "
+                f"`{v}`: `{option_call(v)}`, {DIAG_TEXT.get(v, '')}" if v in VARIANTS else
+                f"`{v}`: the architecture ours (`{v[5:]}`) found in the same cell, seed and epochs, trained from fresh "
+                f"weights for those epochs like uniform width (architecture against recovery)" for v in variants) + "). Per seed: ours vs "
             "uniform test accuracy (%), (ours - uniform in pp, and the same seed's short run: 3 epochs, ours with the "
             "same variant, from `compute_budgets.csv`, or the diagnostics CSV for variants only there). Rows: `benchmarks/results/long_runs.csv`.", "",
             "| network | budget | epochs | ours | seeds | per seed: ours vs uniform (long - uniform, short - uniform) | "
             "ours - uniform, long: mean (seeds ≥) | ours - uniform, short, same seeds: mean (seeds ≥) | channels ours (long) |",
             "|---|---|---|---|---|---|---|---|---|"] + out
+
+
+class _Fixed(Uniform):
+    """A Uniform whose every width gives the same channel counts (to train a given architecture as run_one trains
+    uniform width: fresh weights, plain training, same seed and recipe)."""
+
+    def __init__(self, base: Uniform, counts: list[int]):
+        self.__dict__.update(base.__dict__)
+        self.fixed = counts
+
+    def counts(self, w: float) -> list[int]:
+        return list(self.fixed)
+
+
+def arch_fresh(n, k, f, s, channels: str, ctx, a) -> dict:
+    """The network with these channels per group, trained from fresh weights like uniform width (run_one's
+    uniform branch on a fixed architecture). Row: method ours, variant arch-<variant of the run it came from>."""
+    base = ctx["uniform"][n]
+    w = base.width(k, ctx["dense"][n][k] * f)
+    row = run_one(n, k, f, "uniform", s, {"dense": ctx["dense"], "uniform": {n: _Fixed(base, [int(c) for c in channels.split("-")])}}, a)
+    assert row["channels"] == channels, (row["channels"], channels)
+    soft = [min(4, c) for c in base.counts(w)]
+    row.update(method="ours", variant=f"arch-{a.variant}", uniform_width=round(w, 5),
+               below_soft_floor=sum(c < x for c, x in zip(map(int, channels.split("-")), soft)))
+    return row
 
 
 def main() -> None:
@@ -142,6 +169,9 @@ def main() -> None:
     p.add_argument("--cells", nargs="+", default=[f"{KEY}:{FRACTION}"],
                    help="resource:fraction pairs (default latency_ms:0.25), e.g. latency_ms:0.1 macs:0.1")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="default", help="callback options of ours")
+    p.add_argument("--arch-fresh", action="store_true",
+                   help="instead of ours/uniform: the architecture ours (--variant) found in each of these long runs, "
+                        "trained from fresh weights for the same epochs (rows: method ours, variant arch-<variant>)")
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
@@ -156,9 +186,12 @@ def main() -> None:
     done = {(r["net"], r["resource"], round(r["fraction"], 6), r["method"], r["variant"], r["seed"], r["epochs"])
             for r in rows}
     # seed-major order, ours before uniform: the pairs finish one seed at a time
+    methods = ("arch",) if args.arch_fresh else ("ours", "uniform")
+    label = {"ours": args.variant, "uniform": "", "arch": f"arch-{args.variant}"}
     todo = [] if args.report_only else [
-        (n, k, f, m, s) for s in seeds for n in args.nets for k, f in cells for m in ("ours", "uniform")
-        if (n, k, round(f, 6), m, args.variant if m == "ours" else "", s, NETS[n]["epochs"] * args.factor) not in done]
+        (n, k, f, m, s) for s in seeds for n in args.nets for k, f in cells for m in methods
+        if (n, k, round(f, 6), "uniform" if m == "uniform" else "ours", label[m], s, NETS[n]["epochs"] * args.factor)
+        not in done]
     ctx = {"dense": {}, "uniform": {}}
     for n in {x[0] for x in todo}:
         rep = measure(NETS[n]["build"](), NETS[n])
@@ -169,7 +202,15 @@ def main() -> None:
         a = argparse.Namespace(variant=args.variant, epochs=NETS[n]["epochs"] * args.factor, train_subset=args.train_subset)
         console.print(f"[bold]{n} {k} {frac_name(f)} {m}{' ' + args.variant if m == 'ours' else ''} seed {s} "
                       f"{a.epochs} epochs[/] at {time.strftime('%H:%M:%S', time.gmtime())} UTC")
-        row = run_one(n, k, f, m, s, ctx, a)
+        if m == "arch":
+            src = [r for r in cell_rows(rows, n, k, f, "ours") if r["variant"] == args.variant and r["seed"] == s
+                   and r["epochs"] == a.epochs]
+            if not src:
+                console.print("  no such run of ours to take the architecture from: skipped")
+                continue
+            row = arch_fresh(n, k, f, s, src[-1]["channels"], ctx, a)
+        else:
+            row = run_one(n, k, f, m, s, ctx, a)
         append_csv_row(CSV, FIELDS, row)
         rows.append(row)
         console.print(f"  -> acc {100 * row['test_acc']:.2f} %, channels {row['channels']}, fit {row['fit_s']:.0f} s")
