@@ -479,7 +479,19 @@ def losing_why(rows, more, nets, fractions, all_opt=()) -> list[str]:
                         txt += (f" With {ep} epochs ({ep // NETS[net]['epochs']}x, long_runs.py): ours - uniform "
                                 f"{statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/{len(ld)} seeds ≥; " +
                                 ", ".join(f"seed {r['seed']} {100 * r['test_acc']:.2f} vs {100 * lpu[r['seed']]:.2f}%"
-                                          for r in lo if r["seed"] in lpu) + ").")
+                                          for r in lo if r["seed"] in lpu) + ")")
+                        la = {r["seed"]: r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
+                              and r["variant"] == f"arch-{SHOWN['name']}"}
+                        if la:
+                            lod = {r["seed"]: r["test_acc"] for r in lo}
+                            fa = [100 * (a["test_acc"] - lpu[q]) for q, a in la.items() if q in lpu]
+                            txt += ("; the architecture ours found there, trained from fresh weights for the same epochs: "
+                                    + ", ".join(f"seed {q} {100 * a['test_acc']:.2f}% ({a['channels']})"
+                                                + (f", pruned while training {100 * lod[q]:.2f}%" if q in lod else "")
+                                                for q, a in sorted(la.items()))
+                                    + f"; fresh - uniform {statistics.mean(fa):+.2f} pp, pruned while training - fresh "
+                                    + f"{statistics.mean([100 * (lod[q] - a['test_acc']) for q, a in la.items() if q in lod]):+.2f} pp")
+                        txt += "."
                 for v in sorted({r["variant"] for r in all_opt if r["variant"].startswith(SHOWN["name"] + "-")}):
                     po = cell_rows([r for r in all_opt if r["variant"] == v], net, key, f, "ours")
                     pd = cell_diffs(po, uall)
