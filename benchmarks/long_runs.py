@@ -96,7 +96,7 @@ def multi_seed(rows) -> list[str]:
     have = {r["variant"] for r in grid}
     grid += [r for r in load_rows(DIAG) if r["variant"] not in have]  # short runs of variants only diagnosed there
     groups = sorted({(r["net"], r["resource"], r["fraction"], r["epochs"], r["variant"]) for r in rows
-                     if r["method"] == "ours"}, key=lambda g: (g[0], g[3], g[4], g[1] != "latency_ms", -g[2]))
+                     if r["method"] == "ours"}, key=lambda g: (g[0], g[3], g[4].removeprefix("arch-"), g[4].startswith("arch-"), g[1] != "latency_ms", -g[2]))
     out = []
     for net, key, f, ep, var in groups:
         o = [r for r in cell_rows(rows, net, key, f, "ours") if r["epochs"] == ep and r["variant"] == var]
