@@ -551,11 +551,12 @@ def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[s
 
 
 def paired_effect(option: str, ours_rows, opt_rows, nets, fractions, base_label: str = "the defaults",
-                  same_run: bool = True) -> list[str]:
+                  same_run: bool = True, recal_base: bool = True) -> list[str]:
     """The option against the defaults on the same seed and the same budget (dense value): same data order and, up
     to hardening, the same run; under MACs budgets the same architecture as well. Defaults rows come from the grid or,
     where the grid ran under the earlier latency profile, from the diagnostics' `default-recal` re-runs."""
-    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"] if "reset" in base_label else []
+    # the base is reset_optimizer off: its re-runs under the re-calibrated latency profile pair too
+    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"] if recal_base else []
     out = []
     for net in nets:
         for key in RESOURCES:
@@ -692,7 +693,8 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
                                base_label="the defaults (reset_optimizer off)")
     for opt in [o for o in args.option or [] if o.startswith(SHOWN["name"] + "-")]:  # the new defaults + one more
         lines += paired_effect(opt, everything, all_opt, nets, fractions, base_label=f"the {defaults_label()}",
-                               same_run=VARIANTS[opt].keys() <= {"reset_optimizer", "_lr_warmup"})
+                               same_run=VARIANTS[opt].keys() <= {"reset_optimizer", "_lr_warmup"},
+                               recal_base=SHOWN["name"] == "default")
     lines += sram_check()
     lines += diagnostics({o for o in args.option or [] if o.startswith("optreset-")})
     return "\n".join(lines)
