@@ -83,6 +83,8 @@ DIAG_TEXT = {
     "optreset-lrwarm": "as optreset (the new defaults), and the learning rate ramped linearly from 1/11 to 1 of the schedule's over the 10 "
                        "optimiser steps after the reset (Adam's first steps from a cleared state are full-size, "
                        "sign-like; benchmark-only knob)",
+    "optreset-ufloor75": "as optreset (the new defaults), soft floor also >= 0.75 x each group's uniform-width count (a "
+                         "trust region around uniform width; benchmark-only knob)",
     "default-recal": "the grid's defaults re-run under the re-calibrated latency profile (the grid's seeds 0-1 of "
                      "ResNet-8 ran before it), to pair with reset_optimizer's rows",
     "arch-fresh": "the architecture ours found in the grid run of this cell and seed, trained from fresh weights "
@@ -144,6 +146,7 @@ VARIANTS = {
     "optreset": dict(reset_optimizer=True),
     "optreset-early8": dict(reset_optimizer=True, warmup=0.0, prune_end=0.08),
     "optreset-lrwarm": dict(reset_optimizer=True, _lr_warmup=10),
+    "optreset-ufloor75": dict(reset_optimizer=True, _uniform_floor=0.75),
     "default-recal": {},  # the defaults again under the re-calibrated latency profile (paired with optreset's rows)
 }
 
