@@ -70,14 +70,21 @@ DIAG_TEXT = {
     "early15": "as default, pruning 2-15% (the default schedule under compute budgets since issue 15)",
     "early15-reinit": "as early15, then fresh weights (reinit=True)",
     "reinit": "the grid's defaults (2-15% under compute budgets) with reinit=True: fresh weights at hardening",
-    "vearly5": "as the grid's defaults, but pruning 0-5% of the run",
+    "vearly5": "as the grid's defaults (reset_optimizer off), but pruning 0-5% of the run",
     "uni15": "as the grid's defaults (2-15%), projection steps proportional to pi (uniform prior)",
-    "ufloor75": "as the grid's defaults, soft floor also >= 0.75 x each group's uniform-width count (a trust region "
+    "ufloor75": "as the grid's defaults (reset_optimizer off), soft floor also >= 0.75 x each group's uniform-width count (a trust region "
                 "around uniform width)",
-    "rescale": "as the grid's defaults, at each removal the weights of a layer that lost inputs scaled by "
+    "rescale": "as the grid's defaults (reset_optimizer off), at each removal the weights of a layer that lost inputs scaled by "
                "sqrt(old fan-in / new fan-in) (the scale a fresh initialiser gives the smaller layer)",
-    "optreset": "as the grid's defaults, the optimiser's state (Adam moments, step count) cleared at hardening, "
+    "optreset": "as the grid's defaults (reset_optimizer off), the optimiser's state (Adam moments, step count) cleared at hardening, "
                 "weights kept",
+    "optreset-early8": "as optreset (the defaults under compute budgets since reset_optimizer became one), pruning 0-8% of the run (architecture decided earlier, more steps left to "
+                       "recover)",
+    "optreset-lrwarm": "as optreset (the new defaults), and the learning rate ramped linearly from 1/11 to 1 of the schedule's over the 10 "
+                       "optimiser steps after the reset (Adam's first steps from a cleared state are full-size, "
+                       "sign-like; benchmark-only knob)",
+    "optreset-ufloor75": "as optreset (the new defaults), soft floor also >= 0.75 x each group's uniform-width count (a "
+                         "trust region around uniform width; benchmark-only knob)",
     "default-recal": "the grid's defaults re-run under the re-calibrated latency profile (the grid's seeds 0-1 of "
                      "ResNet-8 ran before it), to pair with reset_optimizer's rows",
     "arch-fresh": "the architecture ours found in the grid run of this cell and seed, trained from fresh weights "
@@ -137,8 +144,27 @@ VARIANTS = {
     "ufloor75": dict(_uniform_floor=0.75),
     "rescale": dict(_rescale=True),
     "optreset": dict(reset_optimizer=True),
+    "optreset-early8": dict(reset_optimizer=True, warmup=0.0, prune_end=0.08),
+    "optreset-lrwarm": dict(reset_optimizer=True, _lr_warmup=10),
+    "optreset-ufloor75": dict(reset_optimizer=True, _uniform_floor=0.75),
     "default-recal": {},  # the defaults again under the re-calibrated latency profile (paired with optreset's rows)
 }
+
+
+#: the variant whose rows are "ours (defaults)" in the section (--default-variant); "default" rows ran with
+#: reset_optimizer off, the library's default before the flip under compute budgets
+SHOWN = {"name": "default"}
+
+
+def variant_call(name: str) -> str:
+    """The callback options of a variant, as the section names them."""
+    if name == "default":
+        return "reset_optimizer=False" if SHOWN["name"] != "default" else "the defaults"
+    return option_call(name)
+
+
+def defaults_label() -> str:
+    return "defaults" if SHOWN["name"] == "default" else "defaults, reset_optimizer on"
 
 
 def report_value(rep, key: str) -> float:
@@ -190,6 +216,35 @@ class Uniform:
         return reinitialized(net, seed=seed)
 
 
+class LRWarmupAfterHardening(pl.Callback):
+    """Benchmark-only (variant optreset-lrwarm): for `steps` optimiser steps after `cb` hardens, scale every param
+    group's learning rate by (i + 1) / (steps + 1) for the i-th step, restored right after the step (the cosine
+    scheduler's chainable form reads the current lr, so it must not see the scaled value)."""
+
+    def __init__(self, cb: MCUPruneCallback, steps: int):
+        self.cb, self.steps, self.i, self.handles, self.saved = cb, steps, None, [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        from lightning_mcuprune.pruning.schedule import Phase
+        if self.i is None and self.cb.phase == Phase.FINETUNE:
+            self.i = 0
+            for opt in trainer.optimizers:
+                self.handles += [opt.register_step_pre_hook(self._pre), opt.register_step_post_hook(self._post)]
+
+    def _pre(self, opt, args, kwargs):
+        self.saved = None
+        if self.i < self.steps:
+            self.saved = [g["lr"] for g in opt.param_groups]
+            for g in opt.param_groups:
+                g["lr"] *= (self.i + 1) / (self.steps + 1)
+
+    def _post(self, opt, args, kwargs):
+        if self.saved is not None:
+            for g, lr in zip(opt.param_groups, self.saved):
+                g["lr"] = lr
+        self.i += 1
+
+
 def group_channels(net: nn.Module, spec: dict) -> list[int]:
     """Channels of every prunable group of `net` (the callback's groups, in its order)."""
     plan = make_plan(net, torch.zeros(*spec["input"]))
@@ -210,7 +265,10 @@ def run_one(net_name, key, fraction, method, seed, ctx, args) -> dict:
         PruningState.COMPUTE_IMPORTANCE = opts.pop("_importance", "global")
         PruningState.UNIFORM_FLOOR = opts.pop("_uniform_floor", 0.0)
         MCUPruneCallback.RESCALE = opts.pop("_rescale", False)
+        lr_warmup = opts.pop("_lr_warmup", 0)
         cbs.append(MCUPruneCallback(BOARD, {key: budget}, module="net", verbose=False, export=False, **opts))
+        if lr_warmup:
+            cbs.append(LRWarmupAfterHardening(cbs[0], lr_warmup))
     else:
         net = uni.build(w, seed)
     model = ImageClassifier(net, lr=spec["lr"], input_shape=spec["input"])
@@ -336,11 +394,14 @@ def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
     if not options:
         return []
     out = ["", "### Options tried to close the ResNet-8 gap (ours with one option each, beside the defaults)", "",
-           "Rows with these variants in the CSV; uniform width and the defaults as above (same seeds, same uniform rows). "
-           "Diagnosis knobs (class attributes set by this script, not public options) are marked *diag*:", ""] + [
-           f"- `{o}`{' (*diag*)' if any(k.startswith('_') for k in VARIANTS[o]) else ''}: `{option_call(o)}`, "
-           f"{DIAG_TEXT.get(o, '')}" for o in options] + ["",
-           "| variant | network | budget | ours, defaults - uniform (pp) | ours, variant (%) | "
+           "Rows with these variants in the CSV (the `optreset-*` ones in the diagnostics CSV); uniform width and the "
+           f"{defaults_label()} as above (same seeds, same uniform rows). "
+           "Diagnosis knobs (class attributes or callbacks set by this script, not public options) are marked *diag*:",
+           ""] + [
+           f"- `{o}`{' (*diag*)' if any(k.startswith('_') for k in VARIANTS[o]) else ''}: `{variant_call(o)}`, "
+           + ("the library defaults before this change (everything else as above)" if o == "default" else
+              DIAG_TEXT.get(o, '')) for o in options] + ["",
+           f"| variant | network | budget | ours, {defaults_label()} - uniform (pp) | ours, variant (%) | "
            "ours, variant - uniform (pp) | variant ≥ uniform (seeds) | budget met | min ch | channels (variant, seed 0) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for opt in options:
@@ -361,11 +422,110 @@ def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
     return out
 
 
+def frozen_label(variant: str) -> str:
+    o = VARIANTS[variant]
+    return (f"pruned over {round(100 * o.get('warmup', 0.1))}-{round(100 * o.get('prune_end', 0.6))}% of the run"
+            + (", then fresh weights" if o.get("reinit") else ""))
+
+
+def losing_why(rows, more, nets, fractions, all_opt=()) -> list[str]:
+    """Every cell that misses the acceptance with the defaults (mean < 0 or fewer than 2 of 3 seeds >= uniform): by how
+    much (the grid's seeds and every seed), and the measurements that say why: the architecture ours found trained
+    from fresh weights (diagnostics `arch-fresh`), uniform widths reached by pruning while training (`uni-frozen*`),
+    the longer runs of long_runs.py at this cell (same variant as the defaults' rows), and options that close it."""
+    diag = load_rows(DIAG)
+    long_csv = RESULTS / "long_runs.csv"
+    longs = load_rows(long_csv) if long_csv.exists() else []
+    grid_all = load_rows(CSV) + diag
+    out = []
+    for net in nets:
+        for key in RESOURCES:
+            for f in fractions:
+                o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
+                d = cell_diffs(o, u)
+                if not d or all(wins_cell(d)):
+                    continue
+                name = f"{NETS[net]['title']} {RESOURCES[key]} {frac_name(f)}"
+                uall = u + cell_rows(more, net, key, f, "uniform")
+                d5 = cell_diffs(o + cell_rows(more, net, key, f, "ours"), uall)
+                txt = (f"- **{name}**: ours - uniform {statistics.mean(d):+.2f} pp over seeds "
+                       f"{','.join(str(r['seed']) for r in o)} ({sum(x >= 0 for x in d)}/{len(d)} seeds ≥; per seed "
+                       f"{' '.join(f'{x:+.2f}' for x in d)})")
+                if len(d5) > len(d):
+                    se = statistics.stdev(d5) / len(d5) ** 0.5
+                    txt += f"; over {len(d5)} seeds {statistics.mean(d5):+.2f} ± {se:.2f} ({sum(x >= 0 for x in d5)}/{len(d5)} ≥)"
+                txt += "."
+                pu = {r["seed"]: r["test_acc"] for r in uall}
+                for r in cell_rows(diag, net, key, f, "ours"):
+                    if r["variant"] != "arch-fresh" or r["seed"] not in pu:
+                        continue
+                    src = [q for q in cell_rows(grid_all, net, key, f, "ours") if q["seed"] == r["seed"]
+                           and q["channels"] == r["channels"] and q["variant"] != "arch-fresh" and q["epochs"] == r["epochs"]]
+                    txt += (f" Architecture vs recovery (seed {r['seed']}): the network ours found ({r['channels']}"
+                            + (f", in its grid run with {'reset_optimizer off' if src[0]['variant'] == 'default' else src[0]['variant']}"
+                               if src else "") + f") trained from fresh weights for the "
+                            f"same epochs {100 * r['test_acc']:.2f}%, uniform {100 * pu[r['seed']]:.2f}%"
+                            + (f", pruned while training {100 * src[0]['test_acc']:.2f}%" if src else "") + ".")
+                frozen = [r for r in cell_rows(diag, net, key, f, "ours") if r["variant"].startswith("uni-frozen")
+                          and r["seed"] in pu]
+                if frozen:
+                    txt += (" Uniform widths reached by pruning while training (the allocation fixed to uniform's): " +
+                            ", ".join(f"{100 * r['test_acc']:.2f}% ({frozen_label(r['variant'])})" for r in frozen) + f" against {100 * pu[frozen[0]['seed']]:.2f}% trained at that "
+                            "width from the start (seed " + str(frozen[0]["seed"]) + ").")
+                for ep in sorted({r["epochs"] for r in longs if r["net"] == net}):
+                    lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
+                          and r["variant"] == SHOWN["name"]]
+                    lu = [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep]
+                    ld = cell_diffs(lo, lu)
+                    if ld:
+                        lpu = {r["seed"]: r["test_acc"] for r in lu}
+                        txt += (f" With {ep} epochs ({ep // NETS[net]['epochs']}x, long_runs.py): ours - uniform "
+                                f"{statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/{len(ld)} seeds ≥; " +
+                                ", ".join(f"seed {r['seed']} {100 * r['test_acc']:.2f} vs {100 * lpu[r['seed']]:.2f}%"
+                                          for r in lo if r["seed"] in lpu) + ")")
+                        la = {r["seed"]: r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
+                              and r["variant"] == f"arch-{SHOWN['name']}"}
+                        if la:
+                            lod = {r["seed"]: r["test_acc"] for r in lo}
+                            fa = [100 * (a["test_acc"] - lpu[q]) for q, a in la.items() if q in lpu]
+                            txt += ("; the architecture ours found there, trained from fresh weights for the same epochs: "
+                                    + ", ".join(f"seed {q} {100 * a['test_acc']:.2f}% ({a['channels']})"
+                                                + (f", pruned while training {100 * lod[q]:.2f}%" if q in lod else "")
+                                                for q, a in sorted(la.items()))
+                                    + f"; fresh - uniform {statistics.mean(fa):+.2f} pp, pruned while training - fresh "
+                                    + f"{statistics.mean([100 * (lod[q] - a['test_acc']) for q, a in la.items() if q in lod]):+.2f} pp")
+                        txt += "."
+                for v in sorted({r["variant"] for r in all_opt if r["variant"].startswith(SHOWN["name"] + "-")}):
+                    po = cell_rows([r for r in all_opt if r["variant"] == v], net, key, f, "ours")
+                    pd = cell_diffs(po, uall)
+                    p3 = cell_diffs([r for r in po if r["seed"] in {q["seed"] for q in o}], u)
+                    if pd:
+                        txt += (f" With `{variant_call(v)}` (`{v}`): {statistics.mean(p3):+.2f} pp over the same seeds "
+                                f"({sum(x >= 0 for x in p3)}/{len(p3)} ≥), {statistics.mean(pd):+.2f} over {len(pd)} "
+                                f"({sum(x >= 0 for x in pd)}/{len(pd)} ≥)")
+                        for ep in sorted({r["epochs"] for r in longs if r["net"] == net and r["variant"] == v}):
+                            lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep and r["variant"] == v]
+                            ld = cell_diffs(lo, [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep])
+                            if ld:
+                                txt += (f"; with {ep} epochs {statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/"
+                                        f"{len(ld)} seeds ≥; per seed {' '.join(f'{x:+.2f}' for x in ld)})")
+                        txt += "."
+                out.append(txt)
+    if not out:
+        return []
+    return ["", f"### Where ours ({defaults_label()}) still misses the acceptance: by how much and why", "",
+            "A cell misses when ours is below uniform width on the mean over the grid's seeds or in more than one of "
+            "them. Per cell: the gap, then what was measured about its cause: the architecture against the recovery "
+            "(the found network trained from fresh weights), the cost of pruning while training itself (uniform's own "
+            "widths reached by pruning), longer training (long_runs.py, same cell, seeds and defaults), and the options "
+            "tried on top of the defaults.", ""] + out
+
+
 def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[str]:
     """Cells with seeds beyond the grid's: ours - uniform over all seeds (defaults, and each option with as many
     seeds), to tell a gap from seed noise."""
     out = []
-    sets = [("defaults", rows, more)] + [(f"`{v}`", [r for r in opt_rows if r["variant"] == v],
+    sets = [(defaults_label(), rows, more)] + [(f"`{v}`", [r for r in opt_rows if r["variant"] == v],
                                           [r for r in more_opt if r["variant"] == v])
                                          for v in sorted({r["variant"] for r in more_opt})]
     for label, base, extra_rows in sets:
@@ -393,11 +553,13 @@ def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[s
             "|---|---|---|---|---|---|---|"] + out
 
 
-def paired_effect(option: str, ours_rows, opt_rows, nets, fractions) -> list[str]:
+def paired_effect(option: str, ours_rows, opt_rows, nets, fractions, base_label: str = "the defaults",
+                  same_run: bool = True, recal_base: bool = True) -> list[str]:
     """The option against the defaults on the same seed and the same budget (dense value): same data order and, up
     to hardening, the same run; under MACs budgets the same architecture as well. Defaults rows come from the grid or,
     where the grid ran under the earlier latency profile, from the diagnostics' `default-recal` re-runs."""
-    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"]
+    # the base is reset_optimizer off: its re-runs under the re-calibrated latency profile pair too
+    recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"] if recal_base else []
     out = []
     for net in nets:
         for key in RESOURCES:
@@ -421,11 +583,13 @@ def paired_effect(option: str, ours_rows, opt_rows, nets, fractions) -> list[str
                                f"{sum(x > 0 for x in d)}/{len(d)} | {same_arch}/{n_pairs} |")
     if not out:
         return []
-    return ["", f"### `{option_call(option)}` against the defaults, paired (same seed, same budget)", "",
-            "Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
-            "the option's effect on the recovery alone, without the seed-to-seed spread of the comparison with uniform "
-            "width; where the architecture also matches (MACs budgets), it is the same network trained on.", "",
-            "| network | budget | pairs | option - defaults per seed (pp) | mean (pp) | option better | same channels |",
+    why = ("Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
+           "the option's effect on the recovery alone, without the seed-to-seed spread of the comparison with uniform "
+           "width; where the architecture also matches (MACs budgets), it is the same network trained on.") if same_run \
+        else ("Same seed, data order and budget; the schedule differs, so the pruning and the architecture differ "
+              "too: this is the option's whole effect, without the seed-to-seed spread of uniform width.")
+    return ["", f"### `{variant_call(option)}` against {base_label}, paired (same seed, same budget)", "", why, "",
+            "| network | budget | pairs | option - base per seed (pp) | mean (pp) | option better | same channels |",
             "|---|---|---|---|---|---|---|"] + out
 
 
@@ -435,7 +599,14 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
              "Budgets 1/4 and 1/10 of the dense network's latency and of its MACs. **ours**: the dense network trained with "
              "`MCUPruneCallback(board, {resource: B})`, library defaults (since issue 15: under a latency or MACs budget "
              "warm-up 0.02 and hardening at 0.15 of the run, `pi_norm=\"global\"`, `compute_step=\"share\"`, "
-             "`soft_floor=True`). **uniform**: the same "
+             "`soft_floor=True`" + (
+                 ""  if SHOWN["name"] == "default" else
+                 f"; and, since this change, `reset_optimizer=True` under a latency or MACs budget: Adam's state is "
+                 f"cleared at hardening, weights kept). **The default flip happened in this change**: the rows counted as "
+                 f"ours below are those of variant `{SHOWN['name']}` (`{option_call(SHOWN['name'])}` passed explicitly, "
+                 f"so they do not depend on the library's default); the earlier defaults (reset_optimizer off, rows of "
+                 f"variant `default`) are shown beside them as an option and paired against them below") +
+             "). **uniform**: the same "
              "architecture with every prunable group at round(w x dense channels), the largest w within the budget, fresh "
              "weights, trained plainly. Same data, Adam (cosine LR), epochs and seeds for both: Fashion-MNIST nets "
              f"{args.train_subset} training images x 3 epochs (batch 128, lr 2e-3), test on the 10k test set; DS-CNN on "
@@ -473,8 +644,8 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
     if verdict:
         mean_ok = [v for v in verdict if v[3] >= 0]
         seed_ok = [v for v in verdict if 2 * v[4] >= v[5] + (v[5] > 1)]  # at least 2 of 3
-        lines.append(f"- ours (defaults) ≥ uniform on the mean over seeds: {len(mean_ok)}/{len(verdict)} cells.")
-        lines.append(f"- ours (defaults) ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
+        lines.append(f"- ours ({defaults_label()}) ≥ uniform on the mean over seeds: {len(mean_ok)}/{len(verdict)} cells.")
+        lines.append(f"- ours ({defaults_label()}) ≥ uniform in at least 2 of 3 seeds: {len(seed_ok)}/{len(verdict)} cells.")
         for opt in args.option or []:
             orows = [r for r in opt_rows or [] if r["variant"] == opt]
             if not any(len(cell_rows(orows, r["net"], r["resource"], r["fraction"], "ours")) >= 3 for r in orows):
@@ -493,7 +664,7 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
                     both += 1
                     if not all(ok0):
                         alt.append(f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)}")
-            lines.append(f"- ours with the defaults or with `{option_call(opt)}` (`{opt}`; per cell, where it ran 3 seeds) ≥ "
+            lines.append(f"- ours with the {defaults_label()} or with `{variant_call(opt)}` (`{opt}`; per cell, where it ran 3 seeds) ≥ "
                          f"uniform on the mean and in at least 2 of 3 seeds: {both}/{len(verdict)} cells" +
                          (f" (by the option: {', '.join(alt)})" if alt else " (the option wins no cell the defaults lose)")
                          + f"; on the mean alone: {mean_either}/{len(verdict)}. The option by itself, in the {ran3} "
@@ -513,12 +684,22 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
         short = [f"{NETS[n]['title']} {RESOURCES[k]} {frac_name(f)} (n={c})" for n, k, f, d, w, c in verdict if c < 3]
         lines.append("- Cells with fewer than 3 seeds (not yet the acceptance's 3-seed comparison): " +
                      ("; ".join(short) if short else "none") + ".")
+    lines += losing_why(rows, more or [], nets, fractions, (opt_rows or []) + (more_opt or []))
     lines += extra_seeds(rows, more or [], nets, fractions, opt_rows or [], more_opt or [])
-    if args.option:
-        everything = [r for r in rows + (more or []) if r["method"] == "ours"]
-        lines += paired_effect(args.option[0], everything, (opt_rows or []) + (more_opt or []), nets, fractions)
+    everything = [r for r in rows + (more or []) if r["method"] == "ours"]
+    all_opt = (opt_rows or []) + (more_opt or [])
+    if SHOWN["name"] != "default" and "default" in (args.option or []):  # the flip: the new defaults against the old
+        lines += paired_effect(SHOWN["name"], [r for r in all_opt if r["variant"] == "default"], everything, nets,
+                               fractions, base_label="the earlier defaults (reset_optimizer off)")
+    elif args.option:
+        lines += paired_effect(args.option[0], everything, all_opt, nets, fractions,
+                               base_label="the defaults (reset_optimizer off)")
+    for opt in [o for o in args.option or [] if o.startswith(SHOWN["name"] + "-")]:  # the new defaults + one more
+        lines += paired_effect(opt, everything, all_opt, nets, fractions, base_label=f"the {defaults_label()}",
+                               same_run=VARIANTS[opt].keys() <= {"reset_optimizer", "_lr_warmup"},
+                               recal_base=SHOWN["name"] == "default")
     lines += sram_check()
-    lines += diagnostics()
+    lines += diagnostics({o for o in args.option or [] if o.startswith("optreset-")})
     return "\n".join(lines)
 
 
@@ -551,9 +732,10 @@ def sram_check() -> list[str]:
     return out
 
 
-def diagnostics() -> list[str]:
-    """The diagnosis of issue 15 from DIAG: variants of ours (mostly ResNet-8 at 1/4 of dense latency, seed 0)."""
-    rows = load_rows(DIAG)
+def diagnostics(shown=()) -> list[str]:
+    """The diagnosis of issue 15 from DIAG: variants of ours (mostly ResNet-8 at 1/4 of dense latency, seed 0);
+    variants in `shown` (the options table has them, with every seed) are left out."""
+    rows = [r for r in load_rows(DIAG) if r["variant"] not in shown]
     if not rows:
         return []
     out = ["", "### Why: the diagnosis (mostly ResNet-8, Fashion-MNIST, 1/4 of dense latency, seed 0)", "",
@@ -584,6 +766,9 @@ def main() -> None:
     p.add_argument("--variant", choices=sorted(VARIANTS), default="default", help="callback options of ours (diagnostics)")
     p.add_argument("--option", nargs="*", choices=sorted(VARIANTS), default=[],
                    help="section: also show ours with these variants (one option each) beside the defaults")
+    p.add_argument("--default-variant", choices=sorted(VARIANTS), default="default",
+                   help="section: the variant whose rows count as ours with the defaults (optreset: the defaults under "
+                        "compute budgets since reset_optimizer became one of them)")
     p.add_argument("--epochs", type=int, default=None, help="default: 3 (Fashion-MNIST nets), 12 (DS-CNN)")
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--threads", type=int, default=1)
@@ -591,6 +776,7 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md / the PNG")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the section from the finished runs")
     args = p.parse_args()
+    SHOWN["name"] = args.default_variant
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
@@ -624,12 +810,18 @@ def main() -> None:
         rows.append(row)
         console.print(f"  -> acc {100 * row['test_acc']:.2f} %, {k} {row['value']:.4g}/{row['budget']:.4g} "
                       f"({'met' if row['meets_budget'] else 'EXCEEDED'}), channels {row['channels']}, fit {row['fit_s']:.0f} s")
+    if args.report_only and args.default_variant != "default":
+        args.variant = args.default_variant  # the section's "ours (defaults)" rows
+    if args.csv == CSV:  # options whose rows are only in the diagnostics CSV (e.g. optreset-early8, optreset-lrwarm)
+        have = {r["variant"] for r in rows}
+        rows += [r for r in load_rows(DIAG) if r["method"] == "ours" and r["variant"] in set(args.option) - have]
+    all_rows = list(rows)
     keep = {(n, k, round(f, 6), m, s) for n, k, f, m, s in plan}
     in_plan = [r for r in rows if (r["net"], r["resource"], round(r["fraction"], 6), r["method"], r["seed"]) in keep]
     opt_rows = [r for r in in_plan if r["method"] == "ours" and r["variant"] in args.option
                 and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]
     rows = [r for r in in_plan if same(r, r["net"], r["method"])]
-    outside = [r for r in load_rows(args.csv) if r["seed"] not in args.seeds and r["net"] in args.nets
+    outside = [r for r in all_rows if r["seed"] not in args.seeds and r["net"] in args.nets
                and r["epochs"] == (args.epochs or NETS[r["net"]]["epochs"])]  # seeds beyond the plan's (noise check)
     more = [r for r in outside if same(r, r["net"], r["method"])]
     more_opt = [r for r in outside if r["method"] == "ours" and r["variant"] in args.option]
