@@ -8,13 +8,14 @@ dense network's peak SRAM and seeds 0, 1, 2, with the same data, epochs, optimis
 Test accuracy on the full 10k test set. Each finished run is appended to a CSV in benchmarks/results/;
 re-running skips runs already there (same settings, same variant):
   fashion_mnist_sram.csv          dense, uniform, and ours as it was before issue 15 (the issue-3 record)
-  fashion_mnist_sram_issue15.csv  ours with the current library defaults (variant "default")
-  fashion_mnist_sram_variants.csv ours with callback options (`--variant optreset`, `--option reset_optimizer=true`)
-Rows of ours record the variant and the options it passed to MCUPruneCallback.
+  fashion_mnist_sram_issue15.csv  ours with the library defaults of the time (variant "default")
+  fashion_mnist_sram_variants.csv ours with callback options (`--variant keep`, `--option reset_optimizer=false`)
+Rows of ours record the variant and the options as the callback resolved them (reset_optimizer's default changed
+after issue 15: rows of the same variant name are told apart by it).
 
 Targets: ours more accurate than uniform at every budget, >= +1 pp at 1/8, final SRAM within 2% under the budget.
 Run: python benchmarks/fashion_mnist_sram.py [--train-subset 6000 --epochs 3 --batch-size 128]
-     python benchmarks/fashion_mnist_sram.py --only ours --variant optreset --fractions 0.25 0.125
+     python benchmarks/fashion_mnist_sram.py --only ours --variant keep --fractions 0.25 0.125
 """
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ BOARD = "mps2-an386"
 INPUT = (1, 1, 28, 28)
 RESULTS = Path(__file__).resolve().parent / "results"
 CSV = RESULTS / "fashion_mnist_sram.csv"  # dense, uniform, ours before issue 15
-CSV_NOW = RESULTS / "fashion_mnist_sram_issue15.csv"  # ours, current defaults (variant "default")
+CSV_NOW = RESULTS / "fashion_mnist_sram_issue15.csv"  # ours, the defaults of the time (variant "default")
 CSV_VARIANTS = RESULTS / "fashion_mnist_sram_variants.csv"  # ours with callback options
 PRE15 = "before-issue-15"  # the variant name of ours' rows in CSV (the defaults of that time)
-VARIANTS = {"default": {}, "optreset": {"reset_optimizer": True}}  # name -> MCUPruneCallback options
+VARIANTS = {"default": {}, "optreset": {"reset_optimizer": True}, "keep": {"reset_optimizer": False}}  # -> options
 PNG = RESULTS / "fashion_mnist_sram.png"
 FIELDS = ["method", "fraction", "budget_bytes", "seed", "width", "train_subset", "epochs", "batch_size", "lr",
           "test_acc", "peak_sram_bytes", "sram_pct_of_budget", "params", "macs", "fit_s", "test_s", "channels",
@@ -120,7 +121,8 @@ def run_one(method: str, fraction: float, budget: float, seed: int, width: float
     callbacks = []
     cb = None
     if method == "ours":
-        cb = MCUPruneCallback(board=BOARD, budgets=budgets or {"sram": int(budget)}, module="net", **(options or {}))
+        cb = MCUPruneCallback(board=BOARD, budgets=budgets or {"sram": int(budget)}, module="net",
+                              **{"export": False, **(options or {})})  # no export folders in the working directory
         callbacks.append(cb)
     trainer = plain_trainer(args.epochs, callbacks)
     t = time.perf_counter()
@@ -143,7 +145,9 @@ def run_one(method: str, fraction: float, budget: float, seed: int, width: float
             "test_acc": float(acc), "peak_sram_bytes": int(sram), "sram_pct_of_budget": 100.0 * sram / budget,
             "params": int(rep.params), "macs": int(rep.macs), "fit_s": round(fit_s, 2), "test_s": round(test_s, 2),
             "channels": channels(model.net), "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "latency_ms": round(float(rep.latency_ms), 3)}
+            "latency_ms": round(float(rep.latency_ms), 3),
+            # the options as the callback resolved them (a default may depend on the budgets and the library version)
+            "options": options_text({**(options or {}), "reset_optimizer": cb.reset_optimizer}) if cb is not None else ""}
 
 
 def load_rows(args) -> list[dict]:
@@ -188,18 +192,30 @@ def frac_name(f: float) -> str:
     return "dense" if f == 1.0 else f"1/{round(1 / f)}"
 
 
-SERIES = [  # (method, variant, label in tables and plot, plot style)
-    ("ours", "default", "ours (current defaults)", "o-"),
-    ("ours", "optreset", "ours, reset_optimizer=True", "^-"),
+SERIES = [  # (method, series, label in tables and plot, plot style)
+    ("ours", "reset", "ours, reset_optimizer=True (the default now)", "o-"),
+    ("ours", "keep", "ours, reset_optimizer=False (issue 15's defaults before)", "^-"),
     ("ours", PRE15, "ours before issue 15", "o:"),
     ("uniform", "", "uniform width scaling", "s--"),
     ("dense", "", "dense reference CNN", "*"),
 ]
 
 
-def select(rows, method, variant, fraction=None) -> list[dict]:
-    return sorted([r for r in rows if r["method"] == method and r["variant"] == variant
-                   and (fraction is None or abs(r["fraction"] - fraction) < 1e-9)], key=lambda r: r["seed"])
+def series(r: dict) -> str:
+    """Which series a row belongs to: "" (dense, uniform), PRE15, "earlier" (the issue-15 defaults run with earlier
+    code), or by the reset_optimizer the callback ran with: "reset" / "keep"."""
+    if r["method"] != "ours":
+        return ""
+    if r["variant"] in (PRE15, "default-earlier"):
+        return "earlier" if r["variant"] == "default-earlier" else PRE15
+    return "reset" if "reset_optimizer=True" in r.get("options", "") else "keep"
+
+
+def select(rows, method, name, fraction=None) -> list[dict]:
+    """Rows of one series (the latest per seed), sorted by seed."""
+    by = {r["seed"]: r for r in rows if r["method"] == method and series(r) == name
+          and (fraction is None or abs(r["fraction"] - fraction) < 1e-9)}
+    return [by[k] for k in sorted(by)]
 
 
 def plot(rows, dense_peak) -> None:
@@ -217,7 +233,7 @@ def plot(rows, dense_peak) -> None:
             xe.append(statistics.stdev(s) if len(s) > 1 else 0); ye.append(statistics.stdev(a) if len(a) > 1 else 0)
         if xs:
             ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt=st, capsize=3, label=label, markersize=8 if method == "dense" else 5,
-                        alpha=0.6 if variant == PRE15 else 1.0)
+                        alpha=0.6 if variant in (PRE15, "keep") else 1.0)
     for f in sorted({r["fraction"] for r in rows if r["method"] != "dense"}):
         ax.axvline(dense_peak * f / 1024, color="grey", lw=0.6, ls=":")
         ax.text(dense_peak * f / 1024, ax.get_ylim()[0], f" {frac_name(f)}", color="grey", fontsize=8, va="bottom")
@@ -286,15 +302,15 @@ def markdown(rows, dense_peak, args) -> str:
                          f"{', '.join(sorted({r['channels'] for r in rs}))} | {ms([r['fit_s'] for r in rs], fmt='{:.0f}')} | "
                          f"{len(rs)} |")
         lines.append("")
-        verdict.append((f, select(rows, "ours", "default", f), u))
+        verdict.append((f, select(rows, "ours", "reset", f), u))
     # reset_optimizer against the defaults, paired per seed
-    lines += ["### `reset_optimizer=True` against the current defaults, paired (same seed, same budget)", "",
-              "| budget | seed | defaults (%) | reset_optimizer=True (%) | difference (pp) | uniform (%) | before issue 15 (%) | channels: defaults / reset |",
+    lines += ["### `reset_optimizer=True` against `False`, paired (same seed, same budget, otherwise the same run)", "",
+              "| budget | seed | False (%) | True (%) | True − False (pp) | uniform (%) | before issue 15 (%) | channels: False / True |",
               "|---|---|---|---|---|---|---|---|"]
     diffs = []
     for f in fractions:
-        o = {r["seed"]: r for r in select(rows, "ours", "default", f)}
-        x = {r["seed"]: r for r in select(rows, "ours", "optreset", f)}
+        o = {r["seed"]: r for r in select(rows, "ours", "keep", f)}
+        x = {r["seed"]: r for r in select(rows, "ours", "reset", f)}
         u = {r["seed"]: r for r in select(rows, "uniform", "", f)}
         pre = {r["seed"]: r for r in select(rows, "ours", PRE15, f)}
         for seed in sorted(set(o) | set(x)):
@@ -310,10 +326,10 @@ def markdown(rows, dense_peak, args) -> str:
         per = "; ".join(f"{frac_name(f)}: {statistics.mean([d for g, d in diffs if g == f]):+.2f} pp "
                         f"({sum(d > 0 for g, d in diffs if g == f)}/{sum(1 for g, _ in diffs if g == f)} seeds better)"
                         for f in fractions if any(g == f for g, _ in diffs))
-        lines += [f"Mean paired difference reset − defaults: {per}; over all {len(diffs)} pairs "
+        lines += [f"Mean paired difference True − False: {per}; over all {len(diffs)} pairs "
                   f"{statistics.mean(d for _, d in diffs):+.2f} pp, reset better in {sum(d > 0 for _, d in diffs)}.", ""]
     # verdict on the current defaults
-    lines += ["### Verdict against the targets (ours with the current defaults)", ""]
+    lines += ["### Verdict against the targets (ours with the current defaults: reset_optimizer=True)", ""]
     if any(len(o) < len(seeds) or len(u) < len(seeds) for _, o, u in verdict):
         lines.append("**Incomplete**: not every (budget, seed) pair ran with the current defaults; figures cover the "
                      "runs that finished.")
@@ -411,7 +427,7 @@ def main() -> None:
         console.print(f"[bold]run {i + 1}/{len(todo)}[/]: {m} {v} budget {frac_name(f)} seed {seed} "
                       f"(elapsed {time.perf_counter() - t0:.0f} s)")
         row = run_one(m, f, budget, seed, width, args, options=options if m == "ours" else None)
-        row.update(variant=v, options=options_text(options) if m == "ours" else "")
+        row.update(variant=v)
         path, fields = csv_for(m, v)
         append_csv_row(path, fields, {k: row[k] for k in fields})
         rows.append(row)

@@ -24,7 +24,9 @@ board: zeroed weights stay in Lightning's dense tensors, so their SRAM, MACs and
 
 Each finished run is appended to benchmarks/results/peers.csv (peers_kws.csv) as it finishes (re-running
 skips runs already there with the same settings); then peers.png (peers_kws.png) and the `peers`
-(`peers-kws`) section of BENCHMARKS.md are written.
+(`peers-kws`) section of BENCHMARKS.md are written. `--rerun-before "YYYY-MM-DD HH:MM"` runs the --only methods
+again where their rows finished before that time (e.g. ours with the library's current defaults); the CSV keeps
+both and the tables use the latest row per (method, seed).
 Run: python benchmarks/peers.py [--task fashion-mnist|kws] [--seeds 0 1 2] [--epochs N]
 """
 from __future__ import annotations
@@ -247,12 +249,14 @@ def load_rows(args, latency_source: str) -> list[dict]:
     """Finished runs with the same settings and the same kind of latency model (estimate/calibrated)."""
     if not CSV.exists():
         return []
-    rows = []
+    rows = {}
     with CSV.open() as f:
         for r in csv.DictReader(f):
             if (int(r["train_subset"]), int(r["epochs"]), int(r["batch_size"]), float(r["lr"])) != \
                     (args.train_subset, args.epochs, args.batch_size, args.lr):
                 continue
+            if args.rerun_before and r["method"] in args.only and r["finished_utc"] < args.rerun_before:
+                continue  # to be run again (--rerun-before)
             if r["latency_source"] != latency_source:  # the board profile changed since: run again
                 continue
             for k in ("test_acc", "latency_ms", "latency_budget_ms", "fit_s", "lr"):
@@ -262,8 +266,8 @@ def load_rows(args, latency_source: str) -> list[dict]:
                 r[k] = int(r[k])
             for k in ("meets_sram", "meets_latency"):
                 r[k] = r[k] == "True"
-            rows.append(r)
-    return rows
+            rows[(r["method"], r["seed"])] = r  # the latest row of a (method, seed) wins
+    return list(rows.values())
 
 
 def mean(rows, key, scale=1.0):
@@ -410,6 +414,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of peers.csv and peers.png")
     p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md / the PNG")
+    p.add_argument("--rerun-before", default="", metavar="'YYYY-MM-DD HH:MM'",
+                   help="run the --only methods again where their rows finished before this UTC time")
     args = p.parse_args()
     global CSV, PNG, TASK, INPUT
     TASK = TASKS[args.task]
