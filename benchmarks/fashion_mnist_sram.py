@@ -50,6 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CSV = RESULTS / "fashion_mnist_sram.csv"  # dense, uniform, ours before issue 15
 CSV_NOW = RESULTS / "fashion_mnist_sram_issue15.csv"  # ours, the defaults of the time (variant "default")
 CSV_VARIANTS = RESULTS / "fashion_mnist_sram_variants.csv"  # ours with callback options
+RESET, KEEP = "reset_optimizer=True", "reset_optimizer=False"  # series of ours: the current defaults / before
 PRE15 = "before-issue-15"  # the variant name of ours' rows in CSV (the defaults of that time)
 VARIANTS = {"default": {}, "optreset": {"reset_optimizer": True}, "keep": {"reset_optimizer": False}}  # -> options
 PNG = RESULTS / "fashion_mnist_sram.png"
@@ -193,8 +194,8 @@ def frac_name(f: float) -> str:
 
 
 SERIES = [  # (method, series, label in tables and plot, plot style)
-    ("ours", "reset", "ours, reset_optimizer=True (the default now)", "o-"),
-    ("ours", "keep", "ours, reset_optimizer=False (issue 15's defaults before)", "^-"),
+    ("ours", RESET, "ours, current defaults (reset_optimizer=True)", "o-"),
+    ("ours", KEEP, "ours, reset_optimizer=False (issue 15's defaults before)", "^-"),
     ("ours", PRE15, "ours before issue 15", "o:"),
     ("uniform", "", "uniform width scaling", "s--"),
     ("dense", "", "dense reference CNN", "*"),
@@ -203,12 +204,12 @@ SERIES = [  # (method, series, label in tables and plot, plot style)
 
 def series(r: dict) -> str:
     """Which series a row belongs to: "" (dense, uniform), PRE15, "earlier" (the issue-15 defaults run with earlier
-    code), or by the reset_optimizer the callback ran with: "reset" / "keep"."""
+    code), or the options the callback ran with (RESET: the current defaults, KEEP: issue 15's defaults before)."""
     if r["method"] != "ours":
         return ""
     if r["variant"] in (PRE15, "default-earlier"):
         return "earlier" if r["variant"] == "default-earlier" else PRE15
-    return "reset" if "reset_optimizer=True" in r.get("options", "") else "keep"
+    return r.get("options", "")
 
 
 def select(rows, method, name, fraction=None) -> list[dict]:
@@ -233,7 +234,7 @@ def plot(rows, dense_peak) -> None:
             xe.append(statistics.stdev(s) if len(s) > 1 else 0); ye.append(statistics.stdev(a) if len(a) > 1 else 0)
         if xs:
             ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt=st, capsize=3, label=label, markersize=8 if method == "dense" else 5,
-                        alpha=0.6 if variant in (PRE15, "keep") else 1.0)
+                        alpha=0.6 if variant in (PRE15, KEEP) else 1.0)
     for f in sorted({r["fraction"] for r in rows if r["method"] != "dense"}):
         ax.axvline(dense_peak * f / 1024, color="grey", lw=0.6, ls=":")
         ax.text(dense_peak * f / 1024, ax.get_ylim()[0], f" {frac_name(f)}", color="grey", fontsize=8, va="bottom")
@@ -261,12 +262,15 @@ def markdown(rows, dense_peak, args) -> str:
              "`benchmarks/fashion_mnist_sram.py`: the reference CNN (`zoo.reference_cnn()`, four 3x3 convs 32-64-128-128 "
              f"with BN, two max-pools, GAP, linear) on board `{BOARD}`; dense peak SRAM {dense_peak} B "
              f"({dense_peak / 1024:.1f} KiB). Budgets {', '.join(frac_name(f) for f in fractions)} of it. "
-             "**ours (current defaults)**: the reference CNN trained with `MCUPruneCallback(board, budgets={\"sram\": B})` "
-             "and the library's defaults at the time of the run (under an SRAM budget alone: warm-up 0.1, hardening at 0.6 "
-             "of the run; rows `benchmarks/results/fashion_mnist_sram_issue15.csv`); **ours, reset_optimizer=True**: the "
-             "same with the optimiser's state cleared at hardening (`--variant optreset`; rows "
-             "`benchmarks/results/fashion_mnist_sram_variants.csv`); **ours before issue 15**: the defaults and method as "
-             "they were before issue 15 (issue 3's runs, kept for comparison); "
+             "**ours, current defaults**: the reference CNN trained with `MCUPruneCallback(board, budgets={\"sram\": B})` "
+             "and the library's defaults (under an SRAM budget alone: warm-up 0.1, hardening at 0.6 of the run; "
+             "`reset_optimizer=True`, the optimiser's state cleared at hardening, on by default since issue 15's follow-up); "
+             "**ours, reset_optimizer=False**: the same run keeping the optimiser's state, issue 15's defaults before that "
+             "(a pair differs only after hardening). Rows of ours record the options as the callback resolved them "
+             "(`benchmarks/results/fashion_mnist_sram_issue15.csv`: `--variant default` when reset_optimizer was off by "
+             "default; `benchmarks/results/fashion_mnist_sram_variants.csv`: `--variant optreset` and other options). "
+             "**ours before issue 15**: the method and defaults as they were before issue 15 (issue 3's runs, for "
+             "comparison); rows with other options are marked \"not a default\". "
              "**uniform**: `zoo.reference_cnn(width=w)` with the largest w (bisection) whose peak SRAM <= B, "
              "trained plainly; **dense**: the unpruned network (uniform, dense and ours before issue 15: "
              "`benchmarks/results/fashion_mnist_sram.csv`). All with the same data, Adam "
@@ -276,6 +280,7 @@ def markdown(rows, dense_peak, args) -> str:
              f"Short runs for a 2-core CPU shared with other jobs (sum of fit + test times of the runs below: {fit_min:.0f} "
              "min; wall times are under that load, not clean speed figures): absolute accuracies are well below what full "
              "training reaches. Plot: `benchmarks/results/fashion_mnist_sram.png`.", ""]
+    extra = sorted({series(r) for r in rows} - {s_ for _, s_, _, _ in SERIES} - {"earlier"})  # other options
     dense = select(rows, "dense", "")
     if dense:
         lines += [f"Dense reference CNN: test accuracy {ms([r['test_acc'] for r in dense], 100)} % "
@@ -301,16 +306,26 @@ def markdown(rows, dense_peak, args) -> str:
                          f"{ms([r['peak_sram_bytes'] for r in rs], fmt='{:.0f}')} | {min(pct):.2f}–{max(pct):.2f} | "
                          f"{', '.join(sorted({r['channels'] for r in rs}))} | {ms([r['fit_s'] for r in rs], fmt='{:.0f}')} | "
                          f"{len(rs)} |")
+        for other in extra:
+            rs = select(rows, "ours", other, f)
+            if rs:
+                d = paired(rs, select(rows, "ours", RESET, f))
+                lines.append(f"| ours, {other} (not a default) | {ms([r['test_acc'] for r in rs], 100)} | "
+                             f"{ms(paired(rs, u))} ({ms(d)} vs current defaults) | "
+                             f"{ms([r['peak_sram_bytes'] for r in rs], fmt='{:.0f}')} | "
+                             f"{min(r['sram_pct_of_budget'] for r in rs):.2f}–{max(r['sram_pct_of_budget'] for r in rs):.2f} | "
+                             f"{', '.join(sorted({r['channels'] for r in rs}))} | {ms([r['fit_s'] for r in rs], fmt='{:.0f}')} | "
+                             f"{len(rs)} |")
         lines.append("")
-        verdict.append((f, select(rows, "ours", "reset", f), u))
+        verdict.append((f, select(rows, "ours", RESET, f), u))
     # reset_optimizer against the defaults, paired per seed
     lines += ["### `reset_optimizer=True` against `False`, paired (same seed, same budget, otherwise the same run)", "",
               "| budget | seed | False (%) | True (%) | True − False (pp) | uniform (%) | before issue 15 (%) | channels: False / True |",
               "|---|---|---|---|---|---|---|---|"]
     diffs = []
     for f in fractions:
-        o = {r["seed"]: r for r in select(rows, "ours", "keep", f)}
-        x = {r["seed"]: r for r in select(rows, "ours", "reset", f)}
+        o = {r["seed"]: r for r in select(rows, "ours", KEEP, f)}
+        x = {r["seed"]: r for r in select(rows, "ours", RESET, f)}
         u = {r["seed"]: r for r in select(rows, "uniform", "", f)}
         pre = {r["seed"]: r for r in select(rows, "ours", PRE15, f)}
         for seed in sorted(set(o) | set(x)):
@@ -387,6 +402,7 @@ def main() -> None:
                    help="an MCUPruneCallback option for ours (repeatable), e.g. reset_optimizer=true")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md / the PNG")
+    p.add_argument("--report-only", action="store_true", help="run nothing: write the section from the rows there")
     args = p.parse_args()
     options = dict(VARIANTS.get(args.variant, {}))
     options.update(parse_options(args.option))
@@ -409,7 +425,12 @@ def main() -> None:
         console.print(f"  budget {frac_name(f)} = {int(dense_peak * f)} B: uniform width {w:.4f} "
                       f"(channels {channels(zoo.reference_cnn(width=w))}), peak {s} B")
     rows = load_rows(args)
-    done = {(r["method"], r["variant"], r["fraction"], r["seed"]) for r in rows}
+    # a run of ours is done when a row ran with the same options as the callback resolves them now (a default such
+    # as reset_optimizer's may have changed since a row of the same variant name ran)
+    resolved = options_text({**options, "reset_optimizer": MCUPruneCallback(
+        BOARD, {"sram": dense_peak}, verbose=False, export=False, **options).reset_optimizer})
+    done = {(r["method"], "" if r["method"] != "ours" or r["variant"] in (PRE15, "default-earlier") else r["options"],
+             r["fraction"], r["seed"]) for r in rows}
     plan = []
     for seed in args.seeds:
         if "dense" in args.only:
@@ -418,7 +439,9 @@ def main() -> None:
             for m in ("ours", "uniform"):
                 if m in args.only:
                     plan.append((m, variant if m == "ours" else "", f, seed))
-    todo = [k for k in plan if k not in done]
+    todo = [k for k in plan if (k[0], resolved if k[0] == "ours" else "", k[2], k[3]) not in done]
+    if args.report_only:
+        todo = []
     console.print(f"{len(plan) - len(todo)} of {len(plan)} runs already done; {len(todo)} to run")
     t0 = time.perf_counter()
     for i, (m, v, f, seed) in enumerate(todo):
