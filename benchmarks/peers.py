@@ -301,6 +301,18 @@ def plot(rows, ctx) -> None:
     save_figure(fig, PNG)
 
 
+def ours_when(rows) -> str:
+    """Which defaults the rows of ours ran with, by when they finished."""
+    ours = [r for r in rows if r["method"].startswith("ours-")]
+    if ours and min(r["finished_utc"] for r in ours) >= "2026-11-26 19:13":
+        return ("re-run 2026-11-26 with the defaults after issue 15: under the latency budget warm-up 0.02 and hardening "
+                "at 0.15 of the run, under SRAM or flash alone 0.1 and 0.6; the optimiser's state cleared at hardening "
+                "(`reset_optimizer=True`)")
+    if ours and max(r["finished_utc"] for r in ours) < "2026-11-26 12:00":
+        return "the defaults before issue 15: warm-up 0.1, hardening at 0.6"
+    return "rows from before and after issue 15's defaults: see `finished_utc` in the CSV"
+
+
 def markdown(rows, ctx, args) -> str:
     src = ctx["latency_source"]
     seeds = sorted({r["seed"] for r in rows})
@@ -315,8 +327,8 @@ def markdown(rows, ctx, args) -> str:
              "Short runs sized for a 2-core CPU: absolute accuracies are below full training. "
              "Every final network measured with our `analyze` (int8). Fit times are wall-clock with two runs sharing the "
              "machine: compare them loosely.", "",
-             "Methods: **ours-sram / ours-latency / ours-flash**: `MCUPruneCallback` with the one budget (defaults: warm-up 0.1, "
-             "hardening at 0.6). **uniform**: the same network at width w, the largest w within the SRAM budget "
+             "Methods: **ours-sram / ours-latency / ours-flash**: `MCUPruneCallback` with the one budget, library defaults at "
+             f"the time of the run ({ours_when(rows)}). **uniform**: the same network at width w, the largest w within the SRAM budget "
              f"(w={ctx['uniform_width']:.4f}); **uniform-latency / uniform-flash**: the same within the latency / flash budget "
              f"(w={ctx['uniform_width_latency']:.4f} / {ctx['uniform_width_flash']:.4f}). **tp-magnitude / tp-taylor**: Torch-Pruning `MagnitudePruner` with "
              "`MagnitudeImportance(p=2)` / `TaylorImportance()`, 5 iterative steps over the same 10–60 % of the run, "
