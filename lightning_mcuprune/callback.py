@@ -75,7 +75,11 @@ class MCUPruneCallback(pl.Callback):
             optimiser's state: search, then retrain within the same run (pair it with an early prune_end).
         reset_optimizer: at hardening, clear the optimiser's state (Adam's moments and step count), weights kept: the
             pruned network's steps then follow its own gradient statistics, not those of the dense and masked network
-            (Adam's second moment, beta2=0.999, remembers longer than a short run).
+            (Adam's second moment, beta2=0.999, remembers longer than a short run). Default True since issue 15's
+            follow-up: against keeping the state (same seed, budget and architecture) it was more accurate in 40 of 44
+            paired runs under latency/MACs budgets, 5 of 6 under SRAM + latency together and 8 of 9 under SRAM alone
+            (+0.15 pp on average there, within seed noise but never worse by more than 0.1 pp). False keeps the
+            state (the optimiser's moments, sliced to the kept channels, carry on).
         order: execution order for peak SRAM: "traced" or "optimal".
         export: after fit, write the export (see `export`) to `mcuprune/` in the log dir (the Trainer's
             default_root_dir without a logger), or to `mcuprune_1/`, ... if an earlier run's export is there.
@@ -127,7 +131,7 @@ class MCUPruneCallback(pl.Callback):
                  prune_end: float | int | None = None, update_every: int = 1, removals: int = 3, pi_lr: float = 0.05,
                  importance_decay: float = 0.9, temperature: float | None = None, pi_norm: str = "global",
                  compute_step: str = "share", soft_floor: bool = True, reinit: bool = False,
-                 reset_optimizer: bool = False, order: str = "traced",
+                 reset_optimizer: bool = True, order: str = "traced",
                  export: bool = True, verbose: bool = True, runtime: str = "mcuprune-firmware",
                  calib_samples: int = 256):
         super().__init__()

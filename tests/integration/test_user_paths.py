@@ -71,7 +71,7 @@ OPTIONS = {
     "order": {"order": "optimal"},
     "pi_norm+compute_step+soft_floor": {"pi_norm": "group", "compute_step": "cost", "soft_floor": False},
     "reinit": {"reinit": True},
-    "reset_optimizer": {"reset_optimizer": True},
+    "reset_optimizer": {"reset_optimizer": False},  # True is the default
     "temperature": {"temperature": 0.5},
     "calib_samples": {"calib_samples": 0},
 }
