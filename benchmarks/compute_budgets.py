@@ -78,7 +78,7 @@ DIAG_TEXT = {
                "sqrt(old fan-in / new fan-in) (the scale a fresh initialiser gives the smaller layer)",
     "optreset": "as the grid's defaults (reset_optimizer off), the optimiser's state (Adam moments, step count) cleared at hardening, "
                 "weights kept",
-    "optreset-early8": "as optreset (the defaults under compute budgets since reset_optimizer became one), pruning 0-8% of the run (architecture decided earlier, more steps left to "
+    "optreset-early8": "as optreset (the defaults since reset_optimizer became one), pruning 0-8% of the run (architecture decided earlier, more steps left to "
                        "recover)",
     "optreset-lrwarm": "as optreset (the new defaults), and the learning rate ramped linearly from 1/11 to 1 of the schedule's over the 10 "
                        "optimiser steps after the reset (Adam's first steps from a cleared state are full-size, "
