@@ -115,7 +115,7 @@ NETS = {
     "dscnn": dict(title="DS-CNN", build=lambda: zoo.ds_cnn(10), input=(1, 1, 49, 10), data=_kws, task="KWS", lr=3e-3,
                   epochs=12),
 }
-RESOURCES = {"latency_ms": "latency", "macs": "MACs"}
+RESOURCES = {"latency_ms": "latency", "macs": "MACs", "sram": "peak SRAM"}  # sram: the SRAM-schedule check (--csv sram_schedule.csv)
 #: --variant name -> MCUPruneCallback options (for diagnostics; the grid runs "default")
 VARIANTS = {
     "default": {},
@@ -147,6 +147,7 @@ VARIANTS = {
     "optreset-early8": dict(reset_optimizer=True, warmup=0.0, prune_end=0.08),
     "optreset-lrwarm": dict(reset_optimizer=True, _lr_warmup=10),
     "optreset-ufloor75": dict(reset_optimizer=True, _uniform_floor=0.75),
+    "sram-early": dict(warmup=0.02, prune_end=0.15),  # the compute-budget schedule under an SRAM-only budget
     "default-recal": {},  # the defaults again under the re-calibrated latency profile (paired with optreset's rows)
 }
 
@@ -168,7 +169,7 @@ def defaults_label() -> str:
 
 
 def report_value(rep, key: str) -> float:
-    return float(rep.latency_ms if key == "latency_ms" else rep.macs)
+    return float({"latency_ms": rep.latency_ms, "macs": rep.macs, "sram": rep.peak_sram_bytes}[key])
 
 
 def measure(net: nn.Module, spec: dict):
@@ -759,7 +760,7 @@ def diagnostics(shown=()) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["refcnn", "resnet8", "dscnn", "mbv2"])
-    p.add_argument("--resources", nargs="+", choices=sorted(RESOURCES), default=list(RESOURCES))
+    p.add_argument("--resources", nargs="+", choices=sorted(RESOURCES), default=["latency_ms", "macs"])
     p.add_argument("--fractions", type=float, nargs="+", default=[1 / 4, 1 / 10])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", choices=["ours", "uniform"], default=["ours", "uniform"])
@@ -785,7 +786,7 @@ def main() -> None:
     ctx = {"dense": {}, "uniform": {}}
     for n in args.nets:
         rep = measure(NETS[n]["build"](), NETS[n])
-        ctx["dense"][n] = {"latency_ms": float(rep.latency_ms), "macs": float(rep.macs)}
+        ctx["dense"][n] = {k: report_value(rep, k) for k in RESOURCES}
         ctx["uniform"][n] = Uniform(NETS[n])
         console.print(f"{n}: dense latency {rep.latency_ms:.2f} ms ({rep.latency_source}), {rep.macs:,} MACs, groups "
                       f"{ctx['uniform'][n].c0}")
