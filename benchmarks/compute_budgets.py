@@ -115,7 +115,9 @@ NETS = {
     "dscnn": dict(title="DS-CNN", build=lambda: zoo.ds_cnn(10), input=(1, 1, 49, 10), data=_kws, task="KWS", lr=3e-3,
                   epochs=12),
 }
-RESOURCES = {"latency_ms": "latency", "macs": "MACs", "sram": "peak SRAM"}  # sram: the SRAM-schedule check (--csv sram_schedule.csv)
+RESOURCES = {"latency_ms": "latency", "macs": "MACs"}  # the section and figure
+#: every --resources choice; sram: the SRAM-schedule check (--csv sram_schedule.csv, section by sram_schedule.py)
+KEYS = {**RESOURCES, "sram": "peak SRAM"}
 #: --variant name -> MCUPruneCallback options (for diagnostics; the grid runs "default")
 VARIANTS = {
     "default": {},
@@ -760,7 +762,7 @@ def diagnostics(shown=()) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["refcnn", "resnet8", "dscnn", "mbv2"])
-    p.add_argument("--resources", nargs="+", choices=sorted(RESOURCES), default=["latency_ms", "macs"])
+    p.add_argument("--resources", nargs="+", choices=sorted(KEYS), default=list(RESOURCES))
     p.add_argument("--fractions", type=float, nargs="+", default=[1 / 4, 1 / 10])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", choices=["ours", "uniform"], default=["ours", "uniform"])
@@ -786,7 +788,7 @@ def main() -> None:
     ctx = {"dense": {}, "uniform": {}}
     for n in args.nets:
         rep = measure(NETS[n]["build"](), NETS[n])
-        ctx["dense"][n] = {k: report_value(rep, k) for k in RESOURCES}
+        ctx["dense"][n] = {k: report_value(rep, k) for k in KEYS}
         ctx["uniform"][n] = Uniform(NETS[n])
         console.print(f"{n}: dense latency {rep.latency_ms:.2f} ms ({rep.latency_source}), {rep.macs:,} MACs, groups "
                       f"{ctx['uniform'][n].c0}")
