@@ -18,6 +18,7 @@ Run: python benchmarks/compute_budgets.py [--nets refcnn resnet8 dscnn mbv2] [--
 from __future__ import annotations
 
 import argparse
+import itertools
 import csv
 import statistics
 import sys
@@ -168,6 +169,11 @@ def variant_call(name: str) -> str:
 
 def defaults_label() -> str:
     return "defaults" if SHOWN["name"] == "default" else "defaults, reset_optimizer on"
+
+
+def cells(nets, fractions):
+    """Every (net, resource key, budget fraction) of the grid, in the sections' order."""
+    return itertools.product(nets, RESOURCES, fractions)
 
 
 def report_value(rep, key: str) -> float:
@@ -408,20 +414,18 @@ def option_table(rows, opt_rows, nets, fractions, options) -> list[str]:
            "ours, variant - uniform (pp) | variant ≥ uniform (seeds) | budget met | min ch | channels (variant, seed 0) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for opt in options:
-        for net in nets:
-            for key in RESOURCES:
-                for f in fractions:
-                    p = cell_rows([r for r in opt_rows if r["variant"] == opt], net, key, f, "ours")
-                    if not p:
-                        continue
-                    o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
-                    d0, d1 = cell_diffs(o, u), cell_diffs(p, u)
-                    out.append(
-                        f"| `{opt}` | {NETS[net]['title']} | "
-                        f"{RESOURCES[key]} {frac_name(f)} | {statistics.mean(d0):+.2f} (n={len(d0)}) | "
-                        f"{ms([r['test_acc'] for r in p])} | {statistics.mean(d1):+.2f} (n={len(d1)}) | "
-                        f"{sum(x >= 0 for x in d1)}/{len(d1)} | {sum(r['meets_budget'] for r in p)}/{len(p)} | "
-                        f"{', '.join(str(r['min_channels']) for r in p)} | {p[0]['channels']} |")
+        for net, key, f in cells(nets, fractions):
+            p = cell_rows([r for r in opt_rows if r["variant"] == opt], net, key, f, "ours")
+            if not p:
+                continue
+            o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
+            d0, d1 = cell_diffs(o, u), cell_diffs(p, u)
+            out.append(
+                f"| `{opt}` | {NETS[net]['title']} | "
+                f"{RESOURCES[key]} {frac_name(f)} | {statistics.mean(d0):+.2f} (n={len(d0)}) | "
+                f"{ms([r['test_acc'] for r in p])} | {statistics.mean(d1):+.2f} (n={len(d1)}) | "
+                f"{sum(x >= 0 for x in d1)}/{len(d1)} | {sum(r['meets_budget'] for r in p)}/{len(p)} | "
+                f"{', '.join(str(r['min_channels']) for r in p)} | {p[0]['channels']} |")
     return out
 
 
@@ -441,79 +445,77 @@ def losing_why(rows, more, nets, fractions, all_opt=()) -> list[str]:
     longs = load_rows(long_csv) if long_csv.exists() else []
     grid_all = load_rows(CSV) + diag
     out = []
-    for net in nets:
-        for key in RESOURCES:
-            for f in fractions:
-                o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
-                d = cell_diffs(o, u)
-                if not d or all(wins_cell(d)):
-                    continue
-                name = f"{NETS[net]['title']} {RESOURCES[key]} {frac_name(f)}"
-                uall = u + cell_rows(more, net, key, f, "uniform")
-                d5 = cell_diffs(o + cell_rows(more, net, key, f, "ours"), uall)
-                txt = (f"- **{name}**: ours - uniform {statistics.mean(d):+.2f} pp over seeds "
-                       f"{','.join(str(r['seed']) for r in o)} ({sum(x >= 0 for x in d)}/{len(d)} seeds ≥; per seed "
-                       f"{' '.join(f'{x:+.2f}' for x in d)})")
-                if len(d5) > len(d):
-                    se = statistics.stdev(d5) / len(d5) ** 0.5
-                    txt += f"; over {len(d5)} seeds {statistics.mean(d5):+.2f} ± {se:.2f} ({sum(x >= 0 for x in d5)}/{len(d5)} ≥)"
+    for net, key, f in cells(nets, fractions):
+        o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
+        d = cell_diffs(o, u)
+        if not d or all(wins_cell(d)):
+            continue
+        name = f"{NETS[net]['title']} {RESOURCES[key]} {frac_name(f)}"
+        uall = u + cell_rows(more, net, key, f, "uniform")
+        d5 = cell_diffs(o + cell_rows(more, net, key, f, "ours"), uall)
+        txt = (f"- **{name}**: ours - uniform {statistics.mean(d):+.2f} pp over seeds "
+               f"{','.join(str(r['seed']) for r in o)} ({sum(x >= 0 for x in d)}/{len(d)} seeds ≥; per seed "
+               f"{' '.join(f'{x:+.2f}' for x in d)})")
+        if len(d5) > len(d):
+            se = statistics.stdev(d5) / len(d5) ** 0.5
+            txt += f"; over {len(d5)} seeds {statistics.mean(d5):+.2f} ± {se:.2f} ({sum(x >= 0 for x in d5)}/{len(d5)} ≥)"
+        txt += "."
+        pu = {r["seed"]: r["test_acc"] for r in uall}
+        for r in cell_rows(diag, net, key, f, "ours"):
+            if r["variant"] != "arch-fresh" or r["seed"] not in pu:
+                continue
+            src = [q for q in cell_rows(grid_all, net, key, f, "ours") if q["seed"] == r["seed"]
+                   and q["channels"] == r["channels"] and q["variant"] != "arch-fresh" and q["epochs"] == r["epochs"]]
+            txt += (f" Architecture vs recovery (seed {r['seed']}): the network ours found ({r['channels']}"
+                    + (f", in its grid run with {'reset_optimizer off' if src[0]['variant'] == 'default' else src[0]['variant']}"
+                       if src else "") + f") trained from fresh weights for the "
+                    f"same epochs {100 * r['test_acc']:.2f}%, uniform {100 * pu[r['seed']]:.2f}%"
+                    + (f", pruned while training {100 * src[0]['test_acc']:.2f}%" if src else "") + ".")
+        frozen = [r for r in cell_rows(diag, net, key, f, "ours") if r["variant"].startswith("uni-frozen")
+                  and r["seed"] in pu]
+        if frozen:
+            txt += (" Uniform widths reached by pruning while training (the allocation fixed to uniform's): " +
+                    ", ".join(f"{100 * r['test_acc']:.2f}% ({frozen_label(r['variant'])})" for r in frozen) + f" against {100 * pu[frozen[0]['seed']]:.2f}% trained at that "
+                    "width from the start (seed " + str(frozen[0]["seed"]) + ").")
+        for ep in sorted({r["epochs"] for r in longs if r["net"] == net}):
+            lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
+                  and r["variant"] == SHOWN["name"]]
+            lu = [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep]
+            ld = cell_diffs(lo, lu)
+            if ld:
+                lpu = {r["seed"]: r["test_acc"] for r in lu}
+                txt += (f" With {ep} epochs ({ep // NETS[net]['epochs']}x, long_runs.py): ours - uniform "
+                        f"{statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/{len(ld)} seeds ≥; " +
+                        ", ".join(f"seed {r['seed']} {100 * r['test_acc']:.2f} vs {100 * lpu[r['seed']]:.2f}%"
+                                  for r in lo if r["seed"] in lpu) + ")")
+                la = {r["seed"]: r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
+                      and r["variant"] == f"arch-{SHOWN['name']}"}
+                if la:
+                    lod = {r["seed"]: r["test_acc"] for r in lo}
+                    fa = [100 * (a["test_acc"] - lpu[q]) for q, a in la.items() if q in lpu]
+                    txt += ("; the architecture ours found there, trained from fresh weights for the same epochs: "
+                            + ", ".join(f"seed {q} {100 * a['test_acc']:.2f}% ({a['channels']})"
+                                        + (f", pruned while training {100 * lod[q]:.2f}%" if q in lod else "")
+                                        for q, a in sorted(la.items()))
+                            + f"; fresh - uniform {statistics.mean(fa):+.2f} pp, pruned while training - fresh "
+                            + f"{statistics.mean([100 * (lod[q] - a['test_acc']) for q, a in la.items() if q in lod]):+.2f} pp")
                 txt += "."
-                pu = {r["seed"]: r["test_acc"] for r in uall}
-                for r in cell_rows(diag, net, key, f, "ours"):
-                    if r["variant"] != "arch-fresh" or r["seed"] not in pu:
-                        continue
-                    src = [q for q in cell_rows(grid_all, net, key, f, "ours") if q["seed"] == r["seed"]
-                           and q["channels"] == r["channels"] and q["variant"] != "arch-fresh" and q["epochs"] == r["epochs"]]
-                    txt += (f" Architecture vs recovery (seed {r['seed']}): the network ours found ({r['channels']}"
-                            + (f", in its grid run with {'reset_optimizer off' if src[0]['variant'] == 'default' else src[0]['variant']}"
-                               if src else "") + f") trained from fresh weights for the "
-                            f"same epochs {100 * r['test_acc']:.2f}%, uniform {100 * pu[r['seed']]:.2f}%"
-                            + (f", pruned while training {100 * src[0]['test_acc']:.2f}%" if src else "") + ".")
-                frozen = [r for r in cell_rows(diag, net, key, f, "ours") if r["variant"].startswith("uni-frozen")
-                          and r["seed"] in pu]
-                if frozen:
-                    txt += (" Uniform widths reached by pruning while training (the allocation fixed to uniform's): " +
-                            ", ".join(f"{100 * r['test_acc']:.2f}% ({frozen_label(r['variant'])})" for r in frozen) + f" against {100 * pu[frozen[0]['seed']]:.2f}% trained at that "
-                            "width from the start (seed " + str(frozen[0]["seed"]) + ").")
-                for ep in sorted({r["epochs"] for r in longs if r["net"] == net}):
-                    lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
-                          and r["variant"] == SHOWN["name"]]
-                    lu = [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep]
-                    ld = cell_diffs(lo, lu)
+        for v in sorted({r["variant"] for r in all_opt if r["variant"].startswith(SHOWN["name"] + "-")}):
+            po = cell_rows([r for r in all_opt if r["variant"] == v], net, key, f, "ours")
+            pd = cell_diffs(po, uall)
+            p3 = cell_diffs([r for r in po if r["seed"] in {q["seed"] for q in o}], u)
+            if pd:
+                txt += (f" With `{variant_call(v)}` (`{v}`): {statistics.mean(p3):+.2f} pp over the same seeds "
+                        f"({sum(x >= 0 for x in p3)}/{len(p3)} ≥), {statistics.mean(pd):+.2f} over {len(pd)} "
+                        f"({sum(x >= 0 for x in pd)}/{len(pd)} ≥)")
+                for ep in sorted({r["epochs"] for r in longs if r["net"] == net and r["variant"] == v}):
+                    lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep and r["variant"] == v]
+                    ld = cell_diffs(lo, [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep])
                     if ld:
-                        lpu = {r["seed"]: r["test_acc"] for r in lu}
-                        txt += (f" With {ep} epochs ({ep // NETS[net]['epochs']}x, long_runs.py): ours - uniform "
-                                f"{statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/{len(ld)} seeds ≥; " +
-                                ", ".join(f"seed {r['seed']} {100 * r['test_acc']:.2f} vs {100 * lpu[r['seed']]:.2f}%"
-                                          for r in lo if r["seed"] in lpu) + ")")
-                        la = {r["seed"]: r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep
-                              and r["variant"] == f"arch-{SHOWN['name']}"}
-                        if la:
-                            lod = {r["seed"]: r["test_acc"] for r in lo}
-                            fa = [100 * (a["test_acc"] - lpu[q]) for q, a in la.items() if q in lpu]
-                            txt += ("; the architecture ours found there, trained from fresh weights for the same epochs: "
-                                    + ", ".join(f"seed {q} {100 * a['test_acc']:.2f}% ({a['channels']})"
-                                                + (f", pruned while training {100 * lod[q]:.2f}%" if q in lod else "")
-                                                for q, a in sorted(la.items()))
-                                    + f"; fresh - uniform {statistics.mean(fa):+.2f} pp, pruned while training - fresh "
-                                    + f"{statistics.mean([100 * (lod[q] - a['test_acc']) for q, a in la.items() if q in lod]):+.2f} pp")
-                        txt += "."
-                for v in sorted({r["variant"] for r in all_opt if r["variant"].startswith(SHOWN["name"] + "-")}):
-                    po = cell_rows([r for r in all_opt if r["variant"] == v], net, key, f, "ours")
-                    pd = cell_diffs(po, uall)
-                    p3 = cell_diffs([r for r in po if r["seed"] in {q["seed"] for q in o}], u)
-                    if pd:
-                        txt += (f" With `{variant_call(v)}` (`{v}`): {statistics.mean(p3):+.2f} pp over the same seeds "
-                                f"({sum(x >= 0 for x in p3)}/{len(p3)} ≥), {statistics.mean(pd):+.2f} over {len(pd)} "
-                                f"({sum(x >= 0 for x in pd)}/{len(pd)} ≥)")
-                        for ep in sorted({r["epochs"] for r in longs if r["net"] == net and r["variant"] == v}):
-                            lo = [r for r in cell_rows(longs, net, key, f, "ours") if r["epochs"] == ep and r["variant"] == v]
-                            ld = cell_diffs(lo, [r for r in cell_rows(longs, net, key, f, "uniform") if r["epochs"] == ep])
-                            if ld:
-                                txt += (f"; with {ep} epochs {statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/"
-                                        f"{len(ld)} seeds ≥; per seed {' '.join(f'{x:+.2f}' for x in ld)})")
-                        txt += "."
-                out.append(txt)
+                        txt += (f"; with {ep} epochs {statistics.mean(ld):+.2f} pp ({sum(x >= 0 for x in ld)}/"
+                                f"{len(ld)} seeds ≥; per seed {' '.join(f'{x:+.2f}' for x in ld)})")
+                txt += "."
+        out.append(txt)
     if not out:
         return []
     return ["", f"### Where ours ({defaults_label()}) still misses the acceptance: by how much and why", "",
@@ -532,21 +534,19 @@ def extra_seeds(rows, more, nets, fractions, opt_rows=(), more_opt=()) -> list[s
                                           [r for r in more_opt if r["variant"] == v])
                                          for v in sorted({r["variant"] for r in more_opt})]
     for label, base, extra_rows in sets:
-        for net in nets:
-            for key in RESOURCES:
-                for f in fractions:
-                    extra = cell_rows(extra_rows, net, key, f, "ours")
-                    if not extra:
-                        continue
-                    o = cell_rows(base, net, key, f, "ours") + extra
-                    u = cell_rows(rows, net, key, f, "uniform") + cell_rows(more, net, key, f, "uniform")
-                    d = cell_diffs(o, u)
-                    if len(d) < 2:
-                        continue
-                    se = statistics.stdev(d) / len(d) ** 0.5
-                    out.append(f"| {label} | {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {len(d)} | "
-                               f"{' '.join(f'{x:+.1f}' for x in d)} | {statistics.mean(d):+.2f} ± {se:.2f} | "
-                               f"{sum(x >= 0 for x in d)}/{len(d)} |")
+        for net, key, f in cells(nets, fractions):
+            extra = cell_rows(extra_rows, net, key, f, "ours")
+            if not extra:
+                continue
+            o = cell_rows(base, net, key, f, "ours") + extra
+            u = cell_rows(rows, net, key, f, "uniform") + cell_rows(more, net, key, f, "uniform")
+            d = cell_diffs(o, u)
+            if len(d) < 2:
+                continue
+            se = statistics.stdev(d) / len(d) ** 0.5
+            out.append(f"| {label} | {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {len(d)} | "
+                       f"{' '.join(f'{x:+.1f}' for x in d)} | {statistics.mean(d):+.2f} ± {se:.2f} | "
+                       f"{sum(x >= 0 for x in d)}/{len(d)} |")
     if not out:
         return []
     return ["", "### Beyond 3 seeds: gap or seed noise?", "",
@@ -564,26 +564,24 @@ def paired_effect(option: str, ours_rows, opt_rows, nets, fractions, base_label:
     # the base is reset_optimizer off: its re-runs under the re-calibrated latency profile pair too
     recal = [r for r in load_rows(DIAG) if r["variant"] == "default-recal"] if recal_base else []
     out = []
-    for net in nets:
-        for key in RESOURCES:
-            for f in fractions:
-                p = cell_rows([r for r in opt_rows if r["variant"] == option], net, key, f, "ours")
-                if not p:
-                    continue
-                d, same_arch, n_pairs = [], 0, 0
-                for r in p:
-                    base = [q for q in ours_rows + recal if q["net"] == net and q["resource"] == key
-                            and abs(q["fraction"] - f) < 1e-9 and q["seed"] == r["seed"]
-                            and abs(q["dense_value"] - r["dense_value"]) < 1e-6 * q["dense_value"]]
-                    if not base:
-                        continue
-                    n_pairs += 1
-                    d.append(100 * (r["test_acc"] - base[0]["test_acc"]))
-                    same_arch += r["channels"] == base[0]["channels"]
-                if d:
-                    out.append(f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {n_pairs} | "
-                               f"{' '.join(f'{x:+.2f}' for x in d)} | {statistics.mean(d):+.2f} | "
-                               f"{sum(x > 0 for x in d)}/{len(d)} | {same_arch}/{n_pairs} |")
+    for net, key, f in cells(nets, fractions):
+        p = cell_rows([r for r in opt_rows if r["variant"] == option], net, key, f, "ours")
+        if not p:
+            continue
+        d, same_arch, n_pairs = [], 0, 0
+        for r in p:
+            base = [q for q in ours_rows + recal if q["net"] == net and q["resource"] == key
+                    and abs(q["fraction"] - f) < 1e-9 and q["seed"] == r["seed"]
+                    and abs(q["dense_value"] - r["dense_value"]) < 1e-6 * q["dense_value"]]
+            if not base:
+                continue
+            n_pairs += 1
+            d.append(100 * (r["test_acc"] - base[0]["test_acc"]))
+            same_arch += r["channels"] == base[0]["channels"]
+        if d:
+            out.append(f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {n_pairs} | "
+                       f"{' '.join(f'{x:+.2f}' for x in d)} | {statistics.mean(d):+.2f} | "
+                       f"{sum(x > 0 for x in d)}/{len(d)} | {same_arch}/{n_pairs} |")
     if not out:
         return []
     why = ("Up to hardening the two runs are the same run (same seed, data order and pruning), so this difference is "
@@ -621,24 +619,22 @@ def markdown(rows, nets, fractions, args, opt_rows=None, more=None, more_opt=Non
              "| network | budget | ours (%) | uniform (%) | ours - uniform (pp) | ours ≥ uniform (seeds) | budget met (ours/uniform) | min ch (ours) | below floor | channels per group (ours, seed 0) | uniform channels |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     verdict = []
-    for net in nets:
-        for key in RESOURCES:
-            for f in fractions:
-                o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
-                if not o and not u:
-                    continue
-                pu = {r["seed"]: r["test_acc"] for r in u}
-                d = [100 * (r["test_acc"] - pu[r["seed"]]) for r in o if r["seed"] in pu]
-                wins = sum(x >= 0 for x in d)
-                mean_d = statistics.mean(d) if d else None
-                if d:
-                    verdict.append((net, key, f, mean_d, wins, len(d)))
-                lines.append(
-                    f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {ms([r['test_acc'] for r in o]) if o else 'n/a'} | "
-                    f"{ms([r['test_acc'] for r in u]) if u else 'n/a'} | {'n/a' if mean_d is None else f'{mean_d:+.2f}'} | "
-                    f"{wins}/{len(d)} | {sum(r['meets_budget'] for r in o)}/{len(o)} , {sum(r['meets_budget'] for r in u)}/{len(u)} | "
-                    f"{', '.join(str(r['min_channels']) for r in o)} | {sum(r['below_soft_floor'] for r in o)} | "
-                    f"{o[0]['channels'] if o else ''} | {u[0]['channels'] if u else ''} |")
+    for net, key, f in cells(nets, fractions):
+        o, u = cell_rows(rows, net, key, f, "ours"), cell_rows(rows, net, key, f, "uniform")
+        if not o and not u:
+            continue
+        pu = {r["seed"]: r["test_acc"] for r in u}
+        d = [100 * (r["test_acc"] - pu[r["seed"]]) for r in o if r["seed"] in pu]
+        wins = sum(x >= 0 for x in d)
+        mean_d = statistics.mean(d) if d else None
+        if d:
+            verdict.append((net, key, f, mean_d, wins, len(d)))
+        lines.append(
+            f"| {NETS[net]['title']} | {RESOURCES[key]} {frac_name(f)} | {ms([r['test_acc'] for r in o]) if o else 'n/a'} | "
+            f"{ms([r['test_acc'] for r in u]) if u else 'n/a'} | {'n/a' if mean_d is None else f'{mean_d:+.2f}'} | "
+            f"{wins}/{len(d)} | {sum(r['meets_budget'] for r in o)}/{len(o)} , {sum(r['meets_budget'] for r in u)}/{len(u)} | "
+            f"{', '.join(str(r['min_channels']) for r in o)} | {sum(r['below_soft_floor'] for r in o)} | "
+            f"{o[0]['channels'] if o else ''} | {u[0]['channels'] if u else ''} |")
     notes = profile_notes(rows, nets, fractions)
     if notes:
         lines += [""] + notes
@@ -721,9 +717,10 @@ def sram_check() -> list[str]:
     with old.open() as f:
         prev = list(csv.DictReader(f))
     out = ["", "### The SRAM lead with the new defaults", "",
-           "`fashion_mnist_sram.py`'s recipe (reference CNN, 6k images x 3 epochs), ours re-run with the issue-15 defaults "
-           "(rows: `benchmarks/results/fashion_mnist_sram_issue15.csv`); uniform width and ours before issue 15 from "
-           "`fashion_mnist_sram.csv` (same seeds and settings). Only the runs that finished in the time we had:", "",
+           "`fashion_mnist_sram.py`'s recipe (reference CNN, 6k images x 3 epochs), ours re-run with the issue-15 method "
+           "and `reset_optimizer=False` (the defaults before reset_optimizer became one; with it on, section "
+           "\"Fashion-MNIST under a peak-SRAM budget\") (rows: `benchmarks/results/fashion_mnist_sram_issue15.csv`); "
+           "uniform width and ours before issue 15 from `fashion_mnist_sram.csv` (same seeds and settings):", "",
            "| SRAM budget | seed | ours, issue 15 (%) | ours before (%) | uniform (%) | channels (ours, issue 15) |",
            "|---|---|---|---|---|---|"]
     for r in rows:
